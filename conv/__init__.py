@@ -1,0 +1,14 @@
+"""conv: Conv1d/Conv2d with PyTorch's exact semantics on NumPy arrays (CPU) and CUDA arrays (GPU).
+
+    import numpy as np, conv
+    y = conv.conv2d(x, w, b, stride=2, padding="same" ...)     # like torch.nn.functional.conv2d
+    layer = conv.Conv2d(3, 64, 7, stride=2, padding=3, seed=0)  # like torch.nn.Conv2d
+"""
+from ._digest import kernels_digest
+from ._dispatch import BACKEND_NAMES, Choice, backends
+from .functional import conv1d, conv2d, explain
+from .modules import Conv1d, Conv2d
+
+__all__ = ["conv1d", "conv2d", "Conv1d", "Conv2d", "explain", "backends", "Choice",
+           "BACKEND_NAMES", "kernels_digest"]
+__version__ = "0.1.0"
