@@ -1,0 +1,102 @@
+"""GPU array interop shared by the GPU backends: take any CUDA array zero-copy, give the result back
+as the caller's kind of array on the caller's device.
+
+CuPy and numba.cuda are imported here only when a GPU path is actually used.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from . import _arrays
+
+
+def import_cupy():
+    """CuPy, or ImportError saying why it cannot be used."""
+    import cupy  # noqa: F401  (ImportError propagates with its own reason)
+    return cupy
+
+
+def cupy_availability() -> tuple[bool, str]:
+    try:
+        cupy = import_cupy()
+    except Exception as exc:  # ImportError, or a broken CUDA install raising at import
+        return False, f"CuPy is not installed or failed to import ({type(exc).__name__}: {exc})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return False, f"no CUDA driver or device ({type(exc).__name__}: {exc})"
+    if count == 0:
+        return False, "no CUDA device"
+    return True, f"CuPy {cupy.__version__} with {count} CUDA device(s)"
+
+
+def cupy_from_host(host: np.ndarray, device_index: int):
+    cupy = import_cupy()
+    with cupy.cuda.Device(device_index):
+        return cupy.asarray(host)
+
+
+def input_device(a) -> int | None:
+    """The CUDA device a GPU array lives on, None for host arrays (or when only the pointer knows)."""
+    return _arrays.cuda_device_of(a)
+
+
+def to_cupy(a):
+    """A CuPy view of `a` (zero-copy for GPU arrays), or a device copy of a NumPy array."""
+    if a is None:
+        return None
+    cupy = import_cupy()
+    kind = _arrays.array_kind(a)
+    if kind == _arrays.CUPY:
+        return a
+    if kind == _arrays.NUMPY:
+        return cupy.asarray(a)
+    if kind == _arrays.TORCH_CUDA or (not hasattr(a, "__cuda_array_interface__")
+                                      and hasattr(a, "__dlpack__")):
+        return cupy.from_dlpack(a)          # honours the producer's stream
+    return cupy.asarray(a)                  # __cuda_array_interface__: zero-copy
+
+
+def from_cupy(out, like):
+    """Return CuPy array `out` as the kind of array `like` is (NumPy input gets NumPy back)."""
+    kind = _arrays.array_kind(like)
+    if kind == _arrays.CUPY or kind == _arrays.CUDA_OTHER:
+        return out
+    if kind == _arrays.NUMPY:
+        return out.get()
+    if kind == _arrays.TORCH_CUDA:
+        return sys.modules["torch"].from_dlpack(out)
+    if kind == _arrays.NUMBA_CUDA:
+        return sys.modules["numba.cuda"].as_cuda_array(out)
+    raise TypeError(f"cannot return a result for an input of kind {kind}")
+
+
+def to_numba(a):
+    """A numba.cuda device array for `a` (zero-copy for __cuda_array_interface__ arrays)."""
+    if a is None:
+        return None
+    from numba import cuda
+    kind = _arrays.array_kind(a)
+    if kind == _arrays.NUMPY:
+        return cuda.to_device(np.ascontiguousarray(a))
+    if kind == _arrays.NUMBA_CUDA:
+        return a
+    if hasattr(a, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(a)
+    return cuda.as_cuda_array(to_cupy(a))    # DLPack-only producers go through CuPy
+
+
+def from_numba(out, like):
+    """Return numba device array `out` as the kind of array `like` is."""
+    kind = _arrays.array_kind(like)
+    if kind == _arrays.NUMBA_CUDA:
+        return out
+    if kind == _arrays.NUMPY:
+        return out.copy_to_host()
+    if kind == _arrays.CUPY or kind == _arrays.CUDA_OTHER:
+        return import_cupy().asarray(out)
+    if kind == _arrays.TORCH_CUDA:
+        return sys.modules["torch"].as_tensor(out, device=like.device)
+    raise TypeError(f"cannot return a result for an input of kind {kind}")
