@@ -100,3 +100,24 @@ def from_numba(out, like):
     if kind == _arrays.TORCH_CUDA:
         return sys.modules["torch"].as_tensor(out, device=like.device)
     raise TypeError(f"cannot return a result for an input of kind {kind}")
+
+
+# Test hook: when on, GPU backends fill each output with NaN (integers: a sentinel) before the
+# kernels run, so an element no thread wrote fails the comparison instead of passing as 0.
+_poison_outputs = False
+
+
+def set_poison_outputs(enabled: bool) -> None:
+    global _poison_outputs
+    _poison_outputs = bool(enabled)
+
+
+def poison_enabled() -> bool:
+    return _poison_outputs
+
+
+def poison_value(dtype: np.dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind in "fc":
+        return np.nan
+    return np.iinfo(dtype).min + 7    # unlikely to be a correct integer result
