@@ -96,10 +96,10 @@ def resolve(spec, input, backend: str = "auto", algorithm: str = "auto") -> Choi
             raise TypeError(f"cannot tell where an input of type {type(input).__name__} lives")
     else:
         name = backend
-        module = backend_module(name)
-        ok, why_not = backend_availability(name)
+        ok, why_not = backend_availability(name)     # unknown names raise ValueError here
         if not ok:
             raise RuntimeError(f"backend {name!r} is not usable here: {why_not}")
+        module = backend_module(name)
         if kind not in module.ACCEPTS:
             raise ValueError(f"backend {name!r} does not take {kind} arrays "
                              f"(it takes {', '.join(module.ACCEPTS)})")

@@ -170,8 +170,8 @@ def make_spec(op: str, input, weight, bias, stride, padding, dilation, groups,
         raise TypeError(f"{op}() argument 'bias' (position 3) must be an array or None, "
                         f"not {type(bias).__name__}")
     if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {set(PADDING_MODES)}, "
-                         f"but got padding_mode={padding_mode!r}")
+        raise ValueError(f"padding_mode must be one of {{'zeros', 'reflect', 'replicate', "
+                         f"'circular'}}, but got padding_mode={padding_mode!r}")
     if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
         raise TypeError(f"{op}(): argument 'groups' must be int, not {type(groups).__name__}")
     groups = int(groups)

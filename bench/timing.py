@@ -1,0 +1,126 @@
+"""Timers: warm up, then time many repetitions and keep the median with the 20th/80th percentiles.
+
+CPU: time.perf_counter around each call; the number of repetitions comes from a time budget
+(at least ``min_reps``, at most ``max_reps``).
+GPU: CUDA events recorded on the current stream around each call, with the L2 cache flushed between
+repetitions by writing a buffer twice the device's L2 size (the flush is outside the events). CuPy's
+events when CuPy is present, PyTorch's otherwise. Nothing here imports a GPU library at import time.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Timing:
+    """Milliseconds per call over `reps` timed repetitions."""
+
+    median_ms: float
+    p20_ms: float
+    p80_ms: float
+    reps: int
+
+    @classmethod
+    def from_samples(cls, samples_ms) -> "Timing":
+        s = np.asarray(samples_ms, dtype=np.float64)
+        p20, med, p80 = np.percentile(s, [20, 50, 80])
+        return cls(float(med), float(p20), float(p80), int(s.size))
+
+
+def _reps_for(estimate_s: float, budget_s: float, min_reps: int, max_reps: int) -> int:
+    if estimate_s <= 0:
+        return max_reps
+    return int(max(min_reps, min(max_reps, budget_s / estimate_s)))
+
+
+def time_cpu(fn, *, budget_s: float = 0.5, min_reps: int = 5, max_reps: int = 100,
+             warmup: int = 1) -> Timing:
+    """Median of repeated fn() calls after `warmup` untimed ones (the caller already made the first).
+
+    The warm-up calls also estimate one call's time, which sets the repetitions within the budget.
+    """
+    t0 = time.perf_counter()
+    for _ in range(max(1, warmup)):
+        fn()
+    estimate = (time.perf_counter() - t0) / max(1, warmup)
+    reps = _reps_for(estimate, budget_s, min_reps, max_reps)
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return Timing.from_samples(samples)
+
+
+class GpuTimer:
+    """CUDA-event timing on the current stream with an L2 flush between repetitions."""
+
+    def __init__(self):
+        try:
+            import cupy
+        except ImportError:
+            cupy = None
+        self._cupy = cupy
+        if cupy is not None:
+            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+            l2 = int(props.get("l2CacheSize", 0)) or (50 << 20)
+            self._flush_buf = cupy.empty(2 * l2 // 4 + 1, dtype=cupy.float32)
+        else:
+            import torch
+            l2 = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0)) or (50 << 20)
+            self._torch = torch
+            self._flush_buf = torch.empty(2 * l2 // 4 + 1, dtype=torch.float32, device="cuda")
+        self.l2_bytes = l2
+
+    def _event(self):
+        if self._cupy is not None:
+            return self._cupy.cuda.Event()
+        return self._torch.cuda.Event(enable_timing=True)
+
+    def _elapsed_ms(self, start, end) -> float:
+        if self._cupy is not None:
+            return float(self._cupy.cuda.get_elapsed_time(start, end))
+        return float(start.elapsed_time(end))
+
+    def synchronize(self) -> None:
+        if self._cupy is not None:
+            self._cupy.cuda.get_current_stream().synchronize()
+            self._cupy.cuda.Device().synchronize()
+        else:
+            self._torch.cuda.synchronize()
+
+    def flush_l2(self) -> None:
+        """Write 2x L2 bytes so the next call starts with its operands out of L2."""
+        self._flush_buf.fill(0) if self._cupy is not None else self._flush_buf.zero_()
+
+    def first_call_ms(self, fn) -> tuple[float, object]:
+        """Wall time of one synchronised call (includes any compilation), and its result."""
+        self.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        self.synchronize()
+        return (time.perf_counter() - t0) * 1e3, out
+
+    def time(self, fn, *, budget_s: float = 0.5, min_reps: int = 10, max_reps: int = 200,
+             warmup: int = 3) -> Timing:
+        """Median of event-timed fn() calls, each preceded by an (untimed) L2 flush."""
+        for _ in range(max(1, warmup)):
+            fn()
+        self.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        self.synchronize()
+        reps = _reps_for(time.perf_counter() - t0, budget_s, min_reps, max_reps)
+        pairs = []
+        for _ in range(reps):
+            self.flush_l2()
+            start, end = self._event(), self._event()
+            start.record()
+            fn()
+            end.record()
+            pairs.append((start, end))
+        self.synchronize()
+        return Timing.from_samples([self._elapsed_ms(s, e) for s, e in pairs])

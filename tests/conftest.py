@@ -1,0 +1,26 @@
+import importlib.util
+import warnings
+
+import numpy as np
+import pytest
+
+
+def torch_or_skip():
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("PyTorch is not installed: the differential tests against it do not run")
+    import torch
+    return torch
+
+
+@pytest.fixture
+def rng(request):
+    # Fresh data per test, reproducible per test id.
+    seed = abs(hash(request.node.nodeid)) % (2**32)
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_same_padding_warning():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
+        yield

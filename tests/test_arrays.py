@@ -1,0 +1,128 @@
+"""Array handling: views of every layout read correctly, inputs are never modified, empty shapes."""
+import numpy as np
+import pytest
+
+import conv
+from tests._helpers import assert_matches_reference, random_array
+
+ALGOS = [("cpu", "im2col"), ("cpu", "direct"), ("reference", "direct")]
+
+
+@pytest.mark.parametrize("backend,algorithm", ALGOS)
+def test_textcnn_transposed_embedding(backend, algorithm, rng):
+    # (batch, length, dim) embedding transposed to (batch, dim, length): a non-contiguous view.
+    emb = random_array(rng, (3, 20, 8), "float32")
+    x = emb.transpose(0, 2, 1)
+    assert not x.flags.c_contiguous
+    w = random_array(rng, (5, 8, 3), "float32")
+    assert_matches_reference("conv1d", x, w, None, backend=backend, algorithm=algorithm)
+
+
+@pytest.mark.parametrize("backend,algorithm", ALGOS)
+@pytest.mark.parametrize("view", ["negative-stride", "sliced", "fortran", "channels-last",
+                                  "broadcast-weight"])
+def test_strided_views(view, backend, algorithm, rng):
+    base = random_array(rng, (2, 4, 9, 12), "float64")
+    w = random_array(rng, (6, 2, 3, 3), "float64")
+    if view == "negative-stride":
+        x = base[:, ::-1, :, ::-1]
+    elif view == "sliced":
+        x = base[:, :, 1:8:2, ::3]
+    elif view == "fortran":
+        x = np.asfortranarray(base)
+    elif view == "channels-last":
+        x = np.ascontiguousarray(base.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    else:
+        x = base
+        w = np.broadcast_to(random_array(rng, (1, 2, 3, 3), "float64"), (6, 2, 3, 3))
+    assert_matches_reference("conv2d", x, w, None, backend=backend, algorithm=algorithm, groups=2,
+                             padding=1, padding_mode="reflect")
+
+
+@pytest.mark.parametrize("backend,algorithm", ALGOS)
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_inputs_never_modified(mode, backend, algorithm, rng):
+    x = random_array(rng, (2, 4, 7, 8), "float32")
+    w = random_array(rng, (4, 2, 3, 3), "float32")
+    b = random_array(rng, (4,), "float32")
+    copies = [v.copy() for v in (x, w, b)]
+    out = conv.conv2d(x, w, b, padding=2, groups=2, padding_mode=mode, backend=backend,
+                      algorithm=algorithm)
+    for v, c in zip((x, w, b), copies):
+        np.testing.assert_array_equal(v, c)
+    assert not np.shares_memory(out, x) and not np.shares_memory(out, w)
+
+
+def test_read_only_inputs(rng):
+    x = random_array(rng, (1, 2, 5, 5), "float32")
+    w = random_array(rng, (3, 2, 3, 3), "float32")
+    x.flags.writeable = False
+    w.flags.writeable = False
+    assert_matches_reference("conv2d", x, w, None, backend="cpu", padding=1)
+
+
+@pytest.mark.parametrize("op,xs,ws,expected", [
+    ("conv2d", (0, 3, 5, 5), (4, 3, 3, 3), (0, 4, 3, 3)),
+    ("conv2d", (2, 0, 5, 5), (4, 0, 3, 3), (2, 0, 3, 3)),     # PyTorch: zero channels stay zero
+    ("conv2d", (0, 5, 5), (4, 0, 3, 3), (0, 3, 3)),
+    ("conv1d", (0, 3, 5), (4, 3, 3), (0, 4, 3)),
+    ("conv1d", (0, 5), (3, 0, 1), (0, 5)),
+])
+def test_empty_shapes_like_pytorch(op, xs, ws, expected):
+    x = np.ones(xs, np.float32)
+    w = np.ones(ws, np.float32)
+    b = np.ones(ws[0], np.float32)
+    for backend in ("cpu", "reference"):
+        out = getattr(conv, op)(x, w, b, backend=backend)
+        assert out.shape == expected and out.dtype == np.float32
+
+
+def test_output_dtype_and_kind_follow_input(rng):
+    for dtype in ("float16", "float32", "float64", "complex64", "complex128", "int64"):
+        x = random_array(rng, (1, 2, 6), dtype)
+        w = random_array(rng, (3, 2, 3), dtype)
+        out = conv.conv1d(x, w)
+        assert isinstance(out, np.ndarray) and out.dtype == np.dtype(dtype)
+
+
+def test_backends_report():
+    report = conv.backends()
+    assert set(report) == {"reference", "cpu", "cupy", "numba"}
+    for name, (ok, why) in report.items():
+        assert isinstance(ok, bool) and why, name
+    assert report["cpu"][0] and report["reference"][0]
+
+
+def test_explain_names_backend_algorithm_and_reason(rng):
+    x = random_array(rng, (1, 8, 9, 9), "float32")
+    dw = conv.explain("conv2d", x, random_array(rng, (8, 1, 3, 3), "float32"), groups=8)
+    assert (dw.backend, dw.algorithm) == ("cpu", "direct") and "GEMM" in dw.reason
+    dense = conv.explain("conv2d", x, random_array(rng, (16, 8, 3, 3), "float32"))
+    assert (dense.backend, dense.algorithm) == ("cpu", "im2col")
+    forced = conv.explain("conv2d", x, random_array(rng, (16, 8, 3, 3), "float32"),
+                          backend="reference")
+    assert forced.backend == "reference" and "asked for" in forced.reason
+    with pytest.raises(ValueError, match="op must be"):
+        conv.explain("conv3d", x, x)
+
+
+def test_gpu_backend_refuses_clearly_without_gpu(rng):
+    x = random_array(rng, (1, 2, 6), "float32")
+    w = random_array(rng, (3, 2, 3), "float32")
+    ok, why = conv.backends()["cupy"]
+    if ok:
+        pytest.skip("a GPU is usable here")
+    with pytest.raises(RuntimeError, match="backend 'cupy' is not usable here"):
+        conv.conv1d(x, w, backend="cupy")
+
+
+def test_kernels_digest_is_recomputable():
+    import hashlib
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parent.parent / "kernels"
+    h = hashlib.sha256()
+    files = sorted((p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts),
+                   key=lambda p: p.relative_to(root).as_posix())
+    for p in files:
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
+    assert conv.kernels_digest() == h.hexdigest() == conv.kernels_digest(root)

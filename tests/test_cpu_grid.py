@@ -1,0 +1,85 @@
+"""Every backend on the host (reference, cpu:im2col, cpu:direct) against the float64 reference, over
+the shared grid and every dtype."""
+import numpy as np
+import pytest
+
+import conv
+from tests._cases import CASE_IDS, CASES
+from tests._helpers import FLOAT_AND_COMPLEX, assert_matches_reference, random_array
+
+DTYPES = FLOAT_AND_COMPLEX + ["int32", "int64", "int8", "uint8", "int16"]
+HOST_ALGORITHMS = [("cpu", "im2col"), ("cpu", "direct"), ("reference", "direct")]
+
+
+def _arrays(rng, case, dtype):
+    op, xs, ws, has_bias, kwargs = case
+    x = random_array(rng, xs, dtype)
+    w = random_array(rng, ws, dtype)
+    b = random_array(rng, (ws[0],), dtype) if has_bias else None
+    return op, x, w, b, kwargs
+
+
+@pytest.mark.parametrize("backend,algorithm", HOST_ALGORITHMS, ids=[f"{b}:{a}" for b, a in HOST_ALGORITHMS])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_grid(case, dtype, backend, algorithm, rng):
+    op, x, w, b, kwargs = _arrays(rng, case, dtype)
+    assert_matches_reference(op, x, w, b, backend=backend, algorithm=algorithm, **kwargs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_auto_backend_is_cpu_and_correct(case, rng):
+    op, x, w, b, kwargs = _arrays(rng, case, "float32")
+    choice = conv.explain(op, x, w, b, **kwargs)
+    assert choice.backend == "cpu" and choice.algorithm in ("im2col", "direct") and choice.reason
+    assert_matches_reference(op, x, w, b, backend="auto", **kwargs)
+
+
+def test_reference_matches_hand_computed():
+    # A case small enough to check by hand: guards the oracle itself.
+    x = np.arange(1.0, 6.0).reshape(1, 1, 5)             # [1 2 3 4 5]
+    w = np.array([[[1.0, 10.0]]])
+    y = conv.conv1d(x, w, np.array([0.5]), stride=2, padding=1, backend="reference")
+    # padded [0 1 2 3 4 5 0], windows at 0, 2, 4: 0+10, 2+30, 4+50 (+ bias 0.5)
+    np.testing.assert_array_equal(y, [[[10.5, 32.5, 54.5]]])
+    yr = conv.conv1d(x, w, None, padding=2, padding_mode="reflect", backend="reference")
+    # reflect-padded [3 2 1 2 3 4 5 4 3]
+    np.testing.assert_array_equal(yr, [[[23, 12, 21, 32, 43, 54, 45, 34]]])
+    yc = conv.conv1d(x, w, None, padding=1, padding_mode="circular", backend="reference")
+    np.testing.assert_array_equal(yc, [[[15, 21, 32, 43, 54, 15]]])    # [5 1 2 3 4 5 1]
+    yp = conv.conv1d(x, w, None, padding=1, padding_mode="replicate", backend="reference")
+    np.testing.assert_array_equal(yp, [[[11, 21, 32, 43, 54, 55]]])    # [1 1 2 3 4 5 5]
+
+
+def test_integer_overflow_wraps_like_pytorch():
+    # PyTorch computes int8 conv exactly and wraps on the way back: 100*100 + 100*100 = 20000 -> 32.
+    x = np.full((1, 1, 2), 100, np.int8)
+    for backend in ("cpu", "reference"):
+        assert conv.conv1d(x, x, backend=backend).tolist() == [[[32]]]
+
+
+def test_float16_accumulates_in_float32(rng):
+    # A long reduction in pure float16 would lose ~3 digits; float32 accumulation keeps the error
+    # at float16 output rounding.
+    x = random_array(rng, (1, 512, 4, 4), "float16")
+    w = random_array(rng, (2, 512, 3, 3), "float16")
+    ref = conv.conv2d(x.astype(np.float64), w.astype(np.float64), backend="reference")
+    for algorithm in ("im2col", "direct"):
+        out = conv.conv2d(x, w, backend="cpu", algorithm=algorithm).astype(np.float64)
+        assert np.abs(out - ref).max() <= 2e-3 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("limit", [1, 4096, 1 << 20])
+def test_workspace_limit_chunks_without_changing_results(limit, rng):
+    from conv import _cpu
+    x = random_array(rng, (3, 4, 12, 13), "float32")
+    w = random_array(rng, (5, 4, 3, 3), "float32")
+    old = _cpu.workspace_limit()
+    try:
+        _cpu.set_workspace_limit(limit)
+        assert_matches_reference("conv2d", x, w, None, backend="cpu", algorithm="im2col",
+                                 padding=1, stride=(1, 2))
+    finally:
+        _cpu.set_workspace_limit(old)
+    with pytest.raises(ValueError):
+        _cpu.set_workspace_limit(0)
