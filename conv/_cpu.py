@@ -68,12 +68,12 @@ def run(x, weight, bias, spec: ConvSpec, algorithm: str) -> np.ndarray:
     cdt = compute_dtype(spec.dtype)
     out = np.empty((n, k, p, q), dtype=cdt)
     if out.size:
-        xp = pad_input(as_4d(x, spec), spec)
-        w = weight_4d(weight, spec)
+        w = weight_4d(weight, spec).astype(cdt, copy=False)
         if algorithm == "direct":
-            _direct(xp.astype(cdt, copy=False), w.astype(cdt, copy=False), out, spec)
+            _direct(as_4d(x, spec), w, out, spec)
         else:
-            _im2col_gemm(xp.astype(cdt, copy=False), w.astype(cdt, copy=False), out, spec)
+            xp = pad_input(as_4d(x, spec), spec)
+            _im2col_gemm(xp.astype(cdt, copy=False), w, out, spec)
         if bias is not None:
             out += bias.astype(cdt, copy=False)[None, :, None, None]
     return out.astype(spec.dtype, copy=False).reshape(spec.output_shape)
@@ -124,7 +124,13 @@ def _im2col_gemm(xp: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec)
                 og[n0:n1, :, p0:p1, :] = res.reshape(kg, nb, pb, q).transpose(1, 0, 2, 3)
 
 
-def _direct(xp: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec) -> None:
+def _direct(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec) -> None:
     from ._cpu_direct import direct_conv2d
-    direct_conv2d(np.ascontiguousarray(xp), np.ascontiguousarray(w), out, spec.groups,
-                  spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1])
+    cdt = out.dtype
+    if spec.padding_mode == "zeros":
+        xin, pad_top, pad_left = x4, spec.pad[0], spec.pad[2]      # zero padding by bounds
+    else:
+        xin, pad_top, pad_left = pad_input(x4, spec), 0, 0
+    direct_conv2d(np.ascontiguousarray(xin, dtype=cdt), np.ascontiguousarray(w), out, spec.groups,
+                  spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1], pad_top,
+                  pad_left)
