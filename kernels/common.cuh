@@ -1,0 +1,146 @@
+// common.cuh: element types, accumulation rules and padding index arithmetic shared by the CUDA C
+// convolution kernels (conv2d_direct.cu, im2col.cu, gemm.cu).
+//
+// Self-contained on purpose: no CUDA toolkit header is included, so the same text compiles in
+// CuPy's RawModule and with the PyPI NVRTC in CI. The loader (conv/_cupy_backend.py:kernel_source)
+// pastes this file in place of `#include "common.cuh"`, so the text CuPy hashes for its kernel cache
+// is the whole program.
+//
+// Storage type T -> accumulation type Acc (Traits<T>):
+//   float16 (conv_half, raw IEEE bits) -> float   (converted with cvt.f32.f16 / cvt.rn.f16.f32)
+//   float32 -> float, float64 -> double
+//   complex64 -> conv_complex<float>, complex128 -> conv_complex<double> (no conjugation, as PyTorch)
+//   int8/int16/int32/int64/uint8 -> long long: exact, wrapping on the cast back (PyTorch/CPU)
+//
+// Compile-time dtype selection: a module is built for one dtype with -DCONV_WANT_<dtype> (e.g.
+// -DCONV_WANT_float32); with no CONV_WANT_* at all, every dtype's entry points are built.
+#pragma once
+
+#if !defined(CONV_WANT_float16) && !defined(CONV_WANT_float32) && !defined(CONV_WANT_float64) && \
+    !defined(CONV_WANT_complex64) && !defined(CONV_WANT_complex128) && !defined(CONV_WANT_int8) && \
+    !defined(CONV_WANT_int16) && !defined(CONV_WANT_int32) && !defined(CONV_WANT_int64) && \
+    !defined(CONV_WANT_uint8)
+#define CONV_ALL_DTYPES 1
+#endif
+
+// Padding modes, numbered as conv/_cupy_backend.py:_PAD_MODES.
+#define CONV_PAD_ZEROS 0
+#define CONV_PAD_REFLECT 1
+#define CONV_PAD_REPLICATE 2
+#define CONV_PAD_CIRCULAR 3
+
+// ---------------------------------------------------------------------------------------------
+// float16 as raw bits; arithmetic happens in float32.
+struct conv_half {
+    unsigned short bits;
+};
+
+__device__ __forceinline__ float conv_half_to_float(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ __forceinline__ unsigned short conv_float_to_half(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Complex numbers: (re, im) pairs aligned like their parts (element alignment is all a strided
+// view guarantees), with the two products a convolution needs.
+template <typename F>
+struct conv_complex {
+    F re, im;
+};
+
+template <typename F>
+__device__ __forceinline__ conv_complex<F> operator+(conv_complex<F> a, conv_complex<F> b) {
+    conv_complex<F> r;
+    r.re = a.re + b.re;
+    r.im = a.im + b.im;
+    return r;
+}
+
+// acc + a * b, the one operation of every inner loop.
+template <typename A>
+__device__ __forceinline__ A conv_mac(A acc, A a, A b) {
+    return acc + a * b;
+}
+
+template <typename F>
+__device__ __forceinline__ conv_complex<F> conv_mac(conv_complex<F> acc, conv_complex<F> a,
+                                                    conv_complex<F> b) {
+    conv_complex<F> r;
+    r.re = acc.re + a.re * b.re - a.im * b.im;
+    r.im = acc.im + a.re * b.im + a.im * b.re;
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traits<T>: Acc, load (T -> Acc), store (Acc -> T), zero.
+template <typename T>
+struct Traits;
+
+template <>
+struct Traits<conv_half> {
+    typedef float Acc;
+    static __device__ __forceinline__ Acc load(conv_half v) { return conv_half_to_float(v.bits); }
+    static __device__ __forceinline__ conv_half store(Acc a) {
+        conv_half h;
+        h.bits = conv_float_to_half(a);
+        return h;
+    }
+    static __device__ __forceinline__ Acc zero() { return 0.0f; }
+};
+
+template <typename F>
+struct ConvRealTraits {
+    typedef F Acc;
+    static __device__ __forceinline__ Acc load(F v) { return v; }
+    static __device__ __forceinline__ F store(Acc a) { return a; }
+    static __device__ __forceinline__ Acc zero() { return F(0); }
+};
+template <> struct Traits<float> : ConvRealTraits<float> {};
+template <> struct Traits<double> : ConvRealTraits<double> {};
+
+template <typename F>
+struct Traits<conv_complex<F> > {
+    typedef conv_complex<F> Acc;
+    static __device__ __forceinline__ Acc load(conv_complex<F> v) { return v; }
+    static __device__ __forceinline__ conv_complex<F> store(Acc a) { return a; }
+    static __device__ __forceinline__ Acc zero() {
+        Acc z;
+        z.re = F(0);
+        z.im = F(0);
+        return z;
+    }
+};
+
+// Integers: exact sums in 64 bits; the cast back keeps the low bits (two's-complement wrap).
+template <typename I>
+struct ConvIntTraits {
+    typedef long long Acc;
+    static __device__ __forceinline__ Acc load(I v) { return (long long)v; }
+    static __device__ __forceinline__ I store(Acc a) { return (I)(unsigned long long)a; }
+    static __device__ __forceinline__ Acc zero() { return 0; }
+};
+template <> struct Traits<signed char> : ConvIntTraits<signed char> {};
+template <> struct Traits<short> : ConvIntTraits<short> {};
+template <> struct Traits<int> : ConvIntTraits<int> {};
+template <> struct Traits<long long> : ConvIntTraits<long long> {};
+template <> struct Traits<unsigned char> : ConvIntTraits<unsigned char> {};
+
+// ---------------------------------------------------------------------------------------------
+// Padding by index arithmetic (no padded copy). `i` is a coordinate of the unpadded input that may
+// lie in the padding, i in [-pad_lo, size + pad_hi); returns the input coordinate it reads, in
+// [0, size), or -1 for a zero. ConvSpec guarantees one reflection/wrap is enough:
+// reflect: pad < size; circular: pad <= size.
+__device__ __forceinline__ long long conv_src_index(long long i, long long size, long long mode) {
+    if (i >= 0 && i < size) return i;
+    if (mode == CONV_PAD_REFLECT) return i < 0 ? -i : 2 * (size - 1) - i;   // edge not repeated
+    if (mode == CONV_PAD_REPLICATE) return i < 0 ? 0 : size - 1;
+    if (mode == CONV_PAD_CIRCULAR) return i < 0 ? i + size : i - size;
+    return -1;                                                                // zeros
+}
