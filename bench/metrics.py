@@ -7,7 +7,8 @@ Work and traffic of one convolution (output (N, K, P, Q), weight (K, C/groups, R
 
 Peaks are measured on the machine of the run, never taken from a data sheet:
 
-    CPU:  "measured GEMM peak"  best float32 np.matmul rate over a few large squares,
+    CPU:  "measured GEMM peak"  best float32 np.matmul rate over a few large squares (or
+          torch.matmul's when PyTorch is compared with and is faster: it is the same machine),
           "measured copy bandwidth"  best np.copyto rate (read + write) over a 64 MiB buffer.
     GPU:  fp32 / fp16 from cupy.matmul (TF32 off unless CUPY_TF32=1), tf32 from torch.matmul with
           allow_tf32=True when PyTorch with CUDA is present, bandwidth from a device-to-device copy.
@@ -90,15 +91,41 @@ def measure_cpu_bandwidth(nbytes: int = 64 << 20, reps: int = 5) -> float:
     return best
 
 
-def cpu_peaks() -> dict:
+def measure_torch_cpu_gemm_peak(n: int = 1536, reps: int = 3) -> float | None:
+    """Best float32 torch.matmul rate on the CPU in FLOP/s (None without PyTorch).
+
+    PyTorch's CPU convolutions (oneDNN) can run faster than NumPy's BLAS, so the ceiling a share of
+    peak is taken of is the better of the two measured GEMMs.
+    """
+    try:
+        import torch
+    except Exception:
+        return None
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = 0.0
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+def cpu_peaks(use_torch: bool = True) -> dict:
     """{"fp32": FLOP/s, "fp16": FLOP/s, "bandwidth": bytes/s, "how": ...} for this CPU.
 
-    fp16 rows on the CPU compute in float32, so they share the float32 GEMM peak.
+    "measured GEMM peak": the best float32 GEMM rate of np.matmul (and of torch.matmul when PyTorch
+    is used). fp16 rows on the CPU compute in float32, so they share the float32 peak.
     """
-    gemm = measure_cpu_gemm_peak()
-    return {"fp32": gemm, "fp16": gemm, "bandwidth": measure_cpu_bandwidth(),
-            "how": "measured GEMM peak (float32 np.matmul, best of 1024^2 and 1536^2); "
-                   "measured copy bandwidth (np.copyto 64 MiB, read + write)"}
+    numpy_gemm = measure_cpu_gemm_peak()
+    torch_gemm = measure_torch_cpu_gemm_peak() if use_torch else None
+    gemm = max(numpy_gemm, torch_gemm or 0.0)
+    how = f"measured GEMM peak: best of float32 np.matmul ({numpy_gemm / 1e9:.0f} GFLOP/s)"
+    if torch_gemm:
+        how += f" and torch.matmul ({torch_gemm / 1e9:.0f} GFLOP/s)"
+    how += " at 1024^2/1536^2; measured copy bandwidth: np.copyto 64 MiB, read + write"
+    return {"fp32": gemm, "fp16": gemm, "bandwidth": measure_cpu_bandwidth(), "how": how,
+            "numpy_gemm": numpy_gemm, "torch_gemm": torch_gemm}
 
 
 # ----------------------------------------------------------------------------------------- GPU peaks

@@ -2,9 +2,10 @@
 
 CPU: time.perf_counter around each call; the number of repetitions comes from a time budget
 (at least ``min_reps``, at most ``max_reps``).
-GPU: CUDA events recorded on the current stream around each call, with the L2 cache flushed between
-repetitions by writing a buffer twice the device's L2 size (the flush is outside the events). CuPy's
-events when CuPy is present, PyTorch's otherwise. Nothing here imports a GPU library at import time.
+GPU: CuPy's CUDA events recorded on the current stream around each call, with the L2 cache flushed
+between repetitions by writing a buffer twice the device's L2 size (the flush is outside the events).
+PyTorch's kernels run on the legacy default stream, which the events order against as well.
+Nothing here imports a GPU library at import time.
 """
 from __future__ import annotations
 
@@ -56,45 +57,22 @@ def time_cpu(fn, *, budget_s: float = 0.5, min_reps: int = 5, max_reps: int = 10
 
 
 class GpuTimer:
-    """CUDA-event timing on the current stream with an L2 flush between repetitions."""
+    """CUDA-event timing (CuPy events on the current stream) with an L2 flush between repetitions."""
 
     def __init__(self):
-        try:
-            import cupy
-        except ImportError:
-            cupy = None
+        import cupy
         self._cupy = cupy
-        if cupy is not None:
-            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-            l2 = int(props.get("l2CacheSize", 0)) or (50 << 20)
-            self._flush_buf = cupy.empty(2 * l2 // 4 + 1, dtype=cupy.float32)
-        else:
-            import torch
-            l2 = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0)) or (50 << 20)
-            self._torch = torch
-            self._flush_buf = torch.empty(2 * l2 // 4 + 1, dtype=torch.float32, device="cuda")
-        self.l2_bytes = l2
-
-    def _event(self):
-        if self._cupy is not None:
-            return self._cupy.cuda.Event()
-        return self._torch.cuda.Event(enable_timing=True)
-
-    def _elapsed_ms(self, start, end) -> float:
-        if self._cupy is not None:
-            return float(self._cupy.cuda.get_elapsed_time(start, end))
-        return float(start.elapsed_time(end))
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        self.l2_bytes = int(props.get("l2CacheSize", 0)) or (50 << 20)
+        # Twice the L2 size: writing it evicts whatever the previous repetition left there.
+        self._flush_buf = cupy.empty(2 * self.l2_bytes // 4 + 1, dtype=cupy.float32)
 
     def synchronize(self) -> None:
-        if self._cupy is not None:
-            self._cupy.cuda.get_current_stream().synchronize()
-            self._cupy.cuda.Device().synchronize()
-        else:
-            self._torch.cuda.synchronize()
+        self._cupy.cuda.Device().synchronize()
 
     def flush_l2(self) -> None:
         """Write 2x L2 bytes so the next call starts with its operands out of L2."""
-        self._flush_buf.fill(0) if self._cupy is not None else self._flush_buf.zero_()
+        self._flush_buf.fill(0)
 
     def first_call_ms(self, fn) -> tuple[float, object]:
         """Wall time of one synchronised call (includes any compilation), and its result."""
@@ -107,6 +85,7 @@ class GpuTimer:
     def time(self, fn, *, budget_s: float = 0.5, min_reps: int = 10, max_reps: int = 200,
              warmup: int = 3) -> Timing:
         """Median of event-timed fn() calls, each preceded by an (untimed) L2 flush."""
+        cupy = self._cupy
         for _ in range(max(1, warmup)):
             fn()
         self.synchronize()
@@ -117,10 +96,10 @@ class GpuTimer:
         pairs = []
         for _ in range(reps):
             self.flush_l2()
-            start, end = self._event(), self._event()
+            start, end = cupy.cuda.Event(), cupy.cuda.Event()
             start.record()
             fn()
             end.record()
             pairs.append((start, end))
         self.synchronize()
-        return Timing.from_samples([self._elapsed_ms(s, e) for s, e in pairs])
+        return Timing.from_samples([cupy.cuda.get_elapsed_time(s, e) for s, e in pairs])

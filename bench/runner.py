@@ -1,0 +1,499 @@
+"""Verify, then time: one row per (case, implementation, precision).
+
+For each case the runner builds the inputs once per precision, computes the reference (PyTorch in
+float64 on the CPU, PyTorch/cuDNN in float32 with TF32 off on the GPU; the NumPy reference where
+PyTorch is absent), then for each implementation makes one call, checks it against the reference
+with a tolerance relative to the reference's magnitude, and only if it is right times it. A wrong
+result is a WRONG row with its error, never a time.
+
+Implementations: every usable backend and algorithm of conv (found at run time through
+``conv._dispatch``) for the device, plus PyTorch (``torch.nn.functional.conv1d/conv2d``; cuDNN
+with ``cudnn.benchmark = True`` on the GPU). Precisions: "fp32" (TF32 off on both sides), "tf32"
+(PyTorch with TF32 on, ours as-is), "fp16".
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+import warnings
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+import conv
+from conv import _dispatch
+from conv._reference import conv_reference
+from conv._spec import make_spec
+
+from . import metrics
+from .suites import Case
+from .timing import GpuTimer, time_cpu
+
+PRECISIONS = ("fp32", "tf32", "fp16")
+# Relative tolerance per precision, times sqrt(reduction length) times max |reference|.
+RTOL = {"fp32": 2e-6, "tf32": 5e-4, "fp16": 1e-3}
+# The NumPy reference backend is slow: timed only on cases up to this many FLOPs.
+REFERENCE_MAX_FLOPS = 3e7
+TORCH = "torch"
+
+
+@dataclass(frozen=True)
+class Impl:
+    """An implementation to time: a conv backend + algorithm, or PyTorch."""
+
+    backend: str
+    algorithm: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.backend if self.backend == TORCH else f"{self.backend}:{self.algorithm}"
+
+    @property
+    def is_ours(self) -> bool:
+        return self.backend != TORCH
+
+
+@dataclass
+class Settings:
+    device: str                      # "cpu" or "gpu"
+    precisions: tuple
+    quick: bool = False
+    max_reps: int | None = None      # --repeats
+    use_torch: bool = True
+    budget_s: float | None = None    # timing budget per (case, implementation)
+
+    @property
+    def budget(self) -> float:
+        if self.budget_s is not None:
+            return self.budget_s
+        return 0.12 if self.quick else 0.5
+
+
+# ----------------------------------------------------------------------------- what can run here
+def import_torch():
+    """PyTorch, or None when it is not installed (or fails to import)."""
+    try:
+        import torch
+    except Exception:
+        return None
+    return torch
+
+
+def torch_cuda_usable(torch) -> bool:
+    try:
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def cudasim_enabled() -> bool:
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        return True
+    numba = sys.modules.get("numba")
+    return bool(numba is not None and getattr(getattr(numba, "config", None), "ENABLE_CUDASIM", 0))
+
+
+def gpu_usable() -> tuple[bool, str]:
+    """Whether a GPU run can happen: CuPy (inputs, events, L2 flush) and a CUDA device."""
+    from conv._gpu_arrays import cupy_availability
+    return cupy_availability()
+
+
+def discover(device: str, wanted=()) -> tuple[list[Impl], list[str]]:
+    """Our implementations for `device` ('cpu' or 'gpu'), filtered by `wanted` (backend or
+    backend:algorithm names; empty = all), and notes on what was left out and why."""
+    names = ("reference", "cpu") if device == "cpu" else ("cupy", "numba")
+    impls, notes = [], []
+    for name in names:
+        if name == "numba" and cudasim_enabled():
+            notes.append("numba: skipped under NUMBA_ENABLE_CUDASIM (the simulator is not a GPU)")
+            continue
+        ok, why = _dispatch.backend_availability(name)
+        if not ok:
+            notes.append(f"{name}: not usable here ({why})")
+            continue
+        for algo in _dispatch.backend_module(name).ALGORITHMS:
+            impl = Impl(name, algo)
+            if not wanted or name in wanted or impl.label in wanted:
+                impls.append(impl)
+    for w in wanted:
+        if w != TORCH and not any(w in (i.backend, i.label) for i in impls):
+            notes.append(f"{w}: asked for but not available on the {device}")
+    return impls, notes
+
+
+# ------------------------------------------------------------------------------------- inputs
+def _seed(case: Case) -> int:
+    return zlib.crc32(case.label.encode())
+
+
+def host_inputs(case: Case, precision: str):
+    """(x, w, b) NumPy arrays for the case in the precision's storage dtype, plus x's base array
+    (x is base.transpose(0, 2, 1), non-contiguous, when the case asks for a transposed input)."""
+    rng = np.random.default_rng(_seed(case))
+    dtype = np.float16 if precision == "fp16" else np.float32
+    if case.transposed_input:
+        n, c, length = case.x_shape
+        base = rng.standard_normal((n, length, c), dtype=np.float32).astype(dtype)
+        x = base.transpose(0, 2, 1)
+    else:
+        base = x = rng.standard_normal(case.x_shape, dtype=np.float32).astype(dtype)
+    fan_in = int(np.prod(case.w_shape[1:]))
+    w = (rng.standard_normal(case.w_shape, dtype=np.float32) / math.sqrt(fan_in)).astype(dtype)
+    b = rng.standard_normal(case.w_shape[0], dtype=np.float32).astype(dtype) if case.bias else None
+    return x, w, b, base
+
+
+def _gpu_arrays(x_base, w, b, case: Case):
+    """Device copies: (x, w, b) as conv is called with them, and x's base (see host_inputs)."""
+    import cupy
+    base = cupy.asarray(x_base)
+    x = base.transpose(0, 2, 1) if case.transposed_input else base
+    return x, cupy.asarray(w), None if b is None else cupy.asarray(b), base
+
+
+def _as_kind(a, module):
+    """A GPU array in a kind the backend module accepts (CuPy preferred, zero-copy otherwise)."""
+    if a is None:
+        return None
+    accepts = getattr(module, "ACCEPTS", ())
+    if "cupy" in accepts:
+        return a
+    if "numba-cuda" in accepts:
+        from numba import cuda
+        return cuda.as_cuda_array(a)
+    if "torch-cuda" in accepts:
+        return import_torch().as_tensor(a, device="cuda")
+    return a
+
+
+def to_host(a) -> np.ndarray:
+    if isinstance(a, np.ndarray):
+        return a
+    if type(a).__module__.startswith("cupy"):
+        return a.get()
+    if hasattr(a, "copy_to_host"):
+        return a.copy_to_host()
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(a, torch.Tensor):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+# -------------------------------------------------------------------------------------- PyTorch
+@contextlib.contextmanager
+def torch_precision(torch, precision: str):
+    """TF32 on for 'tf32' rows, off otherwise (cuDNN convs and cuBLAS matmuls); restored after."""
+    if torch is None or not torch.cuda.is_available():
+        yield
+        return
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    on = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = on
+    torch.backends.cuda.matmul.allow_tf32 = on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def torch_conv(torch, case: Case, spec, x, w, b):
+    """torch.nn.functional.conv1d/conv2d with the case's arguments; a padding_mode other than
+    'zeros' pads with F.pad first, as torch.nn.Conv1d/Conv2d do."""
+    F = torch.nn.functional
+    fn = F.conv1d if case.op == "conv1d" else F.conv2d
+    if case.padding_mode == "zeros":
+        return fn(x, w, b, case.stride, case.padding, case.dilation, case.groups)
+    top, bottom, left, right = spec.pad
+    pad = (left, right) if case.op == "conv1d" else (left, right, top, bottom)
+    return fn(F.pad(x, pad, mode=case.padding_mode), w, b, case.stride, 0, case.dilation,
+              case.groups)
+
+
+def _torch_tensors(torch, case: Case, x_base, w, b, device: str):
+    """Torch views of the same data (zero-copy from NumPy or CuPy)."""
+    if device == "cpu":
+        tx = torch.from_numpy(x_base)
+        tw, tb = torch.from_numpy(w), None if b is None else torch.from_numpy(b)
+    else:
+        tx = torch.as_tensor(x_base, device="cuda")
+        tw = torch.as_tensor(w, device="cuda")
+        tb = None if b is None else torch.as_tensor(b, device="cuda")
+    if case.transposed_input:
+        tx = tx.transpose(1, 2)
+    return tx, tw, tb
+
+
+# ------------------------------------------------------------------------------------ reference
+def reference_output(torch, case: Case, spec, x, w, b, x_base, device: str, gpu=None) -> tuple:
+    """(reference as float64 NumPy, what it is). x/w/b/x_base are host arrays; `gpu` their device
+    copies (x, w, b, x_base) on a GPU run."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if torch is not None and device == "cpu":
+            tx, tw, tb = _torch_tensors(torch, case, x_base.astype(np.float64), w.astype(np.float64),
+                                        None if b is None else b.astype(np.float64), "cpu")
+            return torch_conv(torch, case, spec, tx, tw, tb).numpy(), "torch float64 (CPU)"
+        if torch is not None and device == "gpu" and torch_cuda_usable(torch):
+            _, gw, gb, gbase = gpu
+            tx, tw, tb = _torch_tensors(torch, case, gbase, gw, gb, "gpu")
+            with torch_precision(torch, "fp32"):
+                out = torch_conv(torch, case, spec, tx.float(), tw.float(),
+                                 None if tb is None else tb.float())
+            return out.double().cpu().numpy(), "torch float32, TF32 off (cuDNN)"
+        return conv_reference(x, w, b, spec), "NumPy reference (float64)"
+
+
+def check(out: np.ndarray, ref: np.ndarray, precision: str, reduction: int) -> tuple[bool, float,
+                                                                                     float, str]:
+    """(ok, max abs error, tolerance, message). Tolerance: RTOL * sqrt(reduction) * max|ref|;
+    a NaN or an element the call left unwritten counts as wrong."""
+    if tuple(out.shape) != tuple(ref.shape):
+        return False, float("nan"), float("nan"), f"shape {tuple(out.shape)}, expected {ref.shape}"
+    if ref.size == 0:
+        return True, 0.0, 0.0, ""
+    scale = max(float(np.abs(ref).max()), 1e-30)
+    tol = RTOL[precision] * math.sqrt(max(1, reduction)) * scale
+    err = np.abs(out.astype(np.float64) - ref)
+    bad = ~(err <= tol)
+    max_err = float(np.nanmax(np.where(np.isfinite(err), err, np.inf)))
+    if bad.any():
+        first = tuple(int(v) for v in np.argwhere(bad)[0])
+        return False, max_err, tol, (f"{int(bad.sum())} of {bad.size} elements off (first at "
+                                     f"{first}: {out[first]!r} vs {ref[first]!r})")
+    return True, max_err, tol, ""
+
+
+# ------------------------------------------------------------------------------------------ rows
+def _row(case: Case, spec, impl: Impl, precision: str, **fields) -> dict:
+    itemsize = metrics.ITEMSIZE[precision]
+    row = {
+        "suite": case.suite, "case": case.name, "op": case.op, "args": case.describe(),
+        "impl": impl.label, "backend": impl.backend, "algorithm": impl.algorithm,
+        "precision": precision, "status": "ok", "note": "",
+        "median_ms": None, "p20_ms": None, "p80_ms": None, "reps": 0,
+        "first_ms": None, "compile_ms": None,
+        "flops": metrics.conv_flops(spec), "bytes": metrics.conv_bytes(spec, itemsize),
+        "gflops": None, "gbps": None, "peak_share": None, "bw_share": None,
+        "torch_ms": None, "ratio": None, "max_err": None, "tol": None, "auto": False,
+    }
+    row.update(fields)
+    return row
+
+
+def _fill_rates(row: dict, peaks: dict) -> None:
+    if row["median_ms"]:
+        sec = row["median_ms"] * 1e-3
+        row["gflops"] = metrics.rate(row["flops"], sec) / 1e9
+        row["gbps"] = metrics.rate(row["bytes"], sec) / 1e9
+        peak = peaks.get(row["precision"]) or peaks.get("fp32")
+        if peak:
+            row["peak_share"] = row["gflops"] * 1e9 / peak
+        if peaks.get("bandwidth"):
+            row["bw_share"] = row["gbps"] * 1e9 / peaks["bandwidth"]
+
+
+class Runner:
+    """Runs cases on one device and collects rows."""
+
+    def __init__(self, settings: Settings, impls: list[Impl], peaks: dict, progress=None):
+        self.settings = settings
+        self.impls = impls
+        self.peaks = peaks
+        self.progress = progress
+        self.torch = import_torch() if settings.use_torch else None
+        self.gpu = settings.device == "gpu"
+        if self.gpu and self.torch is not None and not torch_cuda_usable(self.torch):
+            self.torch = None                   # a CPU-only PyTorch has no cuDNN to compare with
+        self.timer = GpuTimer() if self.gpu else None
+        if self.gpu and self.torch is not None and self.torch.cuda.is_available():
+            self.torch.backends.cudnn.benchmark = True
+        self.rows: list[dict] = []
+
+    # -- timing -------------------------------------------------------------------------------
+    def _time(self, fn, slow: bool = False):
+        s = self.settings
+        max_reps = s.max_reps or (30 if s.quick else 100) * (2 if self.gpu else 1)
+        min_reps = min(max_reps, 3 if (slow or s.quick) else 5)
+        if self.gpu:
+            return self.timer.time(fn, budget_s=s.budget, min_reps=min(max_reps, 10),
+                                   max_reps=max_reps)
+        return time_cpu(fn, budget_s=s.budget, min_reps=min_reps, max_reps=max_reps)
+
+    def _first_call(self, fn):
+        if self.gpu:
+            return self.timer.first_call_ms(fn)
+        t0 = time.perf_counter()
+        out = fn()
+        return (time.perf_counter() - t0) * 1e3, out
+
+    def _measure(self, row: dict, fn, ref, precision: str, reduction: int, module=None,
+                 slow: bool = False) -> dict:
+        """First call (timed apart, compile time noted), verification, then timing if right."""
+        compile_before = _compile_times(module)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                first_ms, out = self._first_call(fn)
+                out = to_host(out)
+        except Exception as exc:                            # unsupported here, or a crash
+            row.update(status="ERROR", note=f"{type(exc).__name__}: {exc}"[:200])
+            return row
+        row["first_ms"] = first_ms
+        compiled = _compile_delta(compile_before, _compile_times(module))
+        if compiled is not None:
+            row["compile_ms"] = compiled * 1e3
+        ok, max_err, tol, msg = check(out, ref, precision, reduction)
+        row.update(max_err=max_err, tol=tol)
+        if not ok:
+            row.update(status="WRONG", note=msg)
+            return row
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = self._time(fn, slow=slow)
+        row.update(median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, reps=t.reps)
+        _fill_rates(row, self.peaks)
+        return row
+
+    # -- one case -----------------------------------------------------------------------------
+    def run_case(self, case: Case, precision: str) -> list[dict]:
+        torch = self.torch
+        x, w, b, x_base = host_inputs(case, precision)
+        spec = make_spec(case.op, x, w, b, case.stride, case.padding, case.dilation, case.groups,
+                         case.padding_mode)
+        reduction = spec.c_per_group * spec.r * spec.s
+        gpu_arrays = _gpu_arrays(x_base, w, b, case) if self.gpu else None
+        ref, ref_what = reference_output(torch, case, spec, x, w, b, x_base, self.settings.device,
+                                         gpu_arrays)
+        conv_fn = getattr(conv, case.op)
+        rows = []
+        ours = gpu_arrays[:3] if self.gpu else (x, w, b)
+        auto = _auto_choice(case, ours[0], ours[1])
+        for impl in self.impls:
+            row = _row(case, spec, impl, precision, auto=auto == impl.label)
+            if impl.backend == "reference" and spec.flops > REFERENCE_MAX_FLOPS:
+                continue                              # capped: far too slow to time here
+            if precision == "tf32":
+                row["note"] = "ours as-is (no TF32 switch), vs PyTorch with TF32 on"
+            module = _dispatch.backend_module(impl.backend)
+            args = tuple(_as_kind(a, module) for a in ours) if self.gpu else ours
+
+            def fn(args=args, impl=impl):
+                return conv_fn(*args, backend=impl.backend, algorithm=impl.algorithm,
+                               **case.kwargs)
+
+            rows.append(self._measure(row, fn, ref, precision, reduction, module,
+                                      slow=impl.backend == "reference"))
+        if torch is not None:
+            rows.append(self._torch_row(case, spec, precision, x_base, w, b, gpu_arrays, ref,
+                                        reduction))
+        torch_ms = rows[-1]["median_ms"] if torch is not None else None
+        for row in rows:
+            row["reference"] = ref_what
+            if torch_ms and row["median_ms"] and row["backend"] != TORCH:
+                row["torch_ms"] = torch_ms
+                row["ratio"] = torch_ms / row["median_ms"]
+        if self.gpu:
+            del gpu_arrays, ours
+            import cupy
+            cupy.get_default_memory_pool().free_all_blocks()
+        return rows
+
+    def _torch_row(self, case, spec, precision, x_base, w, b, gpu_arrays, ref, reduction) -> dict:
+        torch = self.torch
+        impl = Impl(TORCH)
+        label = "cuDNN (torch)" if self.gpu else f"torch CPU, {torch.get_num_threads()} threads"
+        row = _row(case, spec, impl, precision, note=label)
+        try:
+            if self.gpu:
+                _, gw, gb, gbase = gpu_arrays
+                tx, tw, tb = _torch_tensors(torch, case, gbase, gw, gb, "gpu")
+            else:
+                tx, tw, tb = _torch_tensors(torch, case, x_base, w, b, "cpu")
+        except Exception as exc:
+            row.update(status="ERROR", note=f"{type(exc).__name__}: {exc}"[:200])
+            return row
+
+        def fn():
+            return torch_conv(torch, case, spec, tx, tw, tb)
+
+        # The precision switches are set once around the whole measurement, not inside each call.
+        with torch.no_grad(), torch_precision(torch, precision):
+            return self._measure(row, fn, ref, precision, reduction)
+
+    # -- all cases ----------------------------------------------------------------------------
+    def run(self, cases: list[Case]) -> list[dict]:
+        for case in cases:
+            for precision in self.settings.precisions:
+                if self.progress is not None:
+                    self.progress.set_postfix_str(f"{case.label} {precision}", refresh=False)
+                self.rows.extend(self.run_case(case, precision))
+                if self.progress is not None:
+                    self.progress.update(1)
+        return self.rows
+
+
+def _auto_choice(case: Case, x, w) -> str | None:
+    """backend:algorithm that conv's algorithm='auto' picks for this case (None if it cannot)."""
+    try:
+        choice = conv.explain(case.op, x, w, None, **case.kwargs)
+    except Exception:
+        return None
+    return f"{choice.backend}:{choice.algorithm}"
+
+
+def _compile_times(module):
+    fn = getattr(module, "compile_times", None) if module is not None else None
+    if fn is None:
+        return None
+    try:
+        return dict(fn())
+    except Exception:
+        return None
+
+
+def _compile_delta(before, after):
+    """Seconds of compilation that happened between two compile_times() snapshots."""
+    if before is None or after is None:
+        return None
+    return sum(float(v) - float(before.get(k, 0.0)) for k, v in after.items()
+               if float(v) != float(before.get(k, 0.0)))
+
+
+# -------------------------------------------------------------------------------------- geomeans
+def geomeans(rows: list[dict]) -> list[dict]:
+    """Geometric mean of ratio (PyTorch time / ours, > 1 = we are faster) per suite and precision,
+    for each implementation, for what algorithm='auto' picks ("auto"), and for the best of ours per
+    case ("best"; the NumPy reference excluded). Suite "all" pools every suite."""
+    out = []
+    keyed: dict = {}
+    for row in rows:
+        if row["backend"] == TORCH or not row.get("ratio"):
+            continue
+        for suite in (row["suite"], "all"):
+            key = (suite, row["precision"])
+            keyed.setdefault(key, {}).setdefault(row["impl"], []).append(row["ratio"])
+            if row.get("auto"):
+                keyed[key].setdefault("auto", []).append(row["ratio"])
+    best: dict = {}
+    for row in rows:
+        if row["backend"] in (TORCH, "reference") or not row.get("ratio"):
+            continue
+        k = (row["suite"], row["case"], row["precision"])
+        best[k] = max(best.get(k, 0.0), row["ratio"])
+    for (suite, case, precision), ratio in best.items():
+        for s in (suite, "all"):
+            keyed.setdefault((s, precision), {}).setdefault("best", []).append(ratio)
+    for (suite, precision), impls in keyed.items():
+        for impl, ratios in impls.items():
+            out.append({"suite": suite, "precision": precision, "impl": impl,
+                        "geomean_ratio": metrics.geomean(ratios), "cases": len(ratios)})
+    order = {name: i for i, name in enumerate(dict.fromkeys(r["suite"] for r in rows))}
+    order["all"] = len(order)
+    out.sort(key=lambda g: (order.get(g["suite"], 99), PRECISIONS.index(g["precision"]),
+                            g["impl"] in ("auto", "best"), g["impl"]))
+    return out
