@@ -26,6 +26,7 @@ import numpy as np
 
 import conv
 from conv import _dispatch
+from conv._arrays import to_numpy as to_host
 from conv._reference import conv_reference
 from conv._spec import make_spec
 
@@ -169,19 +170,6 @@ def _as_kind(a, module):
     if "torch-cuda" in accepts:
         return import_torch().as_tensor(a, device="cuda")
     return a
-
-
-def to_host(a) -> np.ndarray:
-    if isinstance(a, np.ndarray):
-        return a
-    if type(a).__module__.startswith("cupy"):
-        return a.get()
-    if hasattr(a, "copy_to_host"):
-        return a.copy_to_host()
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(a, torch.Tensor):
-        return a.detach().cpu().numpy()
-    return np.asarray(a)
 
 
 # -------------------------------------------------------------------------------------- PyTorch

@@ -103,3 +103,17 @@ def device_name(a) -> str:
         dev = cuda_device_of(a)
         return "cuda" if dev is None else f"cuda:{dev}"
     return "cpu"
+
+
+def to_numpy(a) -> np.ndarray:
+    """Any array kind the library returns (NumPy, CuPy, Numba device array, PyTorch tensor) as NumPy,
+    copied to the host where it lives on a GPU."""
+    if isinstance(a, np.ndarray):
+        return a
+    if _is_cupy_array(a):
+        return a.get()
+    if _is_torch_tensor(a):
+        return a.detach().cpu().numpy()
+    if hasattr(a, "copy_to_host"):          # numba.cuda device arrays
+        return a.copy_to_host()
+    raise TypeError(f"cannot bring {type(a).__name__} to the host")

@@ -5,11 +5,10 @@ reduction), per dtype; the first mismatches are printed, a few at most.
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 import conv
+from conv._arrays import to_numpy as to_host
 from conv._reference import conv_reference
 from conv._spec import make_spec
 
@@ -34,20 +33,6 @@ def random_array(rng: np.random.Generator, shape, dtype) -> np.ndarray:
         lo = 0 if dtype.kind == "u" else -5
         return rng.integers(lo, 6, size=shape).astype(dtype)
     return rng.standard_normal(shape).astype(dtype)
-
-
-def to_host(a) -> np.ndarray:
-    """Any array kind the library returns, as NumPy."""
-    if isinstance(a, np.ndarray):
-        return a
-    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
-        return a.get()
-    if hasattr(a, "copy_to_host"):
-        return a.copy_to_host()
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(a, torch.Tensor):
-        return a.detach().cpu().numpy()
-    raise TypeError(f"cannot bring {type(a).__name__} to the host")
 
 
 def assert_matches_reference(op: str, x, w, b=None, *, backend: str, algorithm: str = "auto",
