@@ -38,15 +38,20 @@ def _reps_for(estimate_s: float, budget_s: float, min_reps: int, max_reps: int) 
 
 
 def time_cpu(fn, *, budget_s: float = 0.5, min_reps: int = 5, max_reps: int = 100,
-             warmup: int = 1) -> Timing:
-    """Median of repeated fn() calls after `warmup` untimed ones (the caller already made the first).
+             warmup: int = 1, warmup_s: float = 0.1) -> Timing:
+    """Median of repeated fn() calls after untimed warm-up ones (the caller already made the first).
 
-    The warm-up calls also estimate one call's time, which sets the repetitions within the budget.
+    Warm-up runs at least `warmup` calls and `warmup_s` seconds: the thread pools of whatever ran
+    before (PyTorch's OpenMP, numba's OpenMP, OpenBLAS's pthreads, which spin-wait after their
+    work) go idle before timing starts, so neither side is timed against the other's spinning
+    threads. The warm-up calls also estimate one call's time, which sets the repetitions.
     """
     t0 = time.perf_counter()
-    for _ in range(max(1, warmup)):
+    calls = 0
+    while calls < max(1, warmup) or time.perf_counter() - t0 < warmup_s:
         fn()
-    estimate = (time.perf_counter() - t0) / max(1, warmup)
+        calls += 1
+    estimate = (time.perf_counter() - t0) / calls
     reps = _reps_for(estimate, budget_s, min_reps, max_reps)
     samples = []
     for _ in range(reps):
