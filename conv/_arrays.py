@@ -32,6 +32,15 @@ def _is_cupy_array(a) -> bool:
     return cupy is not None and isinstance(a, cupy.ndarray)
 
 
+def _is_numba_device_array(a) -> bool:
+    """A numba.cuda device array (also the CUDA simulator's, which has no __cuda_array_interface__)."""
+    numba_cuda = sys.modules.get("numba.cuda")
+    if numba_cuda is None or isinstance(a, np.ndarray) or not type(a).__module__.startswith("numba"):
+        return False
+    is_cuda_array = getattr(numba_cuda, "is_cuda_array", None)
+    return is_cuda_array(a) if is_cuda_array is not None else hasattr(a, "copy_to_host")
+
+
 def array_kind(a) -> str:
     """One of NUMPY, CUPY, TORCH_CUDA, NUMBA_CUDA, CUDA_OTHER, TORCH_CPU, UNKNOWN."""
     if isinstance(a, np.ndarray):
@@ -40,10 +49,9 @@ def array_kind(a) -> str:
         return CUPY
     if _is_torch_tensor(a):
         return TORCH_CUDA if a.device.type == "cuda" else TORCH_CPU
+    if _is_numba_device_array(a):
+        return NUMBA_CUDA
     if hasattr(a, "__cuda_array_interface__"):
-        numba_cuda = sys.modules.get("numba.cuda")
-        if numba_cuda is not None and numba_cuda.is_cuda_array(a) and type(a).__module__.startswith("numba"):
-            return NUMBA_CUDA
         return CUDA_OTHER
     if hasattr(a, "__dlpack_device__"):
         try:
@@ -58,7 +66,7 @@ def shape_of(a):
     """The shape as a tuple of ints, or None for objects that are not arrays."""
     if isinstance(a, np.ndarray) or _is_cupy_array(a):
         return a.shape
-    if _is_torch_tensor(a):
+    if _is_torch_tensor(a) or _is_numba_device_array(a):
         return tuple(a.shape)
     iface = getattr(a, "__cuda_array_interface__", None)
     if iface is not None:

@@ -1,0 +1,220 @@
+"""numba.cuda kernels against the NumPy reference, in Numba's CUDA simulator (see conftest.py).
+
+The simulator runs every CUDA thread as a Python thread, so this is a reduced grid of tiny shapes (a
+few hundred outputs per case) that still touches every parameter, padding mode, groups form, tile
+edge and dtype; tests/test_gpu_numba.py runs the full shared grid on a real GPU. Outputs are
+poisoned (NaN) before each launch, so an output no thread writes fails.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import conv
+from conv import _arrays, _numba_backend
+from tests._cases import pytest_id
+from tests._helpers import assert_matches_reference, random_array, to_host
+
+pytestmark = pytest.mark.cudasim
+
+ALGORITHMS = ("direct", "im2col")
+
+
+def _c(op, x, w, bias=True, **kw):
+    return pytest.param(op, x, w, bias, kw, id=pytest_id(op, x, w, bias, kw))
+
+
+# Every parameter and padding mode at least once; odd sizes leave partial tiles: the direct kernel's
+# 8 x 16 output tiles and 4 output channels per thread, the GEMM's 16 x 16 x 16 tiles.
+SIM_CASES = [
+    _c("conv2d", (2, 3, 5, 7), (4, 3, 3, 3)),
+    _c("conv2d", (1, 2, 11, 19), (6, 2, 3, 3), bias=False),           # 2 x 2 tiles, 6 = 4 + 2 k
+    _c("conv2d", (1, 3, 7, 9), (17, 3, 3, 2), padding=1),             # GEMM: 17 rows, 18 reduction
+    _c("conv2d", (2, 2, 7, 8), (3, 2, 3, 2), stride=(2, 3)),
+    _c("conv2d", (1, 2, 6, 7), (3, 2, 3, 3), padding=(2, 0)),
+    _c("conv2d", (1, 2, 9, 9), (3, 2, 3, 2), dilation=(3, 1), padding=2, stride=2),
+    _c("conv2d", (1, 2, 6, 7), (3, 2, 4, 2), padding="same"),         # asymmetric 'same'
+    _c("conv2d", (1, 2, 6, 7), (3, 2, 3, 3), padding="valid"),
+    _c("conv2d", (1, 4, 6, 7), (4, 2, 3, 3), groups=2),
+    _c("conv2d", (1, 4, 6, 7), (4, 1, 3, 3), groups=4, padding=1),    # depthwise
+    _c("conv2d", (1, 2, 6, 7), (6, 1, 3, 3), groups=2, stride=2),     # channel multiplier 3
+    _c("conv2d", (1, 2, 5, 6), (3, 2, 3, 3), padding=(1, 2), padding_mode="reflect"),
+    _c("conv2d", (1, 2, 5, 6), (3, 2, 3, 3), padding=2, padding_mode="replicate"),
+    _c("conv2d", (1, 2, 5, 6), (3, 2, 3, 3), padding=(3, 1), padding_mode="circular"),
+    _c("conv2d", (1, 2, 5, 6), (2, 2, 3, 3), padding=(5, 6), padding_mode="circular"),  # = size
+    _c("conv2d", (1, 4, 6, 7), (4, 2, 3, 3), padding=1, stride=2, dilation=2, groups=2,
+       padding_mode="replicate"),
+    _c("conv2d", (2, 5, 6), (3, 2, 3, 3), padding=1, padding_mode="reflect"),   # unbatched
+    _c("conv2d", (0, 2, 5, 6), (3, 2, 3, 3)),                                   # empty batch
+    _c("conv2d", (2, 0, 5, 6), (3, 0, 3, 3)),                                   # zero channels
+    _c("conv1d", (2, 3, 19), (4, 3, 3)),
+    _c("conv1d", (1, 2, 150), (3, 2, 5), stride=3, dilation=2, padding=4),      # 2 x 128 tiles
+    _c("conv1d", (2, 3, 17), (4, 3, 4), padding="same", bias=False),
+    _c("conv1d", (1, 4, 17), (4, 1, 5), groups=4, padding=2),                   # depthwise
+    _c("conv1d", (1, 2, 13), (2, 2, 3), padding=2, padding_mode="reflect"),
+    _c("conv1d", (1, 2, 13), (2, 2, 3), padding=4, padding_mode="replicate"),
+    _c("conv1d", (1, 2, 13), (2, 2, 3), padding=13, padding_mode="circular"),
+    _c("conv1d", (3, 17), (4, 3, 3), padding=1),                                # unbatched
+    _c("conv1d", (0, 3, 17), (4, 3, 3)),
+]
+
+DTYPES = ["float16", "float32", "float64", "complex64", "complex128"]
+REFUSED = ["int8", "int16", "int32", "int64", "uint8"]
+
+
+def _arrays_for(op, xs, ws, bias, dtype="float32", seed=0):
+    rng = np.random.default_rng(seed)
+    x = random_array(rng, xs, dtype)
+    w = random_array(rng, ws, dtype)
+    b = random_array(rng, (ws[0],), dtype) if bias else None
+    return x, w, b
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("op, xs, ws, bias, kw", SIM_CASES)
+def test_matches_reference(op, xs, ws, bias, kw, algorithm):
+    x, w, b = _arrays_for(op, xs, ws, bias)
+    assert_matches_reference(op, x, w, b, backend="numba", algorithm=algorithm, **kw)
+
+
+@pytest.mark.parametrize("op, xs, ws, bias, kw", [SIM_CASES[i] for i in (0, 6, 15, 21, 23)])
+def test_naive_baseline_matches_reference(op, xs, ws, bias, kw):
+    x, w, b = _arrays_for(op, xs, ws, bias)
+    assert_matches_reference(op, x, w, b, backend="numba", algorithm="direct_naive", **kw)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dtypes(dtype, algorithm):
+    x, w, b = _arrays_for("conv2d", (1, 2, 5, 6), (3, 2, 3, 3), True, dtype)
+    assert_matches_reference("conv2d", x, w, b, backend="numba", algorithm=algorithm, padding=1,
+                             padding_mode="reflect")
+
+
+@pytest.mark.parametrize("dtype", REFUSED)
+def test_integer_dtypes_are_refused_by_name(dtype):
+    x, w, b = _arrays_for("conv2d", (1, 2, 5, 6), (3, 2, 3, 3), True, dtype)
+    with pytest.raises(TypeError, match=f"dtype {dtype}"):
+        conv.conv2d(x, w, b, backend="numba")
+
+
+def test_unsupported_dtype_is_refused_before_any_work():
+    x, w, b = _arrays_for("conv2d", (1, 2, 5, 6), (3, 2, 3, 3), True)
+    spec = dataclasses.replace(conv._spec.make_spec("conv2d", x, w, b, 1, 0, 1, 1),
+                               dtype=np.dtype(np.int16))
+    untouchable = object()          # any use of the "arrays" would raise something else
+    with pytest.raises(TypeError, match="dtype int16"):
+        _numba_backend.run(untouchable, untouchable, None, spec, "direct")
+
+
+def test_patch_too_large_for_shared_memory_falls_back_to_naive():
+    # 128 threads x stride 17 needs a 2160-column patch (> PATCH): version 1 runs instead.
+    x, w, b = _arrays_for("conv1d", (1, 1, 2200), (2, 1, 3), True)
+    assert_matches_reference("conv1d", x, w, b, backend="numba", algorithm="direct", stride=17)
+
+
+# x (2, 3, 8, 8) * w (4, 3, 3, 3): P = Q = 6; one output row of one image unfolds to 3*3*3 x 6
+# float32 columns = 648 bytes. Each chunk is one im2col launch + one GEMM launch.
+@pytest.mark.parametrize("limit, launches", [(648 * 6, 2 * 2),          # one image per chunk
+                                             (648 * 2 + 5, 2 * 3 * 2),  # bands of 2 rows
+                                             (100, 2 * 6 * 2)])         # less than a row: 1 row
+def test_im2col_workspace_is_capped_by_chunking(monkeypatch, limit, launches):
+    x, w, b = _arrays_for("conv2d", (2, 3, 8, 8), (4, 3, 3, 3), True)
+    calls = []
+    real = _numba_backend._launch
+    monkeypatch.setattr(_numba_backend, "_launch", lambda *a: (calls.append(a[0]), real(*a)))
+    before = _numba_backend.workspace_limit()
+    _numba_backend.set_workspace_limit(limit)
+    try:
+        assert_matches_reference("conv2d", x, w, b, backend="numba", algorithm="im2col")
+    finally:
+        _numba_backend.set_workspace_limit(before)
+    assert len(calls) == launches
+
+
+@pytest.mark.parametrize("op, xs, ws", [("conv2d", (0, 2, 5, 6), (3, 2, 3, 3)),
+                                        ("conv2d", (2, 0, 5, 6), (3, 0, 3, 3)),
+                                        ("conv1d", (0, 3, 17), (4, 3, 3))])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_empty_output_launches_nothing(monkeypatch, op, xs, ws, algorithm):
+    monkeypatch.setattr(_numba_backend, "_launch", lambda *a: pytest.fail("launched a kernel"))
+    x, w, b = _arrays_for(op, xs, ws, True)
+    out = getattr(conv, op)(*_to_device(x, w, b), backend="numba", algorithm=algorithm)
+    expected = conv._spec.make_spec(op, x, w, b, 1, 0, 1, 1).output_shape
+    assert _arrays.array_kind(out) == _arrays.NUMBA_CUDA and out.shape == expected
+
+
+@pytest.mark.parametrize("op, xs, ws, kw", [
+    ("conv2d", (2, 3, 5, 7), (4, 3, 3, 3), {"padding": 1}),
+    ("conv2d", (3, 5, 7), (4, 3, 3, 3), {}),                    # unbatched: a reshaped view
+    ("conv1d", (2, 3, 19), (4, 3, 3), {"padding_mode": "circular", "padding": 2}),
+    ("conv1d", (3, 19), (4, 3, 3), {}),
+])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_device_array_in_device_array_out(op, xs, ws, kw, algorithm):
+    x, w, b = _arrays_for(op, xs, ws, True)
+    dx, dw, db = _to_device(x, w, b)
+    out = getattr(conv, op)(dx, dw, db, backend="numba", algorithm=algorithm, **kw)
+    assert _arrays.array_kind(out) == _arrays.NUMBA_CUDA, type(out)
+    assert conv.explain(op, dx, dw, db, **kw).backend == "numba"     # auto picks numba for it
+    assert_matches_reference(op, dx, dw, db, backend="numba", algorithm=algorithm, x_host=x,
+                             w_host=w, b_host=b, **kw)
+    for dev, host in ((dx, x), (dw, w), (db, b)):                    # inputs never modified
+        np.testing.assert_array_equal(dev.copy_to_host(), host)
+
+
+def _to_device(*arrays):
+    """Simulator device copies, or a skip where conv._arrays cannot tell they are device arrays."""
+    from numba import cuda
+    out = [cuda.to_device(a) for a in arrays]
+    if _arrays.array_kind(out[0]) != _arrays.NUMBA_CUDA:
+        pytest.skip("conv._arrays does not recognise the simulator's device arrays "
+                    "(FakeCUDAArray has no __cuda_array_interface__)")
+    return out
+
+
+def _strided(a: np.ndarray) -> np.ndarray:
+    """A view of `a` with the same values, reversed in its last axis and spread out in memory."""
+    spread = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+    spread[..., ::2] = a[..., ::-1]
+    return spread[..., -2::-2]
+
+
+@pytest.mark.parametrize("op, xs, ws", [("conv2d", (2, 3, 5, 7), (4, 3, 3, 3)),
+                                        ("conv2d", (3, 5, 7), (4, 3, 3, 3)),
+                                        ("conv1d", (2, 3, 19), (4, 3, 3)),
+                                        ("conv1d", (3, 19), (4, 3, 3))])
+@pytest.mark.parametrize("on_device", [False, True], ids=["numpy", "numba"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_strided_inputs_read_correctly_and_left_untouched(op, xs, ws, on_device, algorithm):
+    x, w, b = _arrays_for(op, xs, ws, True)
+    xv, wv, bv = _strided(x), _strided(w), _strided(b)
+    assert not xv.flags.c_contiguous and xv.strides[-1] < 0
+    kw = {"padding": 1, "padding_mode": "reflect"}
+    if on_device:       # the same views of device copies of the spread-out arrays
+        args = [d[..., -2::-2] for d in _to_device(xv.base, wv.base, bv.base)]
+        assert not args[0].is_c_contiguous()
+        keep = [a.copy_to_host() for a in args]
+    else:
+        args = [xv, wv, bv]
+        keep = [a.copy() for a in args]
+    assert_matches_reference(op, *args, backend="numba", algorithm=algorithm, x_host=x, w_host=w,
+                             b_host=b, **kw)
+    for a, before in zip(args, keep):
+        np.testing.assert_array_equal(to_host(a), before)
+
+
+def test_auto_rule_picks_im2col_for_dense_and_direct_for_depthwise():
+    dense = _arrays_for("conv2d", (1, 4, 5, 5), (16, 4, 3, 3), False)
+    depthwise = _arrays_for("conv2d", (1, 4, 5, 5), (4, 1, 3, 3), False)
+    assert conv.explain("conv2d", *dense, backend="numba").algorithm == "im2col"
+    assert conv.explain("conv2d", *depthwise, groups=4, backend="numba").algorithm == "direct"
+    assert_matches_reference("conv2d", *dense, backend="numba")
+
+
+def test_availability_reports_the_simulator():
+    ok, why = _numba_backend.availability()
+    assert ok and "simulator" in why
+    assert conv.backends()["numba"][0]
