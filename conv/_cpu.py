@@ -1,14 +1,15 @@
 """The fast CPU path (default for NumPy input).
 
 Two algorithms:
-  "im2col": pad once, then per chunk of images and per group build the column matrix
-            cols[(c, r, s), (n, p, q)] from a strided view and multiply by the weight matrix
-            W[k, (c, r, s)] with BLAS. 1x1 stride-1 unpadded convs skip im2col (plain GEMM).
-            The column buffer never exceeds `conv.cpu.set_workspace_limit` bytes: the batch is
-            chunked, and a single image too large for it is split by output rows.
-  "direct": numba-parallel loops over (n, k) output planes, one tap (r, s) at a time with a
-            contiguous inner loop over q: the choice where GEMM is a poor fit (depthwise,
-            few channels per group).
+  "im2col": pad once, then per chunk of images build the column matrix cols[g, (c, r, s), (n, p, q)]
+            of every group from one strided view and multiply by W[g, k, (c, r, s)] with BLAS (one
+            batched matmul). 1x1 stride-1 unpadded convs skip im2col (plain GEMM). The column
+            buffer never exceeds the workspace limit (`conv.set_workspace_limit(nbytes, "cpu")`,
+            env CONV_CPU_WORKSPACE_BYTES, default 64 MiB): the batch is chunked, and a single image
+            too large for it is split into bands of output rows.
+  "direct": numba-parallel loops over (n, k) output planes (conv/_cpu_direct.py): stride 1 on the
+            flattened padded plane, one long axpy per tap; other strides row by row. The choice
+            where GEMM is a poor fit (thin groups: depthwise, channel multipliers, ResNeXt).
 Accumulation: float16 in float32, float32 in float32 (as PyTorch's CPU path), float64 and complex
 in their own precision, integers exactly in int64 (wrapping on the cast back, as PyTorch).
 """
@@ -55,11 +56,16 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def choose_algorithm(spec: ConvSpec) -> tuple[str, str]:
+    """Rule from the benchmark runner's CPU measurements (bench/, suites grouped/sweep/resnet50):
+    the direct loops win for thin groups (depthwise, channel multipliers, ResNeXt's 4-channel
+    groups: few products per output and per group, so GEMMs would be tiny); im2col + BLAS wins
+    everywhere else, by far for dense and strided convs."""
     if spec.dtype.kind in "iuc":
         return "im2col", "integer and complex inputs use im2col (exact int64 / complex GEMM)"
-    if spec.c_per_group * spec.r * spec.s <= 16 and spec.k_per_group <= 4:
-        return "direct", (f"each output sums only {spec.c_per_group * spec.r * spec.s} products per "
-                          f"group ({spec.k_per_group} outputs per group): GEMM would be mostly overhead")
+    reduction = spec.c_per_group * spec.r * spec.s
+    if reduction <= 64 and spec.k_per_group <= 8:
+        return "direct", (f"thin groups: {reduction} products per output and {spec.k_per_group} "
+                          f"output channels per group would make GEMMs too small to pay")
     return "im2col", "dense enough for GEMM (im2col + BLAS)"
 
 
@@ -79,54 +85,63 @@ def run(x, weight, bias, spec: ConvSpec, algorithm: str) -> np.ndarray:
     return out.astype(spec.dtype, copy=False).reshape(spec.output_shape)
 
 
-def _tap_view(xg: np.ndarray, spec: ConvSpec, p0: int, p1: int) -> np.ndarray:
-    """Strided view (nb, cg, r, s, p1-p0, q) of what each tap sees for output rows [p0, p1)."""
-    sn, sc, sh, sw = xg.strides
+def _tap_view(xc: np.ndarray, spec: ConvSpec, p0: int, p1: int) -> np.ndarray:
+    """Strided view (nb, G, cg, r, s, p1-p0, q) of what each tap sees for output rows [p0, p1)."""
+    nb, c, hp, wp = xc.shape
+    sn, sc, sh, sw = xc.strides
     (st_h, st_w), (d_h, d_w) = spec.stride, spec.dilation
-    base = xg[:, :, p0 * st_h:, :]
+    cg = spec.c_per_group
+    base = xc[:, :, p0 * st_h:, :]
     return np.lib.stride_tricks.as_strided(
-        base, shape=(xg.shape[0], xg.shape[1], spec.r, spec.s, p1 - p0, spec.q),
-        strides=(sn, sc, sh * d_h, sw * d_w, sh * st_h, sw * st_w), writeable=False)
+        base, shape=(nb, spec.groups, cg, spec.r, spec.s, p1 - p0, spec.q),
+        strides=(sn, sc * cg, sc, sh * d_h, sw * d_w, sh * st_h, sw * st_w), writeable=False)
 
 
 def _im2col_gemm(xp: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec) -> None:
+    """All groups at once: cols[g, (c, r, s), (n, p, q)] from one strided view, then one batched
+    matmul W[g] @ cols[g] (numpy hands each group's GEMM to BLAS)."""
     n, _, p, q = out.shape
-    cg, kg = spec.c_per_group, spec.k_per_group
+    groups, cg, kg = spec.groups, spec.c_per_group, spec.k_per_group
     crs = cg * spec.r * spec.s
     itemsize = xp.dtype.itemsize
-    pointwise = spec.r == spec.s == 1 and spec.stride == (1, 1) and not any(spec.pad)
+    wmat = np.ascontiguousarray(w.reshape(groups, kg, crs))
+    if spec.r == spec.s == 1 and spec.stride == (1, 1) and not any(spec.pad):
+        # Pointwise: (G, kg, cg) @ (nb, G, cg, h*w), no column buffer at all.
+        chunk = max(1, min(n, _workspace_limit // max(1, spec.c * p * q * itemsize)))
+        for n0 in range(0, n, chunk):
+            n1 = min(n, n0 + chunk)
+            xg = xp[n0:n1].reshape(n1 - n0, groups, cg, p * q)
+            out[n0:n1] = np.matmul(wmat, xg).reshape(n1 - n0, groups * kg, p, q)
+        return
     # Rows of the output per column buffer: whole images when they fit, else bands of rows.
-    image_bytes = crs * p * q * itemsize
+    image_bytes = groups * crs * p * q * itemsize
     images_per_chunk = max(1, min(n, _workspace_limit // max(image_bytes, 1)))
     rows_per_chunk = p if image_bytes <= _workspace_limit else max(
-        1, _workspace_limit // max(crs * q * itemsize, 1))
-    for g in range(spec.groups):
-        wmat = np.ascontiguousarray(w[g * kg:(g + 1) * kg].reshape(kg, crs))
-        xg = xp[:, g * cg:(g + 1) * cg]
-        og = out[:, g * kg:(g + 1) * kg]
-        if pointwise:
-            # (kg, cg) @ (nb, cg, h*w): no column buffer at all.
-            for n0 in range(0, n, max(1, images_per_chunk)):
-                n1 = min(n, n0 + images_per_chunk)
-                og[n0:n1] = np.matmul(wmat, xg[n0:n1].reshape(n1 - n0, cg, p * q)).reshape(
-                    n1 - n0, kg, p, q)
-            continue
-        for n0 in range(0, n, images_per_chunk):
-            n1 = min(n, n0 + images_per_chunk)
-            for p0 in range(0, p, rows_per_chunk):
-                p1 = min(p, p0 + rows_per_chunk)
-                view = _tap_view(xg[n0:n1], spec, p0, p1)          # (nb, cg, r, s, pb, q)
-                nb, pb = n1 - n0, p1 - p0
-                # cols[(c,r,s), (n,p,q)]: one GEMM for the whole chunk, big even when p*q is small.
-                cols = np.empty((crs, nb, pb, q), dtype=xp.dtype)
-                cols.reshape(cg, spec.r, spec.s, nb, pb, q)[...] = view.transpose(1, 2, 3, 0, 4, 5)
-                res = wmat @ cols.reshape(crs, nb * pb * q)               # (kg, nb*pb*q)
-                og[n0:n1, :, p0:p1, :] = res.reshape(kg, nb, pb, q).transpose(1, 0, 2, 3)
+        1, _workspace_limit // max(groups * crs * q * itemsize, 1))
+    for n0 in range(0, n, images_per_chunk):
+        n1 = min(n, n0 + images_per_chunk)
+        nb = n1 - n0
+        for p0 in range(0, p, rows_per_chunk):
+            p1 = min(p, p0 + rows_per_chunk)
+            pb = p1 - p0
+            view = _tap_view(xp[n0:n1], spec, p0, p1)              # (nb, G, cg, r, s, pb, q)
+            # One GEMM per group over the whole chunk: wide even when p*q is small.
+            cols = np.empty((groups, crs, nb, pb, q), dtype=xp.dtype)
+            cols.reshape(groups, cg, spec.r, spec.s, nb, pb, q)[...] = view.transpose(
+                1, 2, 3, 4, 0, 5, 6)
+            res = np.matmul(wmat, cols.reshape(groups, crs, nb * pb * q))   # (G, kg, nb*pb*q)
+            out[n0:n1, :, p0:p1, :] = res.reshape(groups * kg, nb, pb, q).transpose(1, 0, 2, 3)
 
 
 def _direct(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec) -> None:
-    from ._cpu_direct import direct_conv2d
+    from ._cpu_direct import direct_conv2d, direct_conv2d_wide
     cdt = out.dtype
+    if spec.stride == (1, 1) and spec.p > 1:
+        # One long axpy per tap over the padded plane (see direct_conv2d_wide).
+        xp = np.ascontiguousarray(pad_input(x4, spec), dtype=cdt)
+        direct_conv2d_wide(xp, np.ascontiguousarray(w), out, spec.groups, spec.dilation[0],
+                           spec.dilation[1])
+        return
     if spec.padding_mode == "zeros":
         xin, pad_top, pad_left = x4, spec.pad[0], spec.pad[2]      # zero padding by bounds
     else:

@@ -65,3 +65,40 @@ def direct_conv2d(x, w, out, groups, stride_h, stride_w, dil_h, dil_w, pad_top, 
                             for i in range(q_hi - q_lo):
                                 dst[i] += wv * src_strided[i]
             out[img, kk, p] = acc
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def direct_conv2d_wide(xp, w, out, groups, dil_h, dil_w):
+    """Stride-1 variant on a padded input xp (N, C, Hp, Wp): one task per output plane (n, k).
+
+    Output (p, q) and input (p + r*dil_h, q + s*dil_w) sit at flat offsets p*Wp + q and
+    p*Wp + q + (r*dil_h*Wp + s*dil_w) of their planes, so on the "wide" grid of P rows of Wp
+    columns each tap is ONE unit-stride axpy of length L = (P-1)*Wp + Q (instead of P short ones);
+    the Wp - Q extra columns of each row are cropped at the end. Never reads past the plane:
+    the last element read is (P-1 + (R-1)*dil_h)*Wp + Q-1 + (S-1)*dil_w = Hp*Wp - 1.
+    """
+    n, k, p_out, q_out = out.shape
+    hp, wp = xp.shape[2], xp.shape[3]
+    kg = k // groups
+    cg = w.shape[1]
+    r_taps, s_taps = w.shape[2], w.shape[3]
+    length = (p_out - 1) * wp + q_out
+    for plane in numba.prange(n * k):            # plane in [0, N*K)
+        img = plane // k
+        kk = plane % k
+        c0 = (kk // kg) * cg
+        acc = np.zeros(length, dtype=out.dtype)
+        for c in range(cg):
+            flat = xp[img, c0 + c].reshape(hp * wp)
+            for r in range(r_taps):
+                for s in range(s_taps):
+                    wv = w[kk, c, r, s]
+                    off = r * dil_h * wp + s * dil_w
+                    src = flat[off:off + length]
+                    for i in range(length):
+                        acc[i] += wv * src[i]
+        for p in range(p_out):
+            row = acc[p * wp:p * wp + q_out]
+            dst = out[img, kk, p]
+            for q in range(q_out):
+                dst[q] = row[q]

@@ -113,3 +113,12 @@ def resolve(spec, input, backend: str = "auto", algorithm: str = "auto") -> Choi
                              f"one of {list(module.ALGORITHMS)}")
         algo, algo_why = algorithm, "algorithm was asked for"
     return Choice(name, algo, f"{why}; {algo_why}")
+
+
+def set_workspace_limit(nbytes: int, backend: str = "cpu") -> None:
+    """Cap (bytes) on a backend's im2col workspace ("cpu", "cupy" or "numba"); larger problems are
+    chunked (over the batch, then output rows), never refused."""
+    module = backend_module(backend)
+    if not hasattr(module, "set_workspace_limit"):
+        raise ValueError(f"backend {backend!r} has no workspace")
+    module.set_workspace_limit(nbytes)

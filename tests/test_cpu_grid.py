@@ -83,3 +83,8 @@ def test_workspace_limit_chunks_without_changing_results(limit, rng):
         _cpu.set_workspace_limit(old)
     with pytest.raises(ValueError):
         _cpu.set_workspace_limit(0)
+    conv.set_workspace_limit(1234, "cpu")
+    assert _cpu.workspace_limit() == 1234
+    _cpu.set_workspace_limit(old)
+    with pytest.raises(ValueError, match="has no workspace"):
+        conv.set_workspace_limit(1, "reference")
