@@ -16,6 +16,7 @@ in their own precision, integers exactly in int64 (wrapping on the cast back, as
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -41,6 +42,22 @@ def set_workspace_limit(nbytes: int) -> None:
 
 def workspace_limit() -> int:
     return _workspace_limit
+
+
+# The column buffer is kept between calls (one per thread, never above the workspace limit): a
+# fresh multi-megabyte allocation each call costs a page fault per 4 KiB on first touch, which
+# measured as much as the GEMM itself on mid-sized layers.
+_scratch = threading.local()
+
+
+def _workspace(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = np.empty(max(nbytes, 1), np.uint8)
+        if nbytes <= _workspace_limit:
+            _scratch.buf = buf
+    return buf[:nbytes].view(dtype).reshape(shape)
 
 
 def availability() -> tuple[bool, str]:
@@ -116,6 +133,9 @@ def _im2col_gemm(xp: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec)
     # Rows of the output per column buffer: whole images when they fit, else bands of rows.
     image_bytes = groups * crs * p * q * itemsize
     images_per_chunk = max(1, min(n, _workspace_limit // max(image_bytes, 1)))
+    if p * q >= 1024:
+        # One image already makes a wide GEMM: go image by image, writing results in place.
+        images_per_chunk = 1
     rows_per_chunk = p if image_bytes <= _workspace_limit else max(
         1, _workspace_limit // max(groups * crs * q * itemsize, 1))
     for n0 in range(0, n, images_per_chunk):
@@ -125,8 +145,14 @@ def _im2col_gemm(xp: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec)
             p1 = min(p, p0 + rows_per_chunk)
             pb = p1 - p0
             view = _tap_view(xp[n0:n1], spec, p0, p1)              # (nb, G, cg, r, s, pb, q)
+            if nb == 1 and pb == p:
+                # One image: the GEMM writes straight into its (K, P*Q) output plane.
+                cols = _workspace((groups, crs, pb * q), xp.dtype)
+                cols.reshape(groups, cg, spec.r, spec.s, pb, q)[...] = view[0]
+                np.matmul(wmat, cols, out=out[n0].reshape(groups, kg, p * q))
+                continue
             # One GEMM per group over the whole chunk: wide even when p*q is small.
-            cols = np.empty((groups, crs, nb, pb, q), dtype=xp.dtype)
+            cols = _workspace((groups, crs, nb, pb, q), xp.dtype)
             cols.reshape(groups, cg, spec.r, spec.s, nb, pb, q)[...] = view.transpose(
                 1, 2, 3, 4, 0, 5, 6)
             res = np.matmul(wmat, cols.reshape(groups, crs, nb * pb * q))   # (G, kg, nb*pb*q)
