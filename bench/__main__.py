@@ -70,7 +70,11 @@ def resolve_device(requested: str) -> tuple[str, str]:
 
 
 def thread_info() -> dict:
-    info = {"cpu_count": os.cpu_count(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
+    # OPENBLAS_CORETYPE decides which GEMM kernels numpy's OpenBLAS runs (e.g. "Haswell" forces
+    # AVX2 on an AVX-512 CPU): the CPU path's speed depends on it, so every result records it.
+    info = {"cpu_count": os.cpu_count(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+            "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER")}
     try:
         import numba
         info["numba"] = numba.get_num_threads()
@@ -82,6 +86,8 @@ def thread_info() -> dict:
     try:
         from threadpoolctl import threadpool_info
         info["blas"] = {f"{p['internal_api']}": p["num_threads"] for p in threadpool_info()}
+        info["blas_kernels"] = sorted({str(p.get("architecture")) for p in threadpool_info()
+                                       if p.get("internal_api") == "openblas"})
     except Exception:
         pass
     return info
