@@ -87,11 +87,14 @@ def versions() -> dict:
 
 
 def git_commit() -> tuple[str | None, bool | None]:
-    """(HEAD commit, whether the working tree has changes), (None, None) outside a git checkout."""
+    """(HEAD commit, whether tracked files differ from it), (None, None) outside a git checkout.
+
+    Untracked files (the results being written, say) do not make a run dirty.
+    """
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=30, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT,
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
                                 capture_output=True, text=True, timeout=30, check=True).stdout
         return head, bool(status.strip())
     except (OSError, subprocess.SubprocessError):
