@@ -1,8 +1,14 @@
 import importlib.util
+import os
 import warnings
 
 import numpy as np
 import pytest
+
+
+# The simulator tests run in their own pytest process (tests/test_numba_cudasim_suite.py sets
+# NUMBA_ENABLE_CUDASIM=1 there); this process does not collect them.
+collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["cudasim"]
 
 
 def torch_or_skip():
