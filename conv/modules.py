@@ -111,6 +111,10 @@ class _ConvNd:
         if self._device_index is None:
             return host
         from . import _gpu_arrays   # imported only when a module lives on a GPU
+        ok, why = _gpu_arrays.cupy_availability()
+        if not ok:
+            raise RuntimeError(f"device={self.device!r} keeps the weights as CuPy arrays, but the "
+                               f"cupy backend is not usable here: {why}")
         return _gpu_arrays.cupy_from_host(host, self._device_index)
 
     def extra_repr(self) -> str:

@@ -119,8 +119,11 @@ def test_cuda_device_without_gpu_raises_clearly():
     ok, why = conv.backends()["cupy"]
     if ok:
         pytest.skip("a GPU is usable here; the GPU tests cover device='cuda'")
-    with pytest.raises((ImportError, RuntimeError)):
-        conv.Conv2d(2, 2, 3, device="cuda")
+    with pytest.raises(RuntimeError) as info:
+        conv.Conv2d(2, 2, 3, device="cuda:1")
+    assert str(info.value).startswith("device='cuda:1' keeps the weights as CuPy arrays, but the "
+                                      "cupy backend is not usable here: ")
+    assert why in str(info.value)
 
 
 def test_negative_padding_accepted_at_construction_refused_in_forward():
