@@ -7,9 +7,10 @@ Two algorithms:
             buffer never exceeds the workspace limit (`conv.set_workspace_limit(nbytes, "cpu")`,
             env CONV_CPU_WORKSPACE_BYTES, default 64 MiB): the batch is chunked, and a single image
             too large for it is split into bands of output rows.
-  "direct": numba-parallel loops over (n, k) output planes (conv/_cpu_direct.py): stride 1 on the
-            flattened padded plane, one long axpy per tap; other strides row by row. The choice
-            where GEMM is a poor fit (thin groups: depthwise, channel multipliers, ResNeXt).
+  "direct": numba-parallel loops over (n, k) output planes (conv/_cpu_direct.py): the padded
+            input split into its stride phases, then one long unit-stride axpy per (channel, tap).
+            The choice where GEMM is a poor fit (thin groups: depthwise, channel multipliers,
+            ResNeXt).
 Accumulation: float16 in float32, float32 in float32 (as PyTorch's CPU path), float64 and complex
 in their own precision, integers exactly in int64 (wrapping on the cast back, as PyTorch).
 """
@@ -160,18 +161,8 @@ def _im2col_gemm(xp: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec)
 
 
 def _direct(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec) -> None:
-    from ._cpu_direct import direct_conv2d, direct_conv2d_wide
-    cdt = out.dtype
-    if spec.stride == (1, 1) and spec.p > 1:
-        # One long axpy per tap over the padded plane (see direct_conv2d_wide).
-        xp = np.ascontiguousarray(pad_input(x4, spec), dtype=cdt)
-        direct_conv2d_wide(xp, np.ascontiguousarray(w), out, spec.groups, spec.dilation[0],
-                           spec.dilation[1])
-        return
-    if spec.padding_mode == "zeros":
-        xin, pad_top, pad_left = x4, spec.pad[0], spec.pad[2]      # zero padding by bounds
-    else:
-        xin, pad_top, pad_left = pad_input(x4, spec), 0, 0
-    direct_conv2d(np.ascontiguousarray(xin, dtype=cdt), np.ascontiguousarray(w), out, spec.groups,
-                  spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1], pad_top,
-                  pad_left)
+    from ._cpu_direct import direct_conv2d, split_phases, tap_offsets
+    xp = pad_input(x4, spec).astype(out.dtype, copy=False)
+    phases = np.ascontiguousarray(split_phases(xp, *spec.stride))
+    offsets = tap_offsets(spec.r, spec.s, *spec.stride, *spec.dilation, *phases.shape[3:])
+    direct_conv2d(phases, offsets, np.ascontiguousarray(w), out, spec.groups)
