@@ -1,8 +1,7 @@
 """Verify, then time: one row per (case, implementation, precision).
 
 For each case the runner builds the inputs once per precision, computes the reference (PyTorch in
-float64 on the CPU, PyTorch/cuDNN in float32 with TF32 off on the GPU; the NumPy reference where
-PyTorch is absent), then for each implementation makes one call, checks it against the reference
+float64, on the CPU or on the GPU; the NumPy reference where PyTorch is absent), then for each implementation makes one call, checks it against the reference
 with a tolerance relative to the reference's magnitude, and only if it is right times it. A wrong
 result is a WRONG row with its error, never a time.
 
@@ -229,10 +228,12 @@ def reference_output(torch, case: Case, spec, x, w, b, x_base, device: str, gpu=
         if torch is not None and device == "gpu" and torch_cuda_usable(torch):
             _, gw, gb, gbase = gpu
             tx, tw, tb = _torch_tensors(torch, case, gbase, gw, gb, "gpu")
+            # float64 on the GPU: cuDNN's autotuned fp32 algorithms (FFT, Winograd) can be off by
+            # more than an fp32 tolerance, which would turn right answers into false WRONG rows.
             with torch_precision(torch, "fp32"):
-                out = torch_conv(torch, case, spec, tx.float(), tw.float(),
-                                 None if tb is None else tb.float())
-            return out.double().cpu().numpy(), "torch float32, TF32 off (cuDNN)"
+                out = torch_conv(torch, case, spec, tx.double(), tw.double(),
+                                 None if tb is None else tb.double())
+            return out.cpu().numpy(), "torch float64 (GPU)"
         return conv_reference(x, w, b, spec), "NumPy reference (float64)"
 
 

@@ -67,6 +67,10 @@ def check_same_device(*arrays) -> str:
             name = _arrays.device_name(a)
             if name not in names:
                 names.append(name)
+    if any(n.startswith("cuda:") for n in names):
+        # "cuda" alone: an array that carries only a pointer (numba device arrays and other
+        # __cuda_array_interface__ producers), which lives on the current device: no conflict.
+        names = [n for n in names if n != "cuda"]
     if len(names) > 1:
         gpu = [n for n in names if n != "cpu"]
         first, second = (gpu[0], "cpu") if "cpu" in names else (names[0], names[1])

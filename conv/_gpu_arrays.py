@@ -43,6 +43,18 @@ def input_device(a) -> int | None:
     return _arrays.cuda_device_of(a)
 
 
+def _plain_torch(t):
+    """A PyTorch tensor its DLPack / __cuda_array_interface__ exports describe truthfully: no
+    autograd (exporting a tensor that requires grad raises), and lazy conjugate / negative bits
+    resolved (the array interface ignores them, which would silently give conj(x) as x)."""
+    t = t.detach()
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    return t
+
+
 def to_cupy(a):
     """A CuPy view of `a` (zero-copy for GPU arrays), or a device copy of a NumPy array."""
     if a is None:
@@ -53,9 +65,10 @@ def to_cupy(a):
         return a
     if kind == _arrays.NUMPY:
         return cupy.asarray(a)
-    if kind == _arrays.TORCH_CUDA or (not hasattr(a, "__cuda_array_interface__")
-                                      and hasattr(a, "__dlpack__")):
-        return cupy.from_dlpack(a)          # honours the producer's stream
+    if kind == _arrays.TORCH_CUDA:
+        return cupy.from_dlpack(_plain_torch(a))    # honours the producer's stream
+    if not hasattr(a, "__cuda_array_interface__") and hasattr(a, "__dlpack__"):
+        return cupy.from_dlpack(a)
     return cupy.asarray(a)                  # __cuda_array_interface__: zero-copy
 
 
@@ -83,6 +96,8 @@ def to_numba(a):
         return cuda.to_device(np.ascontiguousarray(a))
     if kind == _arrays.NUMBA_CUDA:
         return a
+    if kind == _arrays.TORCH_CUDA:
+        a = _plain_torch(a)
     if hasattr(a, "__cuda_array_interface__"):
         return cuda.as_cuda_array(a)
     return cuda.as_cuda_array(to_cupy(a))    # DLPack-only producers go through CuPy

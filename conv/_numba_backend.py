@@ -73,6 +73,14 @@ def availability() -> tuple[bool, str]:
     if numba.config.ENABLE_CUDASIM:
         return True, ("Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1): kernels run on the CPU, "
                       "slowly")
+    try:
+        # A driver alone is not enough: kernels are compiled at run time by NVVM (libnvvm ships
+        # with the CUDA toolkit, or with `pip install numba-cuda[cu13]`, not with the driver).
+        from numba.cuda.cudadrv.nvvm import NVVM
+        NVVM()
+    except Exception as exc:
+        return False, (f"numba-cuda cannot load NVVM to compile kernels ({type(exc).__name__}: "
+                       f"{exc}); install numba-cuda[cu13] or a CUDA toolkit")
     return True, f"numba-cuda on {cuda.get_current_device().name}"
 
 
@@ -106,6 +114,7 @@ def run(x, weight, bias, spec: ConvSpec, algorithm: str):
 
     out = _new_output(spec.output_shape_4d, spec.dtype)
     if not spec.is_empty:
+        _wait_for_torch(x, weight, bias)
         xd = _device_4d(x, (spec.n, spec.c, spec.h, spec.w))
         wd = _device_4d(weight, (spec.k, spec.c_per_group, spec.r, spec.s))
         has_bias = bias is not None
@@ -115,10 +124,22 @@ def run(x, weight, bias, spec: ConvSpec, algorithm: str):
             _run_im2col(xd, wd, bd, out, acc, spec, widen, has_bias)
         else:
             _run_direct(xd, wd, bd, out, acc, spec, widen, has_bias, tiled=algorithm == "direct")
+    if _arrays.array_kind(x) not in (_arrays.NUMBA_CUDA, _arrays.NUMPY):
+        # The kernels ran on numba's default stream; a CuPy or PyTorch caller may read the result
+        # from a non-blocking stream that does not wait for it.
+        cuda.default_stream().synchronize()
     return _gpu_arrays.from_numba(out.reshape(spec.output_shape), like=x)
 
 
 # ---- housekeeping ------------------------------------------------------------------------------
+
+def _wait_for_torch(*arrays) -> None:
+    """PyTorch exports __cuda_array_interface__ without its stream: finish the work queued on its
+    current stream for these tensors before our kernels read them."""
+    for a in arrays:
+        if a is not None and _arrays.array_kind(a) == _arrays.TORCH_CUDA:
+            import torch
+            torch.cuda.current_stream(a.device).synchronize()
 
 def _launch(kernel, blocks, threads, *args) -> None:
     """The one launch: grid clamped to the hardware limits (the kernels grid-stride past them)."""

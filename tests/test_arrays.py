@@ -126,3 +126,49 @@ def test_kernels_digest_is_recomputable():
     for p in files:
         h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
     assert conv.kernels_digest() == h.hexdigest() == conv.kernels_digest(root)
+
+
+class _PointerOnly:
+    """A CUDA array that carries only a pointer (__cuda_array_interface__, no device index)."""
+
+    def __init__(self, shape, typestr="<f4"):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (0, False),
+                                         "version": 3}
+
+
+class _OnDevice(_PointerOnly):
+    """A CUDA array that names its device through DLPack (kDLCUDA = 2)."""
+
+    def __init__(self, shape, device):
+        super().__init__(shape)
+        self._device = device
+
+    def __dlpack_device__(self):
+        return (2, self._device)
+
+
+def test_same_device_rule_like_pytorch():
+    from conv._dispatch import check_same_device
+    x = np.ones((1, 2, 5), np.float32)
+    assert check_same_device(x, x, None) == "cpu"
+    assert check_same_device(_OnDevice((1,), 0), _PointerOnly((1,))) == "cuda:0"
+    with pytest.raises(ValueError) as info:
+        check_same_device(_OnDevice((1,), 0), x)
+    assert str(info.value) == ("Expected all tensors to be on the same device, but found at least "
+                               "two devices, cuda:0 and cpu!")
+    with pytest.raises(ValueError, match="cuda:0 and cuda:1"):
+        check_same_device(_OnDevice((1,), 0), _OnDevice((1,), 1))
+    with pytest.raises(ValueError, match="cuda and cpu"):
+        check_same_device(_PointerOnly((1,)), x)
+
+
+def test_torch_tensors_export_truthfully():
+    from tests.conftest import torch_or_skip
+    torch = torch_or_skip()
+    from conv._gpu_arrays import _plain_torch
+    w = torch.ones(3, requires_grad=True)
+    assert not _plain_torch(w).requires_grad
+    z = torch.complex(torch.ones(2), torch.arange(2.0)).conj()
+    assert z.is_conj()
+    plain = _plain_torch(z)
+    assert not plain.is_conj() and plain.imag.tolist() == [-0.0, -1.0]

@@ -135,6 +135,7 @@ def test_views_pointwise_and_conv1d(cupy, algorithm):
 def test_non_default_stream(cupy):
     op, x, w, b, kwargs = _host_operands(CASES[5], "float32")
     xd, wd, bd = _to_device(cupy, x, w, b)
+    cupy.cuda.Device().synchronize()       # the copies above ran on the legacy stream
     stream = cupy.cuda.Stream(non_blocking=True)
     with stream:
         out = conv.conv2d(xd, wd, bd, backend="cupy", **kwargs)
@@ -157,6 +158,16 @@ def test_torch_cuda_in_torch_out(cupy):
         assert isinstance(result, torch.Tensor) and result.is_cuda
         assert result.device == xt.device
         np.testing.assert_array_equal(result.cpu().numpy(), out)
+    # nn.Parameter-like weights (requires_grad) and lazily conjugated complex tensors export
+    # truthfully: detached, conjugation resolved.
+    wt.requires_grad_(True)
+    np.testing.assert_array_equal(conv.conv2d(xt, wt, bt, backend="cupy", **kwargs).cpu().numpy(),
+                                  out)
+    zx = torch.complex(xt, xt.flip(-1)).conj()             # is_conj() is True: a lazy view
+    zw = torch.complex(wt.detach(), wt.detach())
+    assert zx.is_conj()
+    assert_matches_reference(op, zx, zw, None, backend="cupy", x_host=zx.resolve_conj().cpu().numpy(),
+                             w_host=zw.cpu().numpy(), **kwargs)
 
 
 def test_numba_device_array_in_numba_out(cupy):
