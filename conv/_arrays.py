@@ -86,7 +86,8 @@ def dtype_of(a) -> np.dtype:
     iface = getattr(a, "__cuda_array_interface__", None)
     if iface is not None and not hasattr(a, "dtype"):
         return np.dtype(iface["typestr"])
-    return np.dtype(a.dtype)
+    # Byte order is storage, not type: a big-endian float32 array is float32 (results are native).
+    return np.dtype(a.dtype).newbyteorder("=")
 
 
 def cuda_device_of(a) -> int | None:

@@ -88,6 +88,13 @@ def choose_algorithm(spec: ConvSpec) -> tuple[str, str]:
 
 
 def run(x, weight, bias, spec: ConvSpec, algorithm: str) -> np.ndarray:
+    # inf/nan/overflow propagate silently, as in PyTorch (no RuntimeWarning, no FloatingPointError
+    # under a caller's np.errstate(all="raise")).
+    with np.errstate(all="ignore"):
+        return _run(x, weight, bias, spec, algorithm)
+
+
+def _run(x, weight, bias, spec: ConvSpec, algorithm: str) -> np.ndarray:
     n, k, p, q = spec.output_shape_4d
     cdt = compute_dtype(spec.dtype)
     out = np.empty((n, k, p, q), dtype=cdt)

@@ -35,7 +35,15 @@ def accumulation_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def conv_reference(x, weight, bias, spec: ConvSpec, out_dtype=None) -> np.ndarray:
-    """Reference output of shape spec.output_shape, in out_dtype (default: the accumulation dtype)."""
+    """Reference output of shape spec.output_shape, in out_dtype (default: the accumulation dtype).
+
+    inf/nan/overflow propagate silently, as in PyTorch.
+    """
+    with np.errstate(all="ignore"):
+        return _conv_reference(x, weight, bias, spec, out_dtype)
+
+
+def _conv_reference(x, weight, bias, spec: ConvSpec, out_dtype=None) -> np.ndarray:
     acc = accumulation_dtype(spec.dtype)
     n, k, p, q = spec.output_shape_4d
     out = np.zeros((n, k, p, q), dtype=acc)

@@ -31,10 +31,17 @@ _TORCH_TYPE_NAMES = {
     np.dtype(np.int32): "int",
     np.dtype(np.int64): "long int",
     np.dtype(np.uint8): "unsigned char",
+    np.dtype(np.uint16): "unsigned short",
+    np.dtype(np.uint32): "unsigned int",
+    np.dtype(np.uint64): "unsigned long",
     np.dtype(np.bool_): "bool",
 }
 # PyTorch's ScalarType names, used in its "not implemented for" messages.
 _TORCH_SCALAR_NAMES = {
+    np.dtype(np.int8): "Char",
+    np.dtype(np.uint8): "Byte",
+    np.dtype(np.int16): "Short",
+    np.dtype(np.int32): "Int",
     np.dtype(np.bool_): "Bool",
     np.dtype(np.uint16): "UInt16",
     np.dtype(np.uint32): "UInt32",
@@ -149,6 +156,10 @@ def check_dtype_supported(dtype: np.dtype, op: str) -> None:
         raise TypeError(f"\"{op}\" not implemented for '{name}'")
 
 
+# PyTorch's dilated CPU kernel has no 8/16/32-bit integer instantiation (int64 it has).
+_NO_DILATED_KERNEL = tuple(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.int32))
+
+
 def same_padding(kernel: int, dilation: int) -> tuple[int, int]:
     """PyTorch's split of padding='same': total d*(k-1), the smaller half first."""
     total = dilation * (kernel - 1)
@@ -245,14 +256,21 @@ def make_spec(op: str, input, weight, bias, stride, padding, dilation, groups,
                          f" Kernel size: ({' x '.join(map(str, dilated))}). Kernel size can't be "
                          f"greater than actual input size")
 
-    if padding_mode != "zeros" and any(lo or hi for lo, hi in pads):
+    if padding_mode != "zeros":
+        # nn.Conv*d runs F.pad before every non-zeros-mode conv, even with zero padding.
         _check_pad_mode(padding_mode, x_shape, pads)
-    elif any(v == 0 for v in spatial) and x4[0] and x4[1]:
+    if any(v == 0 for v in spatial) and x4[0] and x4[1] and not (
+            padding_mode != "zeros" and any(lo or hi for lo, hi in pads)):
+        # PyTorch runs conv1d as conv2d with height 1, and shows that 4-D shape here.
+        shown = x4 if nsp == 2 else (x4[0], x4[1], 1, x4[2])
         raise ValueError(f"Only zero batch or zero channel inputs are supported, but got input shape: "
-                         f"{_fmt_shape(x4)}")
+                         f"{_fmt_shape(shown)}")
 
     x_dtype, w_dtype = dtype_of(input), dtype_of(weight)
     check_dtype_supported(x_dtype, op)
+    if x_dtype in _NO_DILATED_KERNEL and any(d > 1 for d in dilation_t):
+        raise TypeError(f"\"slow_conv_dilated<>\" not implemented for "
+                        f"'{_TORCH_SCALAR_NAMES[x_dtype]}'")
     if x_dtype != w_dtype:
         raise TypeError(f"Input type ({torch_type_name(x_dtype)}) and weight type "
                         f"({torch_type_name(w_dtype)}) should be the same")
@@ -277,8 +295,8 @@ def _check_pad_mode(mode: str, x_shape: tuple, pads: list) -> None:
     nsp = len(pads)
     dims = len(x_shape)
     if mode in ("reflect", "replicate") and any(d == 0 for d in x_shape[dims - nsp - 1:]):
-        raise ValueError(f"Expected {dims - 1}D or {dims}D (batch mode) tensor with possibly 0 batch "
-                         f"size and other non-zero dimensions for input, but got: "
+        raise ValueError(f"Expected {nsp + 1}D or {nsp + 2}D (batch mode) tensor with possibly 0 "
+                         f"batch size and other non-zero dimensions for input, but got: "
                          f"{_fmt_shape(x_shape)}")
     for i, (lo, hi) in enumerate(reversed(pads)):        # last dimension first, as F.pad
         dim = dims - 1 - i

@@ -16,7 +16,7 @@ def _same_padding_warning(spec: ConvSpec, padding) -> None:
     if padding == "same" and spec.padding_mode == "zeros" and any(
             (spec.dilation[i] * (k - 1)) % 2 for i, k in enumerate((spec.r, spec.s))):
         warnings.warn("Using padding='same' with even kernel lengths and odd dilation may require a "
-                      "zero-padded copy of the input be created", UserWarning, stacklevel=3)
+                      "zero-padded copy of the input be created", UserWarning, stacklevel=4)
 
 
 def _conv(op, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend,

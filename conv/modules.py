@@ -44,7 +44,9 @@ class _ConvNd:
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
                  device=None, dtype=None, *, seed=None):
         n = self._n_spatial
-        if not isinstance(groups, numbers.Integral) or groups <= 0:
+        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
+            raise TypeError(f"groups must be a positive integer, got {type(groups).__name__}")
+        if groups <= 0:
             raise ValueError("groups must be a positive integer")
         if in_channels % groups != 0:
             raise ValueError("in_channels must be divisible by groups")

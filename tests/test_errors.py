@@ -1,5 +1,7 @@
 """Every error PyTorch raises for these calls, raised here as ValueError/TypeError in PyTorch's words,
 with nothing computed and no array modified."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -103,6 +105,24 @@ ERRORS = [
      TypeError, "\"conv2d\" not implemented for 'Bool'"),
     ("dtype-uint32", lambda: conv.conv1d(np.ones((2, 5, 5), np.uint32), np.ones((2, 5, 3), np.uint32)),
      TypeError, "\"conv1d\" not implemented for 'UInt32'"),
+    ("int32-dilated", lambda: conv.conv2d(np.ones((1, 2, 6, 6), np.int32),
+                                          np.ones((3, 2, 2, 2), np.int32), dilation=(1, 2)),
+     TypeError, "\"slow_conv_dilated<>\" not implemented for 'Int'"),
+    ("int8-dilated-1d", lambda: conv.conv1d(np.ones((1, 2, 6), np.int8), np.ones((3, 2, 2), np.int8),
+                                            dilation=2),
+     TypeError, "\"slow_conv_dilated<>\" not implemented for 'Char'"),
+    ("dtype-bias-unsigned", lambda: conv.conv1d(a(1, 2, 6), a(3, 2, 2), np.ones(3, np.uint32)),
+     TypeError, "Input type (float) and bias type (unsigned int) should be the same"),
+    ("empty-length-1d", lambda: conv.conv1d(a(2, 3, 0), a(4, 3, 1), padding=1), ValueError,
+     "Only zero batch or zero channel inputs are supported, but got input shape: [2, 3, 1, 0]"),
+    ("reflect-zero-channels-unpadded", lambda: conv.conv1d(a(0, 0, 1), a(2, 0, 1),
+                                                           padding_mode="reflect"), ValueError,
+     "Expected 2D or 3D (batch mode) tensor with possibly 0 batch size and other non-zero dimensions "
+     "for input, but got: [0, 0, 1]"),
+    ("replicate-empty-unbatched-1d", lambda: conv.conv1d(a(0, 4), a(2, 0, 3), padding=1,
+                                                         padding_mode="replicate"), ValueError,
+     "Expected 2D or 3D (batch mode) tensor with possibly 0 batch size and other non-zero dimensions "
+     "for input, but got: [0, 4]"),
     ("reflect-too-big", lambda: conv.conv2d(a(1, 1, 3, 3), a(1, 1, 3, 3), padding=3,
                                             padding_mode="reflect"), ValueError,
      "Argument #4: Padding size should be less than the corresponding input dimension, but got: "
@@ -161,3 +181,35 @@ def test_bad_input_leaves_arrays_untouched():
         conv.conv2d(x, w, b)
     for v, c in zip((x, w, b), copies):
         np.testing.assert_array_equal(v, c)
+
+
+def test_int64_dilated_is_computed_like_pytorch():
+    x = np.arange(12, dtype=np.int64).reshape(1, 2, 6)
+    w = np.ones((3, 2, 2), np.int64)
+    out = conv.conv1d(x, w, dilation=2)
+    ref = conv.conv1d(x.astype(np.float64), w.astype(np.float64), dilation=2, backend="reference")
+    assert out.dtype == np.int64 and np.array_equal(out, ref.astype(np.int64))
+
+
+@pytest.mark.parametrize("backend,algorithm", [("cpu", "im2col"), ("cpu", "direct"),
+                                               ("reference", "direct")])
+def test_inf_and_overflow_propagate_silently(backend, algorithm):
+    # PyTorch returns inf/nan without a warning; so do we, even under np.errstate(all="raise").
+    w = np.ones((1, 1, 3, 3), np.float32)
+    w[0, 0, 0, 0] = np.inf
+    x = np.ones((1, 1, 3, 3), np.float32)
+    h = np.full((1, 1, 4, 4), 60000, np.float16)
+    with np.errstate(all="raise"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = conv.conv2d(x, w, padding=1, backend=backend, algorithm=algorithm)
+        big = conv.conv2d(h, np.ones((1, 1, 2, 2), np.float16), backend=backend, algorithm=algorithm)
+    assert np.isnan(out).any() or np.isinf(out).any()
+    assert np.isinf(big).all()
+
+
+def test_big_endian_arrays_are_read_as_their_type():
+    x = np.arange(24, dtype=">f4").reshape(1, 2, 12)
+    w = np.ones((3, 2, 3), ">f4")
+    out = conv.conv1d(x, w)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, conv.conv1d(x.astype("<f4"), w.astype("<f4")))

@@ -110,6 +110,17 @@ def test_constructor_errors(kwargs, message):
     assert str(info.value) == message
 
 
+def test_non_integer_groups_is_a_type_error():
+    with pytest.raises(TypeError, match="groups must be a positive integer, got float"):
+        conv.Conv2d(4, 4, 3, groups=2.0)
+
+
+def test_same_padding_warning_points_at_the_caller():
+    with pytest.warns(UserWarning, match="even kernel lengths") as record:
+        conv.conv1d(np.ones((1, 1, 8), np.float32), np.ones((1, 1, 4), np.float32), padding="same")
+    assert record[0].filename == __file__
+
+
 def test_integer_dtype_refused_for_modules():
     with pytest.raises(TypeError, match="dtype must be a floating point or complex dtype"):
         conv.Conv2d(2, 2, 3, dtype=np.int32)
