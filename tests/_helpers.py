@@ -82,3 +82,10 @@ def _report(where, out, ref, bad, tol=None):
         i = tuple(int(v) for v in i)
         lines.append(f"  at {i}: got {out[i]!r}, expected {ref[i]!r}")
     raise AssertionError("\n".join(lines))
+
+
+def refused_by_pytorch(dtype, kwargs) -> bool:
+    """PyTorch has no dilated kernel for 8/16/32-bit integers; such calls raise TypeError."""
+    dilation = kwargs.get("dilation", 1)
+    return str(np.dtype(dtype)) in ("int8", "int16", "int32", "uint8") and max(
+        np.atleast_1d(dilation)) > 1

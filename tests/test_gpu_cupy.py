@@ -15,7 +15,8 @@ import conv
 from conv import _cupy_backend, _gpu_arrays
 from conv._dispatch import backend_availability
 from tests._cases import CASE_IDS, CASES
-from tests._helpers import FLOAT_AND_COMPLEX, assert_matches_reference, random_array
+from tests._helpers import (FLOAT_AND_COMPLEX, assert_matches_reference, random_array,
+                            refused_by_pytorch)
 
 _OK, _WHY = backend_availability("cupy")
 pytestmark = [
@@ -67,6 +68,10 @@ def _to_device(cupy, *arrays):
 def test_grid(cupy, case, algorithm, dtype):
     op, x, w, b, kwargs = _host_operands(case, dtype)
     xd, wd, bd = _to_device(cupy, x, w, b)
+    if refused_by_pytorch(dtype, kwargs):
+        with pytest.raises(TypeError, match="slow_conv_dilated"):
+            getattr(conv, op)(xd, wd, bd, backend="cupy", algorithm=algorithm, **kwargs)
+        return
     assert_matches_reference(op, xd, wd, bd, backend="cupy", algorithm=algorithm,
                              x_host=x, w_host=w, b_host=b, **kwargs)
     # Inputs are never modified.
@@ -291,7 +296,7 @@ def test_property_random_configs(cupy, cfg):
                   groups=cfg["groups"], padding_mode=cfg["padding_mode"])
     try:
         make_spec("conv2d", x, w, b, **kwargs)
-    except ValueError:
+    except (ValueError, TypeError):
         assume(False)                          # not a valid PyTorch call
     assert_matches_reference("conv2d", *_to_device(cupy, x, w, b), backend="cupy",
                              algorithm=cfg["algorithm"], x_host=x, w_host=w, b_host=b, **kwargs)
