@@ -29,7 +29,7 @@ ITEMSIZE = {"fp32": 4, "tf32": 4, "fp16": 2}
 def conv_flops(spec: ConvSpec) -> int:
     """FLOPs of one convolution: 2 * N * K * P * Q * (C/groups) * R * S (a multiply-add is two).
 
-    Equals ``ConvSpec.flops`` for real dtypes; conv1d is the 2-D formula with P = R = 1.
+    Real arithmetic (complex rows count complex multiply-adds); conv1d is the 2-D formula with P = R = 1.
     """
     return 2 * spec.n * spec.k * spec.p * spec.q * spec.c_per_group * spec.r * spec.s
 
@@ -37,7 +37,7 @@ def conv_flops(spec: ConvSpec) -> int:
 def conv_bytes(spec: ConvSpec, itemsize: int | None = None) -> int:
     """Fewest bytes through memory: (input + weight + output elements) * itemsize, each once.
 
-    The bias (K elements) is left out as negligible; ``ConvSpec.bytes_moved`` counts it.
+    The bias (K elements) is left out as negligible.
     ``itemsize`` defaults to the spec's dtype (pass 2 for an fp16 row built from a float32 spec).
     """
     size = spec.dtype.itemsize if itemsize is None else itemsize

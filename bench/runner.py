@@ -364,7 +364,7 @@ class Runner:
         auto = _auto_choice(case, ours[0], ours[1])
         for impl in self.impls:
             row = _row(case, spec, impl, precision, auto=auto == impl.label)
-            if impl.backend == "reference" and spec.flops > REFERENCE_MAX_FLOPS:
+            if impl.backend == "reference" and metrics.conv_flops(spec) > REFERENCE_MAX_FLOPS:
                 continue                              # capped: far too slow to time here
             if precision == "tf32":
                 row["note"] = "ours as-is (no TF32 switch), vs PyTorch with TF32 on"

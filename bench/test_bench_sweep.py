@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 
-from bench import runner, suites
+from bench import metrics, runner, suites
 from conv._spec import make_spec
 
 pytest.importorskip("pytest_benchmark")
@@ -51,7 +51,7 @@ def test_conv(benchmark, case, impl, on_gpu):
     x, w, b, x_base = runner.host_inputs(case, "fp32")
     spec = make_spec(case.op, x, w, b, case.stride, case.padding, case.dilation, case.groups,
                      case.padding_mode)
-    if impl.backend == "reference" and spec.flops > runner.REFERENCE_MAX_FLOPS:
+    if impl.backend == "reference" and metrics.conv_flops(spec) > runner.REFERENCE_MAX_FLOPS:
         pytest.skip("the NumPy reference is only timed on small cases")
     ref, _ = runner.reference_output(torch, case, spec, x, w, b, x_base, "cpu")
 
@@ -88,7 +88,7 @@ def test_conv(benchmark, case, impl, on_gpu):
             sync()
     else:
         timed = fn
-    benchmark.extra_info.update(flops=spec.flops, case=case.describe(), impl=impl.label)
+    benchmark.extra_info.update(flops=metrics.conv_flops(spec), case=case.describe(), impl=impl.label)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         benchmark(timed)

@@ -16,7 +16,6 @@ in their own precision, integers exactly in int64 (wrapping on the cast back, as
 """
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
@@ -24,25 +23,16 @@ import numpy as np
 from . import _arrays
 from ._padding import as_4d, pad_input, weight_4d
 from ._spec import ConvSpec
+from ._workspace import WorkspaceLimit
 
 NAME = "cpu"
 ALGORITHMS = ("im2col", "direct")
 ACCEPTS = (_arrays.NUMPY,)
 
-_DEFAULT_WORKSPACE = 64 << 20
-_workspace_limit = int(os.environ.get("CONV_CPU_WORKSPACE_BYTES", _DEFAULT_WORKSPACE))
-
-
-def set_workspace_limit(nbytes: int) -> None:
-    """Cap (bytes) on the im2col column buffer; larger problems are chunked. Default 64 MiB."""
-    global _workspace_limit
-    if nbytes <= 0:
-        raise ValueError("workspace limit must be positive")
-    _workspace_limit = int(nbytes)
-
-
-def workspace_limit() -> int:
-    return _workspace_limit
+# Cap on the column buffer (bytes): conv.set_workspace_limit(nbytes, "cpu"), default 64 MiB.
+_limit = WorkspaceLimit("CONV_CPU_WORKSPACE_BYTES", 64 << 20)
+set_workspace_limit = _limit.set
+workspace_limit = _limit.get
 
 
 # The column buffer is kept between calls (one per thread, never above the workspace limit): a
@@ -56,7 +46,7 @@ def _workspace(shape: tuple, dtype: np.dtype) -> np.ndarray:
     buf = getattr(_scratch, "buf", None)
     if buf is None or buf.nbytes < nbytes:
         buf = np.empty(max(nbytes, 1), np.uint8)
-        if nbytes <= _workspace_limit:
+        if nbytes <= _limit.nbytes:
             _scratch.buf = buf
     return buf[:nbytes].view(dtype).reshape(shape)
 
@@ -132,7 +122,7 @@ def _im2col_gemm(xp: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec)
     wmat = np.ascontiguousarray(w.reshape(groups, kg, crs))
     if spec.r == spec.s == 1 and spec.stride == (1, 1) and not any(spec.pad):
         # Pointwise: (G, kg, cg) @ (nb, G, cg, h*w), no column buffer at all.
-        chunk = max(1, min(n, _workspace_limit // max(1, spec.c * p * q * itemsize)))
+        chunk = max(1, min(n, _limit.nbytes // max(1, spec.c * p * q * itemsize)))
         for n0 in range(0, n, chunk):
             n1 = min(n, n0 + chunk)
             xg = xp[n0:n1].reshape(n1 - n0, groups, cg, p * q)
@@ -140,12 +130,12 @@ def _im2col_gemm(xp: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec)
         return
     # Rows of the output per column buffer: whole images when they fit, else bands of rows.
     image_bytes = groups * crs * p * q * itemsize
-    images_per_chunk = max(1, min(n, _workspace_limit // max(image_bytes, 1)))
+    images_per_chunk = max(1, min(n, _limit.nbytes // max(image_bytes, 1)))
     if p * q >= 1024:
         # One image already makes a wide GEMM: go image by image, writing results in place.
         images_per_chunk = 1
-    rows_per_chunk = p if image_bytes <= _workspace_limit else max(
-        1, _workspace_limit // max(groups * crs * q * itemsize, 1))
+    rows_per_chunk = p if image_bytes <= _limit.nbytes else max(
+        1, _limit.nbytes // max(groups * crs * q * itemsize, 1))
     for n0 in range(0, n, images_per_chunk):
         n1 = min(n, n0 + images_per_chunk)
         nb = n1 - n0

@@ -22,39 +22,28 @@ numba is imported): that is how CI tests the kernels without a GPU.
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
 from . import _arrays, _gpu_arrays
 from ._kernel_sources import import_kernel_module
 from ._spec import ConvSpec
+from ._workspace import WorkspaceLimit
 
 NAME = "numba"
 ALGORITHMS = ("direct", "im2col", "direct_naive")
 ACCEPTS = (_arrays.NUMPY, _arrays.NUMBA_CUDA, _arrays.CUPY, _arrays.TORCH_CUDA, _arrays.CUDA_OTHER)
 
 _DEFAULT_WORKSPACE = 256 << 20
-_workspace_limit = int(os.environ.get("CONV_NUMBA_WORKSPACE_BYTES", _DEFAULT_WORKSPACE))
+# Cap (bytes) on the im2col column buffer; the batch, then the output rows, are chunked to fit.
+# Default 256 MiB (environment: CONV_NUMBA_WORKSPACE_BYTES). At least one output row of one image
+# is always unfolded at once.
+_limit = WorkspaceLimit("CONV_NUMBA_WORKSPACE_BYTES", _DEFAULT_WORKSPACE)
+set_workspace_limit = _limit.set
+workspace_limit = _limit.get
 
 _GRID_LIMITS = (2 ** 31 - 1, 65535, 65535)     # gridDim x, y, z
 _GEMM_TILE = 16                                 # numba_gemm.BM/BN/BK, for the auto rule
-
-
-def set_workspace_limit(nbytes: int) -> None:
-    """Cap (bytes) on the im2col column buffer; the batch, then the output rows, are chunked to fit.
-
-    Default 256 MiB (environment: CONV_NUMBA_WORKSPACE_BYTES). At least one output row of one image
-    is always unfolded at once.
-    """
-    global _workspace_limit
-    if nbytes <= 0:
-        raise ValueError("workspace limit must be positive")
-    _workspace_limit = int(nbytes)
-
-
-def workspace_limit() -> int:
-    return _workspace_limit
 
 
 def availability() -> tuple[bool, str]:
@@ -206,10 +195,10 @@ def _run_im2col(xd, wd, bd, out, acc, spec: ConvSpec, widen, has_bias) -> None:
     groups, kg = spec.groups, spec.k_per_group
     crs = spec.c_per_group * spec.r * spec.s
     row_bytes = groups * crs * q * acc.dtype.itemsize        # cols of one output row, one image
-    if row_bytes * p <= _workspace_limit:                    # whole images per chunk
-        nb, pb = min(n, _workspace_limit // (row_bytes * p)), p
+    if row_bytes * p <= _limit.nbytes:                    # whole images per chunk
+        nb, pb = min(n, _limit.nbytes // (row_bytes * p)), p
     else:                                                    # one image in bands of rows
-        nb, pb = 1, max(1, min(p, _workspace_limit // row_bytes))
+        nb, pb = 1, max(1, min(p, _limit.nbytes // row_bytes))
     if _blocks(kg, gemm.BM) > _GRID_LIMITS[1]:
         raise ValueError(f"{kg} output channels per group exceed one GEMM launch")
     buffer = cuda.device_array(groups * crs * nb * pb * q, dtype=acc.dtype)

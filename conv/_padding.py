@@ -30,7 +30,3 @@ def pad_input(x4: np.ndarray, spec: ConvSpec) -> np.ndarray:
         return out
     widths = ((0, 0), (0, 0), (top, bottom), (left, right))
     return np.pad(x4, widths, mode=NUMPY_PAD_MODES[spec.padding_mode])
-
-
-def output_to_caller_shape(out4: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    return out4.reshape(spec.output_shape)

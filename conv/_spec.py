@@ -112,19 +112,6 @@ class ConvSpec:
     def is_depthwise(self) -> bool:
         return self.groups == self.c and self.groups > 1
 
-    @property
-    def flops(self) -> int:
-        """Real multiply-adds x 2 = 2*N*K*P*Q*(C/groups)*R*S (complex counts as 4 real products)."""
-        base = 2 * self.n * self.k * self.p * self.q * self.c_per_group * self.r * self.s
-        return base * 4 if self.dtype.kind == "c" else base
-
-    @property
-    def bytes_moved(self) -> int:
-        """Fewest bytes through memory: input + weight + bias + output, each once."""
-        items = (self.n * self.c * self.h * self.w + self.k * self.c_per_group * self.r * self.s
-                 + (self.k if self.has_bias else 0) + self.n * self.k * self.p * self.q)
-        return items * self.dtype.itemsize
-
 
 def _int_tuple(value, name: str, n: int, op: str) -> tuple[int, ...]:
     """PyTorch's IntArrayRef parsing: an int, or a list/tuple of n ints."""

@@ -1,6 +1,5 @@
 """conv.Conv1d / conv.Conv2d: PyTorch's surface (attributes, repr, init, errors) and forward."""
 import math
-import warnings
 
 import numpy as np
 import pytest
