@@ -16,17 +16,15 @@ in their own precision, integers exactly in int64 (wrapping on the cast back, as
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from . import _arrays
 from ._padding import as_4d, pad_input, weight_4d
 from ._spec import ConvSpec
-from ._workspace import WorkspaceLimit
+from ._workspace import ScratchBuffers, WorkspaceLimit
 
 NAME = "cpu"
-ALGORITHMS = ("im2col", "direct")
+ALGORITHMS = ("implicit", "im2col", "direct")
 ACCEPTS = (_arrays.NUMPY,)
 
 # Cap on the column buffer (bytes): conv.set_workspace_limit(nbytes, "cpu"), default 64 MiB.
@@ -35,20 +33,8 @@ set_workspace_limit = _limit.set
 workspace_limit = _limit.get
 
 
-# The column buffer is kept between calls (one per thread, never above the workspace limit): a
-# fresh multi-megabyte allocation each call costs a page fault per 4 KiB on first touch, which
-# measured as much as the GEMM itself on mid-sized layers.
-_scratch = threading.local()
-
-
-def _workspace(shape: tuple, dtype: np.dtype) -> np.ndarray:
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buf = getattr(_scratch, "buf", None)
-    if buf is None or buf.nbytes < nbytes:
-        buf = np.empty(max(nbytes, 1), np.uint8)
-        if nbytes <= _limit.nbytes:
-            _scratch.buf = buf
-    return buf[:nbytes].view(dtype).reshape(shape)
+_scratch = ScratchBuffers(_limit)
+_IMPLICIT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def availability() -> tuple[bool, str]:
@@ -66,18 +52,22 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
 def choose_algorithm(spec: ConvSpec) -> tuple[str, str]:
     """Rule from the benchmark runner's CPU measurements (bench/, suites grouped/sweep/resnet50):
     the direct loops win for thin groups (depthwise, channel multipliers, ResNeXt's 4-channel
-    groups: few products per output and per group, so GEMMs would be tiny); im2col + BLAS wins
-    everywhere else, by far for dense and strided convs."""
+    groups: few products per output and per group, so a register tile of output channels would
+    stay mostly empty); the implicit GEMM wins everywhere else for floating point, by far for
+    dense and strided convs. Integers and complex use im2col (exact int64 / complex GEMM)."""
     if spec.dtype.kind in "iuc":
         return "im2col", "integer and complex inputs use im2col (exact int64 / complex GEMM)"
     reduction = spec.c_per_group * spec.r * spec.s
     if reduction <= 64 and spec.k_per_group <= 8:
         return "direct", (f"thin groups: {reduction} products per output and {spec.k_per_group} "
-                          f"output channels per group would make GEMMs too small to pay")
-    return "im2col", "dense enough for GEMM (im2col + BLAS)"
+                          f"output channels per group would leave the GEMM tiles mostly empty")
+    return "implicit", "dense enough for the register-tiled implicit GEMM"
 
 
 def run(x, weight, bias, spec: ConvSpec, algorithm: str) -> np.ndarray:
+    if algorithm == "implicit" and compute_dtype(spec.dtype) not in _IMPLICIT_DTYPES:
+        raise TypeError(f"cpu algorithm 'implicit' computes floating-point inputs only "
+                        f"(float16, float32, float64), got {spec.dtype}; use 'im2col' or 'direct'")
     # inf/nan/overflow propagate silently, as in PyTorch (no RuntimeWarning, no FloatingPointError
     # under a caller's np.errstate(all="raise")).
     with np.errstate(all="ignore"):
@@ -87,9 +77,14 @@ def run(x, weight, bias, spec: ConvSpec, algorithm: str) -> np.ndarray:
 def _run(x, weight, bias, spec: ConvSpec, algorithm: str) -> np.ndarray:
     n, k, p, q = spec.output_shape_4d
     cdt = compute_dtype(spec.dtype)
-    out = np.empty((n, k, p, q), dtype=cdt)
+    out = _new_output((n, k, p, q), cdt)
     if out.size:
         w = weight_4d(weight, spec).astype(cdt, copy=False)
+        if algorithm == "implicit":
+            from ._cpu_implicit import conv2d_implicit
+            b = None if bias is None else bias.astype(cdt, copy=False)
+            conv2d_implicit(as_4d(x, spec), w, b, out, spec, _scratch)       # adds the bias
+            return out.astype(spec.dtype, copy=False).reshape(spec.output_shape)
         if algorithm == "direct":
             _direct(as_4d(x, spec), w, out, spec)
         else:
@@ -98,6 +93,12 @@ def _run(x, weight, bias, spec: ConvSpec, algorithm: str) -> np.ndarray:
         if bias is not None:
             out += bias.astype(cdt, copy=False)[None, :, None, None]
     return out.astype(spec.dtype, copy=False).reshape(spec.output_shape)
+
+
+def _new_output(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    # Every algorithm writes every element; tests replace this with a NaN-filled allocation to
+    # prove it.
+    return np.empty(shape, dtype)
 
 
 def _tap_view(xc: np.ndarray, spec: ConvSpec, p0: int, p1: int) -> np.ndarray:
@@ -145,12 +146,12 @@ def _im2col_gemm(xp: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec)
             view = _tap_view(xp[n0:n1], spec, p0, p1)              # (nb, G, cg, r, s, pb, q)
             if nb == 1 and pb == p:
                 # One image: the GEMM writes straight into its (K, P*Q) output plane.
-                cols = _workspace((groups, crs, pb * q), xp.dtype)
+                cols = _scratch.get("cols", (groups, crs, pb * q), xp.dtype)
                 cols.reshape(groups, cg, spec.r, spec.s, pb, q)[...] = view[0]
                 np.matmul(wmat, cols, out=out[n0].reshape(groups, kg, p * q))
                 continue
             # One GEMM per group over the whole chunk: wide even when p*q is small.
-            cols = _workspace((groups, crs, nb, pb, q), xp.dtype)
+            cols = _scratch.get("cols", (groups, crs, nb, pb, q), xp.dtype)
             cols.reshape(groups, cg, spec.r, spec.s, nb, pb, q)[...] = view.transpose(
                 1, 2, 3, 4, 0, 5, 6)
             res = np.matmul(wmat, cols.reshape(groups, crs, nb * pb * q))   # (G, kg, nb*pb*q)
@@ -158,8 +159,8 @@ def _im2col_gemm(xp: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec)
 
 
 def _direct(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec) -> None:
-    from ._cpu_direct import direct_conv2d, split_phases, tap_offsets
-    xp = pad_input(x4, spec).astype(out.dtype, copy=False)
-    phases = np.ascontiguousarray(split_phases(xp, *spec.stride))
-    offsets = tap_offsets(spec.r, spec.s, *spec.stride, *spec.dilation, *phases.shape[3:])
-    direct_conv2d(phases, offsets, np.ascontiguousarray(w), out, spec.groups)
+    from ._cpu_direct import PhaseLayout, direct_conv2d
+    layout = PhaseLayout(spec)
+    phases = _scratch.get("phases", layout.shape, out.dtype)
+    layout.fill(x4, phases)
+    direct_conv2d(phases, layout.tap_offsets(), np.ascontiguousarray(w), out, spec.groups)

@@ -2,9 +2,9 @@
 
 One task per output plane (n, k), plane in [0, N*K).
 
-The padded input xp (N, C, Hp, Wp) arrives split into its stride phases
-    phases[n, c, a*stride_w + b, i, j] = xp[n, c, i*stride_h + a, j*stride_w + b]
-(for stride 1 that is xp itself, no copy). Tap (r, s) reads input row p*stride_h + r*dil_h =
+The padded input xp (N, C, Hp, Wp) arrives split into its stride phases (PhaseLayout)
+    phases[n, c, phase(a, b), i, j] = xp[n, c, i*stride_h + a, j*stride_w + b]
+(for stride 1 that is xp itself). Tap (r, s) reads input row p*stride_h + r*dil_h =
 (p + i0)*stride_h + a with a = (r*dil_h) % stride_h, i0 = (r*dil_h) // stride_h (and likewise
 b, j0 for columns), so in phase (a, b) output (p, q) reads element (p + i0, q + j0): a stride-1
 access. On the "wide" grid of P rows of Wph columns, output (p, q) and its input sit at flat offsets
@@ -17,31 +17,67 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-
-def split_phases(xp: np.ndarray, stride_h: int, stride_w: int) -> np.ndarray:
-    """(N, C, stride_h*stride_w, Hph, Wph) stride phases of xp (zero-filled where a phase is short)."""
-    n, c, hp, wp = xp.shape
-    if stride_h == stride_w == 1:
-        return xp[:, :, None]
-    hph, wph = -(-hp // stride_h), -(-wp // stride_w)
-    phases = np.zeros((n, c, stride_h * stride_w, hph, wph), xp.dtype)
-    for a in range(stride_h):
-        for b in range(stride_w):
-            part = xp[:, :, a::stride_h, b::stride_w]
-            phases[:, :, a * stride_w + b, :part.shape[2], :part.shape[3]] = part
-    return phases
+from ._padding import pad_input
+from ._spec import ConvSpec
 
 
-def tap_offsets(r_taps, s_taps, stride_h, stride_w, dil_h, dil_w, hph, wph) -> np.ndarray:
-    """For tap t = r*S + s: its flat offset in a channel's phases (PH, Hph, Wph) viewed as 1-D,
-    phase (a*stride_w + b) * Hph*Wph plus i0*Wph + j0 inside the phase plane."""
-    offsets = np.empty(r_taps * s_taps, np.int64)
-    for r in range(r_taps):
-        a, i0 = (r * dil_h) % stride_h, (r * dil_h) // stride_h
-        for s in range(s_taps):
-            b, j0 = (s * dil_w) % stride_w, (s * dil_w) // stride_w
-            offsets[r * s_taps + s] = (a * stride_w + b) * hph * wph + i0 * wph + j0
-    return offsets
+class PhaseLayout:
+    """Where the padded input's stride phases go: (N, C, PH, Hph, Wph), PH = the phases some tap
+    reads (all stride_h*stride_w for a 3x3 stride-2 conv, only (0, 0) for a 1x1 strided or a
+    dilation-2 stride-2 one, so unread phases are never copied)."""
+
+    def __init__(self, spec: ConvSpec):
+        (self.sh, self.sw), (dh, dw) = spec.stride, spec.dilation
+        self.spec = spec
+        self.row_phases = sorted({(r * dh) % self.sh for r in range(spec.r)})
+        self.col_phases = sorted({(s * dw) % self.sw for s in range(spec.s)})
+        top, bottom, left, right = spec.pad
+        self.hph = -(-(spec.h + top + bottom) // self.sh)
+        self.wph = -(-(spec.w + left + right) // self.sw)
+        self.n_phases = len(self.row_phases) * len(self.col_phases)
+        self.shape = (spec.n, spec.c, self.n_phases, self.hph, self.wph)
+
+    def tap_offsets(self) -> np.ndarray:
+        """For tap t = r*S + s: its flat offset in a channel's phases (PH, Hph, Wph) viewed as 1-D,
+        phase index * Hph*Wph plus i0*Wph + j0 inside the phase plane."""
+        spec, (dh, dw) = self.spec, self.spec.dilation
+        offsets = np.empty(spec.r * spec.s, np.int64)
+        for r in range(spec.r):
+            a, i0 = (r * dh) % self.sh, (r * dh) // self.sh
+            for s in range(spec.s):
+                b, j0 = (s * dw) % self.sw, (s * dw) // self.sw
+                phase = self.row_phases.index(a) * len(self.col_phases) + self.col_phases.index(b)
+                offsets[r * spec.s + s] = phase * self.hph * self.wph + i0 * self.wph + j0
+        return offsets
+
+    def fill(self, x4: np.ndarray, dst: np.ndarray) -> None:
+        """dst[n, c, phase(a, b), i, j] = padded x4[n, c, i*stride_h + a, j*stride_w + b], zero
+        where that falls outside the padded input. Zero padding is written as borders, never as a
+        padded copy; the other modes pad first."""
+        spec = self.spec
+        top, _, left, _ = spec.pad
+        if spec.padding_mode != "zeros" and any(spec.pad):
+            x4, top, left = pad_input(x4, spec), 0, 0
+        h, w = x4.shape[2:]
+        for ia, a in enumerate(self.row_phases):
+            i_lo, i_hi = _valid_range(a - top, self.sh, h, self.hph)
+            for ib, b in enumerate(self.col_phases):
+                j_lo, j_hi = _valid_range(b - left, self.sw, w, self.wph)
+                part = dst[:, :, ia * len(self.col_phases) + ib]
+                part[:, :, :i_lo] = 0
+                part[:, :, i_hi:] = 0
+                part[:, :, i_lo:i_hi, :j_lo] = 0
+                part[:, :, i_lo:i_hi, j_hi:] = 0
+                r0, c0 = i_lo * self.sh + a - top, j_lo * self.sw + b - left
+                part[:, :, i_lo:i_hi, j_lo:j_hi] = x4[:, :, r0::self.sh, c0::self.sw][
+                    :, :, :i_hi - i_lo, :j_hi - j_lo]
+
+
+def _valid_range(first: int, step: int, size: int, count: int) -> tuple[int, int]:
+    """[lo, hi): the i < count with 0 <= first + i*step < size."""
+    lo = min(count, max(0, -(first // step)))
+    hi = max(lo, min(count, (size - 1 - first) // step + 1))
+    return lo, hi
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)

@@ -3,6 +3,9 @@ default, changed with set(). Larger problems are chunked against it, never refus
 from __future__ import annotations
 
 import os
+import threading
+
+import numpy as np
 
 
 class WorkspaceLimit:
@@ -17,3 +20,22 @@ class WorkspaceLimit:
 
     def get(self) -> int:
         return self.nbytes
+
+
+class ScratchBuffers:
+    """Named per-thread buffers kept between calls while they fit the limit: a fresh multi-megabyte
+    allocation each call costs a page fault per 4 KiB on first touch, which measured as much as
+    the GEMM itself on mid-sized layers. Contents are undefined on return."""
+
+    def __init__(self, limit: WorkspaceLimit):
+        self.limit = limit
+        self._local = threading.local()
+
+    def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        buf = getattr(self._local, name, None)
+        if buf is None or buf.nbytes < nbytes:
+            buf = np.empty(max(nbytes, 1), np.uint8)
+            if nbytes <= self.limit.nbytes:
+                setattr(self._local, name, buf)
+        return buf[:nbytes].view(dtype).reshape(shape)

@@ -89,3 +89,13 @@ def refused_by_pytorch(dtype, kwargs) -> bool:
     dilation = kwargs.get("dilation", 1)
     return str(np.dtype(dtype)) in ("int8", "int16", "int32", "uint8") and max(
         np.atleast_1d(dilation)) > 1
+
+
+# Every host (backend, algorithm) pair; "implicit" computes floating-point dtypes only.
+HOST_ALGORITHMS = [("cpu", "implicit"), ("cpu", "im2col"), ("cpu", "direct"), ("reference", "direct")]
+CPU_ALGORITHMS = [a for b, a in HOST_ALGORITHMS if b == "cpu"]
+
+
+def refused_by_algorithm(algorithm, dtype) -> bool:
+    """cpu:implicit raises TypeError for complex and integer inputs."""
+    return algorithm == "implicit" and np.dtype(dtype).kind not in "f"

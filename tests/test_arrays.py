@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 
 import conv
+from tests._helpers import HOST_ALGORITHMS as ALGOS
 from tests._helpers import assert_matches_reference, random_array
-
-ALGOS = [("cpu", "im2col"), ("cpu", "direct"), ("reference", "direct")]
 
 
 @pytest.mark.parametrize("backend,algorithm", ALGOS)
@@ -98,7 +97,7 @@ def test_explain_names_backend_algorithm_and_reason(rng):
     dw = conv.explain("conv2d", x, random_array(rng, (8, 1, 3, 3), "float32"), groups=8)
     assert (dw.backend, dw.algorithm) == ("cpu", "direct") and "GEMM" in dw.reason
     dense = conv.explain("conv2d", x, random_array(rng, (16, 8, 3, 3), "float32"))
-    assert (dense.backend, dense.algorithm) == ("cpu", "im2col")
+    assert (dense.backend, dense.algorithm) == ("cpu", "implicit")
     forced = conv.explain("conv2d", x, random_array(rng, (16, 8, 3, 3), "float32"),
                           backend="reference")
     assert forced.backend == "reference" and "asked for" in forced.reason

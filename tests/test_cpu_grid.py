@@ -1,15 +1,15 @@
-"""Every backend on the host (reference, cpu:im2col, cpu:direct) against the float64 reference, over
+"""Every backend on the host (reference, cpu:implicit, cpu:im2col, cpu:direct) against the float64 reference, over
 the shared grid and every dtype."""
 import numpy as np
 import pytest
 
 import conv
 from tests._cases import CASE_IDS, CASES
-from tests._helpers import (FLOAT_AND_COMPLEX, assert_matches_reference, random_array,
+from tests._helpers import (FLOAT_AND_COMPLEX, HOST_ALGORITHMS, CPU_ALGORITHMS,
+                            assert_matches_reference, random_array, refused_by_algorithm,
                             refused_by_pytorch)
 
 DTYPES = FLOAT_AND_COMPLEX + ["int32", "int64", "int8", "uint8", "int16"]
-HOST_ALGORITHMS = [("cpu", "im2col"), ("cpu", "direct"), ("reference", "direct")]
 
 
 def _arrays(rng, case, dtype):
@@ -29,6 +29,10 @@ def test_grid(case, dtype, backend, algorithm, rng):
         with pytest.raises(TypeError, match="slow_conv_dilated"):
             getattr(conv, op)(x, w, b, backend=backend, algorithm=algorithm, **kwargs)
         return
+    if refused_by_algorithm(algorithm, dtype):
+        with pytest.raises(TypeError, match="'implicit' computes floating-point inputs only"):
+            getattr(conv, op)(x, w, b, backend=backend, algorithm=algorithm, **kwargs)
+        return
     assert_matches_reference(op, x, w, b, backend=backend, algorithm=algorithm, **kwargs)
 
 
@@ -36,7 +40,7 @@ def test_grid(case, dtype, backend, algorithm, rng):
 def test_auto_backend_is_cpu_and_correct(case, rng):
     op, x, w, b, kwargs = _arrays(rng, case, "float32")
     choice = conv.explain(op, x, w, b, **kwargs)
-    assert choice.backend == "cpu" and choice.algorithm in ("im2col", "direct") and choice.reason
+    assert choice.backend == "cpu" and choice.algorithm in CPU_ALGORITHMS and choice.reason
     assert_matches_reference(op, x, w, b, backend="auto", **kwargs)
 
 
@@ -69,7 +73,7 @@ def test_float16_accumulates_in_float32(rng):
     x = random_array(rng, (1, 512, 4, 4), "float16")
     w = random_array(rng, (2, 512, 3, 3), "float16")
     ref = conv.conv2d(x.astype(np.float64), w.astype(np.float64), backend="reference")
-    for algorithm in ("im2col", "direct"):
+    for algorithm in CPU_ALGORITHMS:
         out = conv.conv2d(x, w, backend="cpu", algorithm=algorithm).astype(np.float64)
         assert np.abs(out - ref).max() <= 2e-3 * np.abs(ref).max()
 

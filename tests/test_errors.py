@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import conv
+from tests._helpers import HOST_ALGORITHMS
 
 r = np.random.default_rng(0)
 
@@ -163,7 +164,7 @@ ERRORS = [
     ("unknown-backend", lambda: conv.conv1d(a(1, 1, 3), a(1, 1, 1), backend="tpu"), ValueError,
      "unknown backend 'tpu'; expected 'auto' or one of ['reference', 'cpu', 'cupy', 'numba']"),
     ("unknown-algorithm", lambda: conv.conv1d(a(1, 1, 3), a(1, 1, 1), algorithm="fft"), ValueError,
-     "backend 'cpu' has no algorithm 'fft'; expected 'auto' or one of ['im2col', 'direct']"),
+     "backend 'cpu' has no algorithm 'fft'; expected 'auto' or one of ['implicit', 'im2col', 'direct']"),
 ]
 
 
@@ -191,8 +192,7 @@ def test_int64_dilated_is_computed_like_pytorch():
     assert out.dtype == np.int64 and np.array_equal(out, ref.astype(np.int64))
 
 
-@pytest.mark.parametrize("backend,algorithm", [("cpu", "im2col"), ("cpu", "direct"),
-                                               ("reference", "direct")])
+@pytest.mark.parametrize("backend,algorithm", HOST_ALGORITHMS)
 def test_inf_and_overflow_propagate_silently(backend, algorithm):
     # PyTorch returns inf/nan without a warning; so do we, even under np.errstate(all="raise").
     w = np.ones((1, 1, 3, 3), np.float32)

@@ -5,7 +5,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import conv
-from tests._helpers import assert_matches_reference, random_array
+from tests._helpers import (CPU_ALGORITHMS, assert_matches_reference, random_array,
+                            refused_by_algorithm)
 from tests.strategies import conv_configs
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -13,12 +14,14 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 @SETTINGS
 @given(cfg=conv_configs(dtypes=("float32", "float64", "complex128", "int64")),
-       algorithm=st.sampled_from(["im2col", "direct"]), seed=st.integers(0, 2**32 - 1))
+       algorithm=st.sampled_from(CPU_ALGORITHMS), seed=st.integers(0, 2**32 - 1))
 def test_cpu_matches_reference(cfg, algorithm, seed):
     op, xs, ws, has_bias, kwargs, dtype = cfg
     rng = np.random.default_rng(seed)
     x, w = random_array(rng, xs, dtype), random_array(rng, ws, dtype)
     b = random_array(rng, (ws[0],), dtype) if has_bias else None
+    if refused_by_algorithm(algorithm, dtype):
+        algorithm = "im2col"
     assert_matches_reference(op, x, w, b, backend="cpu", algorithm=algorithm, **kwargs)
 
 

@@ -4,7 +4,7 @@ import pytest
 
 import conv
 from tests._cases import CASE_IDS, CASES
-from tests._helpers import random_array
+from tests._helpers import CPU_ALGORITHMS, random_array, refused_by_algorithm
 from tests.conftest import torch_or_skip
 from tests.test_errors import ERRORS
 
@@ -46,7 +46,9 @@ def test_grid_against_pytorch(case, dtype, rng):
     x, w = random_array(rng, xs, dtype), random_array(rng, ws, dtype)
     b = random_array(rng, (ws[0],), dtype) if has_bias else None
     expected = _torch_conv(torch, op, x, w, b, kwargs)
-    for algorithm in ("im2col", "direct"):
+    for algorithm in CPU_ALGORITHMS:
+        if refused_by_algorithm(algorithm, dtype):
+            continue
         got = getattr(conv, op)(x, w, b, backend="cpu", algorithm=algorithm, **kwargs)
         assert got.shape == expected.shape and got.dtype == expected.dtype
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)

@@ -1,0 +1,228 @@
+"""Implicit-GEMM convolution on the host: an explicit SIMD micro-kernel, no im2col buffer.
+
+Why: numpy's BLAS (OpenBLAS here, held to its AVX2 kernels by OPENBLAS_CORETYPE=Haswell) reached
+about half of what PyTorch's oneDNN gets from the same cores, and im2col adds a copy of the input
+per tap. This path builds its own register-tiled kernel with LLVM (through numba, already a
+dependency) for the host's widest vectors, and reads the input where it lies.
+
+The layout is the one of conv/_cpu_direct.py: the padded input split into its stride phases
+(N, C, PH, Hph, Wph), and each output plane seen on the "wide grid" of P rows of Wph columns, flat
+index j = p*Wph + q, where tap t of channel c reads the input at flat offset
+    c*(PH*Hph*Wph) + tap_offset[t] + j          (unit stride in j for every stride and dilation).
+So per (image n, group g) the convolution is the GEMM
+    C[m, j] = sum_kk W[g*kg + m, kk] * X[n, g*cg ..][red_off[kk] + j],   kk = c*R*S + t,
+whose right-hand matrix is never built: the kernel loads its rows straight from the input.
+
+Who computes what: one prange task per (n, g, tile of NR wide columns, block of MR-row panels).
+For each panel the micro-kernel keeps the MR x NR accumulator tile in vector registers for the
+whole reduction: per kk it loads NV vectors of X (NR consecutive wide columns), broadcasts MR
+weights and issues MR*NV fused multiply-adds, then stores the tile once. Rows past kg use a
+narrower kernel (mr < MR); columns past the wide length L land in padding of the result buffer
+(ntiles*NR columns per plane) and are cropped with the Wph - Q wide columns of every row.
+Reads past the input's end land in NR elements of zero slack.
+"""
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._cpu_direct import PhaseLayout
+from ._spec import ConvSpec
+from ._workspace import ScratchBuffers
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# One vector register: 512 bits where the host has AVX-512, else 256. MR*NV accumulators + NV
+# loaded vectors + a broadcast must fit in the 32 (AVX-512) or 16 (AVX2) vector registers.
+_VECTOR_BYTES = 64 if "+avx512f" in llvm.get_host_cpu_features().flatten() else 32
+MR = 8 if _VECTOR_BYTES == 64 else 6     # output channels per micro-tile (at most 8: see _tile)
+NV = 2                                   # vectors of wide columns per micro-tile
+PANELS = 8                               # most MR-row panels per task: its tiles stay in L1
+
+
+def lanes(dtype: np.dtype) -> int:
+    return _VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+def tile_columns(dtype: np.dtype) -> int:
+    """NR: wide columns per micro-tile."""
+    return NV * lanes(dtype)
+
+
+@intrinsic
+def _micro_kernel(typingctx, mr, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc):
+    """c[c_off + i*ldc + j] += sum_kk w[w_off + i*ldw + kk] * x[x_off + red_off[kk] + j]
+    for i < mr (a literal), j < NV*lanes, kk < crs. Accumulators live in registers (allocas that
+    LLVM promotes); llvm.fmuladd fuses where the host has FMA."""
+    if not isinstance(mr, types.IntegerLiteral):
+        return None
+    rows = mr.literal_value
+    sig = types.void(mr, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+
+    def codegen(context, builder, signature, args):
+        _, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc = args
+        elem_type = signature.args[1].dtype
+        elem = context.get_data_type(elem_type)
+        width = _VECTOR_BYTES * 8 // elem_type.bitwidth
+        vec = ir.VectorType(elem, width)
+        vptr = vec.as_pointer()
+        i64 = ir.IntType(64)
+        data = [context.make_array(signature.args[i])(context, builder, args[i]).data
+                for i in (1, 4, 6, 8)]
+        wbase = builder.gep(data[0], [w_off])
+        xbase = builder.gep(data[1], [x_off])
+        cbase = builder.gep(data[3], [c_off])
+        fmuladd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+            f"llvm.fmuladd.v{width}f{elem_type.bitwidth}")
+        crows = [builder.gep(cbase, [builder.mul(ir.Constant(i64, i), ldc)]) for i in range(rows)]
+        cptrs = [[builder.bitcast(builder.gep(crows[i], [ir.Constant(i64, v * width)]), vptr)
+                  for v in range(NV)] for i in range(rows)]
+        acc = []
+        for i in range(rows):
+            acc.append([])
+            for v in range(NV):
+                load = builder.load(cptrs[i][v])
+                load.align = 4
+                acc[i].append(cgutils.alloca_once_value(builder, load))
+        wrow = [builder.gep(wbase, [builder.mul(ir.Constant(i64, i), ldw)]) for i in range(rows)]
+        splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
+        with cgutils.for_range(builder, crs) as loop:
+            kk = loop.index
+            xrow = builder.gep(xbase, [builder.load(builder.gep(data[2], [kk]))])
+            xv = []
+            for v in range(NV):
+                load = builder.load(builder.bitcast(
+                    builder.gep(xrow, [ir.Constant(i64, v * width)]), vptr))
+                load.align = 4          # unaligned: wide columns start anywhere
+                xv.append(load)
+            for i in range(rows):
+                wi = builder.load(builder.gep(wrow[i], [kk]))
+                wv = builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(vec, None), wi, ir.Constant(ir.IntType(32), 0)),
+                    ir.Constant(vec, None), splat_mask)
+                for v in range(NV):
+                    builder.store(builder.call(fmuladd, [wv, xv[v], builder.load(acc[i][v])]),
+                                  acc[i][v])
+        for i in range(rows):
+            for v in range(NV):
+                store = builder.store(builder.load(acc[i][v]), cptrs[i][v])
+                store.align = 4
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit(inline="always")
+def _tile(mr, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc):
+    # One branch per literal row count (MR <= 8): each call site compiles its own kernel.
+    if mr == 8:
+        _micro_kernel(8, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 7:
+        _micro_kernel(7, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 6:
+        _micro_kernel(6, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 5:
+        _micro_kernel(5, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 4:
+        _micro_kernel(4, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 3:
+        _micro_kernel(3, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 2:
+        _micro_kernel(2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    else:
+        _micro_kernel(1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _implicit_gemm(x, image_stride, group_stride, red_off, w, bias, groups, out, wph,
+                   panels_per_task, nr):
+    """out (N, K, P, Q) + bias[k] for every image, channel and wide column (module docstring)."""
+    n_images, k, p_out, q_out = out.shape
+    kg = k // groups
+    crs = red_off.shape[0]
+    length = (p_out - 1) * wph + q_out
+    ntiles = (length + nr - 1) // nr
+    n_panels = (kg + MR - 1) // MR
+    n_blocks = (n_panels + panels_per_task - 1) // panels_per_task
+    out_flat = out.reshape(out.size)
+    for task in numba.prange(n_images * groups * ntiles * n_blocks):
+        block = task % n_blocks
+        rest = task // n_blocks
+        tile = rest % ntiles
+        rest //= ntiles
+        g = rest % groups
+        img = rest // groups
+        j0 = tile * nr
+        j_end = min(j0 + nr, length)
+        x_off = img * image_stride + g * group_stride + j0
+        first = block * panels_per_task
+        last = min(n_panels, first + panels_per_task)
+        tiles = np.zeros((last - first) * MR * nr, out.dtype)
+        for panel in range(first, last):
+            k0 = g * kg + panel * MR
+            _tile(min(MR, kg - panel * MR), w, k0 * crs, crs, x, x_off, red_off, crs,
+                  tiles, (panel - first) * MR * nr, nr)
+        for panel in range(first, last):
+            k0 = g * kg + panel * MR
+            mr = min(MR, kg - panel * MR)
+            # Copy the tile's valid runs (q < Q) into output rows; wide columns q >= Q are dropped.
+            j = j0
+            while j < j_end:
+                p = j // wph
+                q = j - p * wph
+                if q >= q_out:
+                    j = (p + 1) * wph
+                    continue
+                run = min(q_out - q, j_end - j)
+                for i in range(mr):
+                    b = bias[k0 + i]
+                    # Slices first, then a plain range loop: no wraparound checks, so it vectorises.
+                    start = ((img * k + k0 + i) * p_out + p) * q_out + q
+                    dst = out_flat[start:start + run]
+                    t0 = ((panel - first) * MR + i) * nr + j - j0
+                    src = tiles[t0:t0 + run]
+                    for e in range(run):
+                        dst[e] = src[e] + b
+                j += run
+
+
+def conv2d_implicit(x4: np.ndarray, w: np.ndarray, bias, out: np.ndarray, spec: ConvSpec,
+                    scratch: ScratchBuffers) -> None:
+    """out (N, K, P, Q) = the convolution of x4 (N, C, H, W) by w (K, C/G, R, S) plus bias (K,)
+    or None; out.dtype is float32 or float64 (x4, w and bias are converted to it)."""
+    dtype = out.dtype
+    n, k, p, q = out.shape
+    nr = tile_columns(dtype)
+    layout = PhaseLayout(spec)
+    channel_stride = layout.n_phases * layout.hph * layout.wph
+    length = (p - 1) * layout.wph + q                        # wide columns of one plane
+    ntiles = -(-length // nr)
+    total = n * spec.c * channel_stride
+    if (spec.stride == (1, 1) and not any(spec.pad) and length % nr == 0
+            and x4.dtype == dtype and x4.flags.c_contiguous):
+        flat = x4.reshape(-1)         # the layout is the input itself, and no tile reads past it
+    else:
+        # A copy in the phase layout, plus NR elements of zero slack for the reads of the last
+        # tile's wide columns past L.
+        flat = scratch.get("phases", (total + nr,), dtype)
+        flat[total:] = 0
+        layout.fill(x4, flat[:total].reshape(layout.shape))
+    red_off = (np.arange(spec.c_per_group, dtype=np.int64)[:, None] * channel_stride
+               + layout.tap_offsets()[None, :]).reshape(-1)
+    wflat = np.ascontiguousarray(w, dtype=dtype).reshape(-1)
+    bias = np.zeros(k, dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    # Every read, x[x_off + red_off[kk] + (0..NR-1)], stays inside flat.
+    assert (n - 1) * spec.c * channel_stride + (spec.groups - 1) * spec.c_per_group * channel_stride \
+        + red_off.max() + ntiles * nr <= flat.size
+    # Enough tasks for every thread (4 per thread), each at least one MR-row panel.
+    n_panels = -(-spec.k_per_group // MR)
+    splits = max(1, min(n_panels, -(-4 * numba.get_num_threads() // (n * spec.groups * ntiles))))
+    splits = max(splits, -(-n_panels // PANELS))
+    _implicit_gemm(flat, spec.c * channel_stride, spec.c_per_group * channel_stride, red_off,
+                   wflat, bias, spec.groups, out, layout.wph, -(-n_panels // splits), nr)

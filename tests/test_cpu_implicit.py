@@ -1,0 +1,84 @@
+"""cpu:implicit, the register-tiled implicit GEMM: the edges of its tiling (partial panels and tiles,
+task splits, the in-place and copied input layouts, the zero slack), with outputs poisoned so an
+element it fails to write shows up as NaN."""
+import numpy as np
+import pytest
+
+import conv
+from conv import _cpu, _cpu_implicit
+from tests._helpers import assert_matches_reference, random_array
+
+MR = _cpu_implicit.MR
+NR32 = _cpu_implicit.tile_columns(np.float32)
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    def nan_filled(shape, dtype):
+        return np.full(shape, np.nan, dtype)
+    monkeypatch.setattr(_cpu, "_new_output", nan_filled)
+
+
+# (x shape, w shape, kwargs): each names the tiling edge it exercises.
+CASES = {
+    "one-row-panel": ((1, 3, 5, 7), (1, 3, 3, 3), {}),
+    "partial-panel": ((2, 5, 6, 9), (MR + 3, 5, 3, 3), {"padding": 1}),
+    "many-panels-split": ((1, 4, 6, 6), (MR * 8 * 3 + 1, 4, 3, 3), {"padding": 1}),
+    "tile-crosses-rows": ((3, 4, 9, 11), (10, 4, 2, 5), {"padding": (1, 2)}),
+    "pointwise-in-place": ((2, 6, 4, NR32 // 4), (9, 6, 1, 1), {}),         # L % NR == 0: no copy
+    "pointwise-partial-tile": ((2, 6, 5, 7), (9, 6, 1, 1), {}),
+    "pointwise-strided": ((2, 6, 9, 10), (9, 6, 1, 1), {"stride": 2}),
+    "strided-dilated": ((2, 3, 17, 19), (7, 3, 3, 3), {"stride": (2, 3), "dilation": (2, 1),
+                                                       "padding": 2}),
+    "dilation-multiple-of-stride": ((1, 2, 15, 15), (5, 2, 3, 3), {"stride": 2, "dilation": 2}),
+    "groups": ((2, 12, 8, 8), (18, 4, 3, 3), {"groups": 3, "padding": 1}),
+    "long-reduction": ((1, 300, 4, 4), (5, 300, 3, 3), {"padding": 1}),
+    "reflect": ((2, 3, 6, 7), (4, 3, 3, 3), {"padding": 2, "padding_mode": "reflect"}),
+    "circular-strided": ((1, 3, 8, 9), (4, 3, 3, 2), {"padding": (2, 1), "stride": 2,
+                                                      "padding_mode": "circular"}),
+    "conv1d-long": ((3, 4, 1000), (6, 4, 7), {"dilation": 3, "padding": "same"}),
+    "one-output": ((1, 2, 3, 3), (3, 2, 3, 3), {}),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_tiling_edges(name, dtype, rng):
+    xs, ws, kwargs = CASES[name]
+    op = "conv1d" if len(xs) == 3 else "conv2d"
+    x, w = random_array(rng, xs, dtype), random_array(rng, ws, dtype)
+    b = random_array(rng, (ws[0],), dtype)
+    copies = (x.copy(), w.copy(), b.copy())
+    assert_matches_reference(op, x, w, b, backend="cpu", algorithm="implicit", **kwargs)
+    assert_matches_reference(op, x, w, None, backend="cpu", algorithm="implicit", **kwargs)
+    for got, before in zip((x, w, b), copies):
+        np.testing.assert_array_equal(got, before)
+
+
+def test_read_only_input_read_in_place(rng):
+    x = random_array(rng, (2, 6, 4, NR32 // 4), "float32")
+    w = random_array(rng, (9, 6, 1, 1), "float32")
+    x.flags.writeable = False
+    out = assert_matches_reference("conv2d", x, w, None, backend="cpu", algorithm="implicit")
+    assert not np.shares_memory(out, x)
+
+
+def test_non_contiguous_views(rng):
+    base = random_array(rng, (2, 8, 12, 40), "float32")
+    w = random_array(rng, (5, 4, 3, 3), "float32")
+    for x in (base[:, ::2], base[:, :4, :, ::-1], np.asfortranarray(base[:, 4:])):
+        assert_matches_reference("conv2d", x, w, None, backend="cpu", algorithm="implicit",
+                                 padding=1)
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "int32"])
+def test_refuses_complex_and_integer(dtype, rng):
+    x = random_array(rng, (1, 2, 5, 5), dtype)
+    with pytest.raises(TypeError, match="'implicit' computes floating-point inputs only"):
+        conv.conv2d(x, x[:1], backend="cpu", algorithm="implicit")
+
+
+def test_auto_picks_implicit_for_dense_float(rng):
+    x = random_array(rng, (1, 64, 16, 16), "float32")
+    w = random_array(rng, (64, 64, 3, 3), "float32")
+    assert conv.explain("conv2d", x, w, padding=1).algorithm == "implicit"
