@@ -1,16 +1,20 @@
 """The fast CPU path (default for NumPy input).
 
-Two algorithms:
+Three algorithms:
+  "implicit": float16/32/64 only. A register-tiled implicit GEMM (conv/_cpu_implicit.py): the
+            input in its stride-phase layout, read where it lies (no im2col buffer) by a SIMD
+            micro-kernel that numba builds with LLVM for the host's vector width. The default
+            for floating point.
   "im2col": pad once, then per chunk of images build the column matrix cols[g, (c, r, s), (n, p, q)]
             of every group from one strided view and multiply by W[g, k, (c, r, s)] with BLAS (one
             batched matmul). 1x1 stride-1 unpadded convs skip im2col (plain GEMM). The column
             buffer never exceeds the workspace limit (`conv.set_workspace_limit(nbytes, "cpu")`,
             env CONV_CPU_WORKSPACE_BYTES, default 64 MiB): the batch is chunked, and a single image
-            too large for it is split into bands of output rows.
+            too large for it is split into bands of output rows. The default for integer and
+            complex inputs.
   "direct": numba-parallel loops over (n, k) output planes (conv/_cpu_direct.py): the padded
             input split into its stride phases, then one long unit-stride axpy per (channel, tap).
-            The choice where GEMM is a poor fit (thin groups: depthwise, channel multipliers,
-            ResNeXt).
+            The default for depthwise convs.
 Accumulation: float16 in float32, float32 in float32 (as PyTorch's CPU path), float64 and complex
 in their own precision, integers exactly in int64 (wrapping on the cast back, as PyTorch).
 """
@@ -50,18 +54,17 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def choose_algorithm(spec: ConvSpec) -> tuple[str, str]:
-    """Rule from the benchmark runner's CPU measurements (bench/, suites grouped/sweep/resnet50):
-    the direct loops win for thin groups (depthwise, channel multipliers, ResNeXt's 4-channel
-    groups: few products per output and per group, so a register tile of output channels would
-    stay mostly empty); the implicit GEMM wins everywhere else for floating point, by far for
-    dense and strided convs. Integers and complex use im2col (exact int64 / complex GEMM)."""
+    """Rule from the benchmark runner's CPU measurements (bench/ suites resnet50, sweep, grouped,
+    textcnn, wavenet, longkernel, audio): the implicit GEMM wins for every floating-point conv
+    with at least two output channels per group, ResNeXt's 4-channel groups included; the direct
+    loops win for depthwise convs (one output channel per group: a register tile of output
+    channels would hold one row). Integers and complex use im2col (exact int64 / complex GEMM)."""
     if spec.dtype.kind in "iuc":
         return "im2col", "integer and complex inputs use im2col (exact int64 / complex GEMM)"
-    reduction = spec.c_per_group * spec.r * spec.s
-    if reduction <= 64 and spec.k_per_group <= 8:
-        return "direct", (f"thin groups: {reduction} products per output and {spec.k_per_group} "
-                          f"output channels per group would leave the GEMM tiles mostly empty")
-    return "implicit", "dense enough for the register-tiled implicit GEMM"
+    if spec.k_per_group == 1:
+        return "direct", ("one output channel per group (depthwise): the implicit GEMM's tiles of "
+                          "output channels would hold one row")
+    return "implicit", "floating point with several output channels per group: implicit GEMM"
 
 
 def run(x, weight, bias, spec: ConvSpec, algorithm: str) -> np.ndarray:

@@ -35,13 +35,22 @@ from ._cpu_direct import PhaseLayout
 from ._spec import ConvSpec
 from ._workspace import ScratchBuffers
 
-DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-# One vector register: 512 bits where the host has AVX-512, else 256. MR*NV accumulators + NV
-# loaded vectors + a broadcast must fit in the 32 (AVX-512) or 16 (AVX2) vector registers.
-_VECTOR_BYTES = 64 if "+avx512f" in llvm.get_host_cpu_features().flatten() else 32
-MR = 8 if _VECTOR_BYTES == 64 else 6     # output channels per micro-tile (at most 8: see _tile)
-NV = 2                                   # vectors of wide columns per micro-tile
+def _target_features() -> str:
+    """The CPU features numba compiles for: NUMBA_CPU_NAME/NUMBA_CPU_FEATURES when set (a portable
+    cache, or the tests of the AVX2 variant), else the host's."""
+    from numba.core import config
+    if config.CPU_NAME and config.CPU_NAME != "host":
+        return config.CPU_FEATURES or ""
+    return llvm.get_host_cpu_features().flatten()
+
+
+# One vector register: 512 bits where the target has AVX-512, else 256 (LLVM splits them further
+# where needed). MR*NV accumulators + NV loaded vectors + a broadcast fit in the 32 (AVX-512) or
+# 16 (AVX2) vector registers; 6 x 4 measured fastest of 8x2, 14x2, 6x4, 4x4, 8x3, 6x3, 5x4, 4x6,
+# 3x8 and 5x5 on the benchmark's dense layers (AMD EPYC, AVX-512).
+_VECTOR_BYTES = 64 if "+avx512f" in _target_features() else 32
+MR, NV = (6, 4) if _VECTOR_BYTES == 64 else (4, 3)     # output channels x vectors of columns
 PANELS = 8                               # most MR-row panels per task: its tiles stay in L1
 
 
@@ -120,12 +129,8 @@ def _micro_kernel(typingctx, mr, w, w_off, ldw, x, x_off, red_off, crs, c, c_off
 
 @numba.njit(inline="always")
 def _tile(mr, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc):
-    # One branch per literal row count (MR <= 8): each call site compiles its own kernel.
-    if mr == 8:
-        _micro_kernel(8, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 7:
-        _micro_kernel(7, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 6:
+    # One branch per literal row count (MR <= 6): each call site compiles its own kernel.
+    if mr == 6:
         _micro_kernel(6, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
     elif mr == 5:
         _micro_kernel(5, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)

@@ -1,6 +1,10 @@
 """cpu:implicit, the register-tiled implicit GEMM: the edges of its tiling (partial panels and tiles,
 task splits, the in-place and copied input layouts, the zero slack), with outputs poisoned so an
 element it fails to write shows up as NaN."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -82,3 +86,24 @@ def test_auto_picks_implicit_for_dense_float(rng):
     x = random_array(rng, (1, 64, 16, 16), "float32")
     w = random_array(rng, (64, 64, 3, 3), "float32")
     assert conv.explain("conv2d", x, w, padding=1).algorithm == "implicit"
+
+
+def test_tile_shape_fits_the_vector_registers():
+    registers = 32 if _cpu_implicit._VECTOR_BYTES == 64 else 16
+    assert MR * _cpu_implicit.NV + _cpu_implicit.NV + 1 <= registers
+
+
+@pytest.mark.skipif(os.environ.get("CONV_TEST_CHILD") == "1", reason="already the AVX2 child run")
+def test_avx2_variant_in_a_child_process():
+    # The 256-bit variant (4 x 3 tiles) is what hosts without AVX-512 run; numba compiles it here
+    # when told the target is a Haswell, so its tiling edges are checked on this machine too.
+    env = dict(os.environ, CONV_TEST_CHILD="1", NUMBA_CPU_NAME="haswell",
+               NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+popcnt,+sse4.1,+sse4.2,+ssse3,+sse3,+cx16")
+    code = ("import conv._cpu_implicit as m; assert (m._VECTOR_BYTES, m.MR, m.NV) == (32, 4, 3), "
+            "(m._VECTOR_BYTES, m.MR, m.NV)")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             os.path.abspath(__file__), "-k", "tiling_edges"],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
