@@ -24,30 +24,44 @@ from ._spec import ConvSpec
 class PhaseLayout:
     """Where the padded input's stride phases go: (N, C, PH, Hph, Wph), PH = the phases some tap
     reads (all stride_h*stride_w for a 3x3 stride-2 conv, only (0, 0) for a 1x1 strided or a
-    dilation-2 stride-2 one, so unread phases are never copied)."""
+    dilation-2 stride-2 one, so unread phases are never copied).
 
-    def __init__(self, spec: ConvSpec):
+    split_columns=False keeps the columns whole (only rows are split into phases): planes of
+    Wc = stride_w * ceil(Wp / stride_w) columns, and a tap reads every stride_w-th element
+    (the implicit GEMM's kernel deinterleaves them). Then wph = Wc / stride_w is still the wide
+    grid's row length."""
+
+    def __init__(self, spec: ConvSpec, split_columns: bool = True):
         (self.sh, self.sw), (dh, dw) = spec.stride, spec.dilation
         self.spec = spec
+        self.split_columns = split_columns
         self.row_phases = sorted({(r * dh) % self.sh for r in range(spec.r)})
-        self.col_phases = sorted({(s * dw) % self.sw for s in range(spec.s)})
+        self.col_phases = sorted({(s * dw) % self.sw for s in range(spec.s)}) if split_columns \
+            else [0]
         top, bottom, left, right = spec.pad
         self.hph = -(-(spec.h + top + bottom) // self.sh)
         self.wph = -(-(spec.w + left + right) // self.sw)
+        # Columns per stored row: one phase's, or whole padded rows rounded up to stride_w.
+        self.row_len = self.wph if split_columns else self.wph * self.sw
         self.n_phases = len(self.row_phases) * len(self.col_phases)
-        self.shape = (spec.n, spec.c, self.n_phases, self.hph, self.wph)
+        self.shape = (spec.n, spec.c, self.n_phases, self.hph, self.row_len)
 
     def tap_offsets(self) -> np.ndarray:
-        """For tap t = r*S + s: its flat offset in a channel's phases (PH, Hph, Wph) viewed as 1-D,
-        phase index * Hph*Wph plus i0*Wph + j0 inside the phase plane."""
+        """For tap t = r*S + s: its flat offset in a channel's phases (PH, Hph, row_len) viewed as
+        1-D, phase index * Hph*row_len plus i0*row_len + j0 inside the phase plane (j0 = the
+        column inside the whole row when columns are not split)."""
         spec, (dh, dw) = self.spec, self.spec.dilation
         offsets = np.empty(spec.r * spec.s, np.int64)
+        plane = self.hph * self.row_len
         for r in range(spec.r):
             a, i0 = (r * dh) % self.sh, (r * dh) // self.sh
             for s in range(spec.s):
-                b, j0 = (s * dw) % self.sw, (s * dw) // self.sw
+                if self.split_columns:
+                    b, j0 = (s * dw) % self.sw, (s * dw) // self.sw
+                else:
+                    b, j0 = 0, s * dw
                 phase = self.row_phases.index(a) * len(self.col_phases) + self.col_phases.index(b)
-                offsets[r * spec.s + s] = phase * self.hph * self.wph + i0 * self.wph + j0
+                offsets[r * spec.s + s] = phase * plane + i0 * self.row_len + j0
         return offsets
 
     def fill(self, x4: np.ndarray, dst: np.ndarray) -> None:
@@ -59,17 +73,18 @@ class PhaseLayout:
         if spec.padding_mode != "zeros" and any(spec.pad):
             x4, top, left = pad_input(x4, spec), 0, 0
         h, w = x4.shape[2:]
+        col_step = self.sw if self.split_columns else 1
         for ia, a in enumerate(self.row_phases):
             i_lo, i_hi = _valid_range(a - top, self.sh, h, self.hph)
             for ib, b in enumerate(self.col_phases):
-                j_lo, j_hi = _valid_range(b - left, self.sw, w, self.wph)
+                j_lo, j_hi = _valid_range(b - left, col_step, w, self.row_len)
                 part = dst[:, :, ia * len(self.col_phases) + ib]
                 part[:, :, :i_lo] = 0
                 part[:, :, i_hi:] = 0
                 part[:, :, i_lo:i_hi, :j_lo] = 0
                 part[:, :, i_lo:i_hi, j_hi:] = 0
-                r0, c0 = i_lo * self.sh + a - top, j_lo * self.sw + b - left
-                part[:, :, i_lo:i_hi, j_lo:j_hi] = x4[:, :, r0::self.sh, c0::self.sw][
+                r0, c0 = i_lo * self.sh + a - top, j_lo * col_step + b - left
+                part[:, :, i_lo:i_hi, j_lo:j_hi] = x4[:, :, r0::self.sh, c0::col_step][
                     :, :, :i_hi - i_lo, :j_hi - j_lo]
 
 

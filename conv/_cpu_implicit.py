@@ -64,25 +64,27 @@ def tile_columns(dtype: np.dtype) -> int:
 
 
 @intrinsic
-def _micro_kernel(typingctx, mr, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc):
-    """c[c_off + i*ldc + j] += sum_kk w[w_off + i*ldw + kk] * x[x_off + red_off[kk] + j]
-    for i < mr (a literal), j < NV*lanes, kk < crs. Accumulators live in registers (allocas that
-    LLVM promotes); llvm.fmuladd fuses where the host has FMA."""
-    if not isinstance(mr, types.IntegerLiteral):
+def _micro_kernel(typingctx, mr, cs, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc):
+    """c[c_off + i*ldc + j] += sum_kk w[w_off + i*ldw + kk] * x[x_off + red_off[kk] + cs*j]
+    for i < mr, j < NV*lanes, kk < crs; mr and the column stride cs (1 or 2) are literals.
+    Accumulators live in registers (allocas that LLVM promotes); llvm.fmuladd fuses where the
+    host has FMA. With cs == 2 each vector of x is two loads and one deinterleaving shuffle."""
+    if not isinstance(mr, types.IntegerLiteral) or not isinstance(cs, types.IntegerLiteral):
         return None
-    rows = mr.literal_value
-    sig = types.void(mr, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    rows, col_stride = mr.literal_value, cs.literal_value
+    assert col_stride in (1, 2)
+    sig = types.void(mr, cs, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
 
     def codegen(context, builder, signature, args):
-        _, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc = args
-        elem_type = signature.args[1].dtype
+        _, _, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc = args
+        elem_type = signature.args[2].dtype
         elem = context.get_data_type(elem_type)
         width = _VECTOR_BYTES * 8 // elem_type.bitwidth
         vec = ir.VectorType(elem, width)
         vptr = vec.as_pointer()
         i64 = ir.IntType(64)
         data = [context.make_array(signature.args[i])(context, builder, args[i]).data
-                for i in (1, 4, 6, 8)]
+                for i in (2, 5, 7, 9)]
         wbase = builder.gep(data[0], [w_off])
         xbase = builder.gep(data[1], [x_off])
         cbase = builder.gep(data[3], [c_off])
@@ -106,10 +108,17 @@ def _micro_kernel(typingctx, mr, w, w_off, ldw, x, x_off, red_off, crs, c, c_off
             xrow = builder.gep(xbase, [builder.load(builder.gep(data[2], [kk]))])
             xv = []
             for v in range(NV):
-                load = builder.load(builder.bitcast(
-                    builder.gep(xrow, [ir.Constant(i64, v * width)]), vptr))
-                load.align = 4          # unaligned: wide columns start anywhere
-                xv.append(load)
+                parts = []
+                for u in range(col_stride):
+                    load = builder.load(builder.bitcast(
+                        builder.gep(xrow, [ir.Constant(i64, (v * col_stride + u) * width)]), vptr))
+                    load.align = 4      # unaligned: wide columns start anywhere
+                    parts.append(load)
+                if col_stride == 1:
+                    xv.append(parts[0])
+                else:                   # the even lanes of the two vectors
+                    xv.append(builder.shuffle_vector(parts[0], parts[1], ir.Constant(
+                        ir.VectorType(ir.IntType(32), width), list(range(0, 2 * width, 2)))))
             for i in range(rows):
                 wi = builder.load(builder.gep(wrow[i], [kk]))
                 wv = builder.shuffle_vector(
@@ -128,24 +137,36 @@ def _micro_kernel(typingctx, mr, w, w_off, ldw, x, x_off, red_off, crs, c, c_off
 
 
 @numba.njit(inline="always")
-def _tile(mr, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc):
-    # One branch per literal row count (MR <= 6): each call site compiles its own kernel.
-    if mr == 6:
-        _micro_kernel(6, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 5:
-        _micro_kernel(5, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 4:
-        _micro_kernel(4, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 3:
-        _micro_kernel(3, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 2:
-        _micro_kernel(2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+def _tile(mr, cs, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc):
+    # One branch per literal (row count, column stride): each call site compiles its own kernel.
+    if mr == 6 and cs == 1:
+        _micro_kernel(6, 1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 5 and cs == 1:
+        _micro_kernel(5, 1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 4 and cs == 1:
+        _micro_kernel(4, 1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 3 and cs == 1:
+        _micro_kernel(3, 1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 2 and cs == 1:
+        _micro_kernel(2, 1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 1 and cs == 1:
+        _micro_kernel(1, 1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 6 and cs == 2:
+        _micro_kernel(6, 2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 5 and cs == 2:
+        _micro_kernel(5, 2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 4 and cs == 2:
+        _micro_kernel(4, 2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 3 and cs == 2:
+        _micro_kernel(3, 2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 2 and cs == 2:
+        _micro_kernel(2, 2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
     else:
-        _micro_kernel(1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+        _micro_kernel(1, 2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _implicit_gemm(x, image_stride, group_stride, red_off, w, bias, groups, out, wph,
+def _implicit_gemm(x, image_stride, group_stride, red_off, col_stride, w, bias, groups, out, wph,
                    panels_per_task, nr):
     """out (N, K, P, Q) + bias[k] for every image, channel and wide column (module docstring)."""
     n_images, k, p_out, q_out = out.shape
@@ -165,13 +186,13 @@ def _implicit_gemm(x, image_stride, group_stride, red_off, w, bias, groups, out,
         img = rest // groups
         j0 = tile * nr
         j_end = min(j0 + nr, length)
-        x_off = img * image_stride + g * group_stride + j0
+        x_off = img * image_stride + g * group_stride + col_stride * j0
         first = block * panels_per_task
         last = min(n_panels, first + panels_per_task)
         tiles = np.zeros((last - first) * MR * nr, out.dtype)
         for panel in range(first, last):
             k0 = g * kg + panel * MR
-            _tile(min(MR, kg - panel * MR), w, k0 * crs, crs, x, x_off, red_off, crs,
+            _tile(min(MR, kg - panel * MR), col_stride, w, k0 * crs, crs, x, x_off, red_off, crs,
                   tiles, (panel - first) * MR * nr, nr)
         for panel in range(first, last):
             k0 = g * kg + panel * MR
@@ -197,6 +218,17 @@ def _implicit_gemm(x, image_stride, group_stride, red_off, w, bias, groups, out,
                 j += run
 
 
+def _deinterleave(spec: ConvSpec) -> bool:
+    """Keep stride-2 columns whole and let the kernel deinterleave them, instead of copying both
+    column phases, when few output channels share each input element (<= 64 per group): then
+    the copy costs about as much as the GEMM. With more, the kernel's doubled loads cost more
+    (A/B timings in one process: 32-64 channels 10-20% faster, 128-1024 channels 4-50% slower;
+    1x1 convs read one phase, so they always split)."""
+    (_, stride_w), (_, dil_w) = spec.stride, spec.dilation
+    both_phases = stride_w == 2 and spec.s > 1 and dil_w % 2 == 1
+    return both_phases and spec.k_per_group <= 64
+
+
 def conv2d_implicit(x4: np.ndarray, w: np.ndarray, bias, out: np.ndarray, spec: ConvSpec,
                     scratch: ScratchBuffers) -> None:
     """out (N, K, P, Q) = the convolution of x4 (N, C, H, W) by w (K, C/G, R, S) plus bias (K,)
@@ -204,30 +236,31 @@ def conv2d_implicit(x4: np.ndarray, w: np.ndarray, bias, out: np.ndarray, spec: 
     dtype = out.dtype
     n, k, p, q = out.shape
     nr = tile_columns(dtype)
-    layout = PhaseLayout(spec)
-    channel_stride = layout.n_phases * layout.hph * layout.wph
+    layout = PhaseLayout(spec, split_columns=not _deinterleave(spec))
+    col_stride = 1 if layout.split_columns else layout.sw
+    channel_stride = layout.n_phases * layout.hph * layout.row_len
     length = (p - 1) * layout.wph + q                        # wide columns of one plane
     ntiles = -(-length // nr)
-    total = n * spec.c * channel_stride
-    if (spec.stride == (1, 1) and not any(spec.pad) and length % nr == 0
-            and x4.dtype == dtype and x4.flags.c_contiguous):
-        flat = x4.reshape(-1)         # the layout is the input itself, and no tile reads past it
-    else:
-        # A copy in the phase layout, plus NR elements of zero slack for the reads of the last
-        # tile's wide columns past L.
-        flat = scratch.get("phases", (total + nr,), dtype)
-        flat[total:] = 0
-        layout.fill(x4, flat[:total].reshape(layout.shape))
     red_off = (np.arange(spec.c_per_group, dtype=np.int64)[:, None] * channel_stride
                + layout.tap_offsets()[None, :]).reshape(-1)
+    # The last element any tile reads, x[x_off + red_off[kk] + col_stride*(0..NR-1)], relative to
+    # the start of the layout: it may pass the end by the wide columns past L.
+    total = n * spec.c * channel_stride
+    last_read = ((n - 1) * spec.c + (spec.groups - 1) * spec.c_per_group) * channel_stride \
+        + int(red_off.max()) + col_stride * (ntiles * nr - 1)
+    if (layout.shape[2:] == (1, spec.h, spec.w) and last_read < total
+            and x4.dtype == dtype and x4.flags.c_contiguous):
+        flat = x4.reshape(-1)               # the layout is the input itself: read it in place
+    else:
+        # A copy in the layout, plus zero slack for the reads past L of the last tile.
+        flat = scratch.get("phases", (max(total, last_read + 1),), dtype)
+        flat[total:] = 0
+        layout.fill(x4, flat[:total].reshape(layout.shape))
     wflat = np.ascontiguousarray(w, dtype=dtype).reshape(-1)
     bias = np.zeros(k, dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
-    # Every read, x[x_off + red_off[kk] + (0..NR-1)], stays inside flat.
-    assert (n - 1) * spec.c * channel_stride + (spec.groups - 1) * spec.c_per_group * channel_stride \
-        + red_off.max() + ntiles * nr <= flat.size
     # Enough tasks for every thread (4 per thread), each at least one MR-row panel.
     n_panels = -(-spec.k_per_group // MR)
     splits = max(1, min(n_panels, -(-4 * numba.get_num_threads() // (n * spec.groups * ntiles))))
     splits = max(splits, -(-n_panels // PANELS))
     _implicit_gemm(flat, spec.c * channel_stride, spec.c_per_group * channel_stride, red_off,
-                   wflat, bias, spec.groups, out, layout.wph, -(-n_panels // splits), nr)
+                   col_stride, wflat, bias, spec.groups, out, layout.wph, -(-n_panels // splits), nr)

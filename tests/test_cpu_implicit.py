@@ -40,6 +40,9 @@ CASES = {
     "reflect": ((2, 3, 6, 7), (4, 3, 3, 3), {"padding": 2, "padding_mode": "reflect"}),
     "circular-strided": ((1, 3, 8, 9), (4, 3, 3, 2), {"padding": (2, 1), "stride": 2,
                                                       "padding_mode": "circular"}),
+    "stride2-odd-width": ((2, 3, 9, 13), (5, 3, 3, 3), {"stride": 2, "padding": 1}),
+    "conv1d-stride2-in-place": ((3, 4, 8 * NR32 + 2), (5, 4, 3), {"stride": 2}),
+    "conv1d-stride2-dilated": ((2, 4, 301), (5, 4, 3), {"stride": 2, "dilation": 3}),
     "conv1d-long": ((3, 4, 1000), (6, 4, 7), {"dilation": 3, "padding": "same"}),
     "one-output": ((1, 2, 3, 3), (3, 2, 3, 3), {}),
 }
@@ -57,6 +60,17 @@ def test_tiling_edges(name, dtype, rng):
     assert_matches_reference(op, x, w, None, backend="cpu", algorithm="implicit", **kwargs)
     for got, before in zip((x, w, b), copies):
         np.testing.assert_array_equal(got, before)
+
+
+@pytest.mark.parametrize("name", ["pointwise-in-place", "conv1d-stride2-in-place"])
+def test_in_place_cases_read_the_input_without_a_copy(name, rng, monkeypatch):
+    def no_copy(*args):
+        raise AssertionError("the input was copied")
+    monkeypatch.setattr(conv._cpu_direct.PhaseLayout, "fill", no_copy)
+    xs, ws, kwargs = CASES[name]
+    op = "conv1d" if len(xs) == 3 else "conv2d"
+    x, w = random_array(rng, xs, "float32"), random_array(rng, ws, "float32")
+    assert_matches_reference(op, x, w, None, backend="cpu", algorithm="implicit", **kwargs)
 
 
 def test_read_only_input_read_in_place(rng):
