@@ -103,24 +103,30 @@ def direct_conv2d(phases, tap_offset, w, out, groups):
     cg = w.shape[1]
     s_taps = w.shape[3]
     taps = w.shape[2] * s_taps
-    length = (p_out - 1) * wph + q_out
+    # Bands of output rows whose accumulator (band*wph elements) stays in L1 (about 16 KiB).
+    band = max(1, min(p_out, 4096 // wph))
     for plane in numba.prange(n * k):            # plane in [0, N*K)
         img = plane // k
         kk = plane % k
         c0 = (kk // kg) * cg                      # first input channel of kk's group
-        acc = np.zeros(length, dtype=out.dtype)
-        for c in range(cg):
-            flat = phases[img, c0 + c].reshape(n_phases * hph * wph)
-            for t in range(taps):
-                wv = w[kk, c, t // s_taps, t % s_taps]
-                off = tap_offset[t]
-                # Slice first, then a plain range loop: indices numba knows are non-negative,
-                # so no wraparound checks and the loop vectorises.
-                src = flat[off:off + length]
-                for i in range(length):
-                    acc[i] += wv * src[i]
-        for p in range(p_out):
-            row = acc[p * wph:p * wph + q_out]
-            dst = out[img, kk, p]
-            for q in range(q_out):
-                dst[q] = row[q]
+        acc = np.empty(band * wph, dtype=out.dtype)
+        for p0 in range(0, p_out, band):
+            rows = min(band, p_out - p0)
+            length = (rows - 1) * wph + q_out
+            acc[:length] = 0
+            for c in range(cg):
+                flat = phases[img, c0 + c].reshape(n_phases * hph * wph)
+                for t in range(taps):
+                    wv = w[kk, c, t // s_taps, t % s_taps]
+                    off = tap_offset[t] + p0 * wph
+                    # Slices first, then a plain range loop: indices numba knows are
+                    # non-negative, so no wraparound checks and the loop vectorises.
+                    src = flat[off:off + length]
+                    dst = acc[:length]
+                    for i in range(length):
+                        dst[i] += wv * src[i]
+            for p in range(rows):
+                row = acc[p * wph:p * wph + q_out]
+                out_row = out[img, kk, p0 + p]
+                for q in range(q_out):
+                    out_row[q] = row[q]

@@ -23,6 +23,9 @@ Reads past the input's end land in NR elements of zero slack.
 """
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import llvmlite.binding as llvm
 import numba
 import numpy as np
@@ -51,7 +54,8 @@ def _target_features() -> str:
 # 3x8 and 5x5 on the benchmark's dense layers (AMD EPYC, AVX-512).
 _VECTOR_BYTES = 64 if "+avx512f" in _target_features() else 32
 MR, NV = (6, 4) if _VECTOR_BYTES == 64 else (4, 3)     # output channels x vectors of columns
-PANELS = 8                               # most MR-row panels per task: its tiles stay in L1
+PANELS = 8                 # most MR-row panels per task: its tiles stay in L1
+TASK_FMAS = 16384          # vector FMAs worth a task of their own (about 5 us)
 
 
 def lanes(dtype: np.dtype) -> int:
@@ -167,55 +171,58 @@ def _tile(mr, cs, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc):
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def _implicit_gemm(x, image_stride, group_stride, red_off, col_stride, w, bias, groups, out, wph,
-                   panels_per_task, nr):
+                   panels_per_task, tiles_per_task, nr):
     """out (N, K, P, Q) + bias[k] for every image, channel and wide column (module docstring)."""
     n_images, k, p_out, q_out = out.shape
     kg = k // groups
     crs = red_off.shape[0]
     length = (p_out - 1) * wph + q_out
     ntiles = (length + nr - 1) // nr
+    n_tile_blocks = (ntiles + tiles_per_task - 1) // tiles_per_task
     n_panels = (kg + MR - 1) // MR
     n_blocks = (n_panels + panels_per_task - 1) // panels_per_task
     out_flat = out.reshape(out.size)
-    for task in numba.prange(n_images * groups * ntiles * n_blocks):
+    for task in numba.prange(n_images * groups * n_tile_blocks * n_blocks):
         block = task % n_blocks
         rest = task // n_blocks
-        tile = rest % ntiles
-        rest //= ntiles
+        tile_block = rest % n_tile_blocks
+        rest //= n_tile_blocks
         g = rest % groups
         img = rest // groups
-        j0 = tile * nr
-        j_end = min(j0 + nr, length)
-        x_off = img * image_stride + g * group_stride + col_stride * j0
         first = block * panels_per_task
         last = min(n_panels, first + panels_per_task)
-        tiles = np.zeros((last - first) * MR * nr, out.dtype)
-        for panel in range(first, last):
-            k0 = g * kg + panel * MR
-            _tile(min(MR, kg - panel * MR), col_stride, w, k0 * crs, crs, x, x_off, red_off, crs,
-                  tiles, (panel - first) * MR * nr, nr)
-        for panel in range(first, last):
-            k0 = g * kg + panel * MR
-            mr = min(MR, kg - panel * MR)
-            # Copy the tile's valid runs (q < Q) into output rows; wide columns q >= Q are dropped.
-            j = j0
-            while j < j_end:
-                p = j // wph
-                q = j - p * wph
-                if q >= q_out:
-                    j = (p + 1) * wph
-                    continue
-                run = min(q_out - q, j_end - j)
-                for i in range(mr):
-                    b = bias[k0 + i]
-                    # Slices first, then a plain range loop: no wraparound checks, so it vectorises.
-                    start = ((img * k + k0 + i) * p_out + p) * q_out + q
-                    dst = out_flat[start:start + run]
-                    t0 = ((panel - first) * MR + i) * nr + j - j0
-                    src = tiles[t0:t0 + run]
-                    for e in range(run):
-                        dst[e] = src[e] + b
-                j += run
+        tiles = np.empty((last - first) * MR * nr, out.dtype)
+        for tile in range(tile_block * tiles_per_task, min(ntiles, (tile_block + 1) * tiles_per_task)):
+            j0 = tile * nr
+            j_end = min(j0 + nr, length)
+            x_off = img * image_stride + g * group_stride + col_stride * j0
+            tiles[:] = 0
+            for panel in range(first, last):
+                k0 = g * kg + panel * MR
+                _tile(min(MR, kg - panel * MR), col_stride, w, k0 * crs, crs, x, x_off, red_off,
+                      crs, tiles, (panel - first) * MR * nr, nr)
+            for panel in range(first, last):
+                k0 = g * kg + panel * MR
+                mr = min(MR, kg - panel * MR)
+                # Copy the tile's valid runs (q < Q) into output rows; columns q >= Q are dropped.
+                j = j0
+                while j < j_end:
+                    p = j // wph
+                    q = j - p * wph
+                    if q >= q_out:
+                        j = (p + 1) * wph
+                        continue
+                    run = min(q_out - q, j_end - j)
+                    for i in range(mr):
+                        b = bias[k0 + i]
+                        # Slices, then a plain range loop: no wraparound checks, so it vectorises.
+                        start = ((img * k + k0 + i) * p_out + p) * q_out + q
+                        dst = out_flat[start:start + run]
+                        t0 = ((panel - first) * MR + i) * nr + j - j0
+                        src = tiles[t0:t0 + run]
+                        for e in range(run):
+                            dst[e] = src[e] + b
+                    j += run
 
 
 def _deinterleave(spec: ConvSpec) -> bool:
@@ -229,38 +236,71 @@ def _deinterleave(spec: ConvSpec) -> bool:
     return both_phases and spec.k_per_group <= 64
 
 
+class _Plan(NamedTuple):
+    """What conv2d_implicit derives from the spec alone (cached: it costs more than a small conv)."""
+    layout: PhaseLayout
+    col_stride: int
+    channel_stride: int
+    red_off: np.ndarray             # read-only
+    total: int                      # elements of the layout
+    last_read: int                  # the last element any tile reads (may pass total)
+    in_place: bool                  # the layout is the input itself (if C-contiguous, same dtype)
+    panels_per_task: int
+    tiles_per_task: int
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(spec: ConvSpec, nr: int) -> _Plan:
+    layout = PhaseLayout(spec, split_columns=not _deinterleave(spec))
+    col_stride = 1 if layout.split_columns else layout.sw
+    channel_stride = layout.n_phases * layout.hph * layout.row_len
+    length = (spec.p - 1) * layout.wph + spec.q                  # wide columns of one plane
+    ntiles = -(-length // nr)
+    red_off = (np.arange(spec.c_per_group, dtype=np.int64)[:, None] * channel_stride
+               + layout.tap_offsets()[None, :]).reshape(-1)
+    red_off.flags.writeable = False
+    # The last element any tile reads, x[x_off + red_off[kk] + col_stride*(0..NR-1)], relative to
+    # the start of the layout: it may pass the end by the wide columns past L.
+    total = spec.n * spec.c * channel_stride
+    last_read = ((spec.n - 1) * spec.c + (spec.groups - 1) * spec.c_per_group) * channel_stride \
+        + int(red_off.max()) + col_stride * (ntiles * nr - 1)
+    in_place = layout.shape[2:] == (1, spec.h, spec.w) and last_read < total
+    # Tasks: at most PANELS panels each (their tiles stay in L1), then as many tiles as keep
+    # about TASK_FMAS vector FMAs per task (a depthwise tile is a few dozen: one per task would
+    # be all overhead), but 4 tasks per thread where the conv is big enough for that.
+    threads = numba.get_num_threads()
+    n_panels = -(-spec.k_per_group // MR)
+    panel_blocks = -(-n_panels // PANELS)
+    panels_per_task = -(-n_panels // panel_blocks)
+    tile_fmas = spec.c_per_group * spec.r * spec.s * NV * min(MR, spec.k_per_group) * panels_per_task
+    tiles_per_task = max(1, min(ntiles, TASK_FMAS // tile_fmas))
+    while tiles_per_task > 1 and spec.n * spec.groups * -(-ntiles // tiles_per_task) \
+            * panel_blocks < 4 * threads:
+        tiles_per_task //= 2
+    tile_tasks = spec.n * spec.groups * -(-ntiles // tiles_per_task)
+    if tile_tasks * panel_blocks < 4 * threads:
+        # Few tiles (small images, batch 1): split the panels further instead.
+        splits = max(panel_blocks, min(n_panels, -(-4 * threads // tile_tasks)))
+        panels_per_task = -(-n_panels // splits)
+    return _Plan(layout, col_stride, channel_stride, red_off, total, last_read, in_place,
+                 panels_per_task, tiles_per_task)
+
+
 def conv2d_implicit(x4: np.ndarray, w: np.ndarray, bias, out: np.ndarray, spec: ConvSpec,
                     scratch: ScratchBuffers) -> None:
     """out (N, K, P, Q) = the convolution of x4 (N, C, H, W) by w (K, C/G, R, S) plus bias (K,)
     or None; out.dtype is float32 or float64 (x4, w and bias are converted to it)."""
     dtype = out.dtype
-    n, k, p, q = out.shape
-    nr = tile_columns(dtype)
-    layout = PhaseLayout(spec, split_columns=not _deinterleave(spec))
-    col_stride = 1 if layout.split_columns else layout.sw
-    channel_stride = layout.n_phases * layout.hph * layout.row_len
-    length = (p - 1) * layout.wph + q                        # wide columns of one plane
-    ntiles = -(-length // nr)
-    red_off = (np.arange(spec.c_per_group, dtype=np.int64)[:, None] * channel_stride
-               + layout.tap_offsets()[None, :]).reshape(-1)
-    # The last element any tile reads, x[x_off + red_off[kk] + col_stride*(0..NR-1)], relative to
-    # the start of the layout: it may pass the end by the wide columns past L.
-    total = n * spec.c * channel_stride
-    last_read = ((n - 1) * spec.c + (spec.groups - 1) * spec.c_per_group) * channel_stride \
-        + int(red_off.max()) + col_stride * (ntiles * nr - 1)
-    if (layout.shape[2:] == (1, spec.h, spec.w) and last_read < total
-            and x4.dtype == dtype and x4.flags.c_contiguous):
-        flat = x4.reshape(-1)               # the layout is the input itself: read it in place
+    plan = _plan(spec, tile_columns(dtype))
+    if plan.in_place and x4.dtype == dtype and x4.flags.c_contiguous:
+        flat = x4.reshape(-1)               # read the input where it lies
     else:
         # A copy in the layout, plus zero slack for the reads past L of the last tile.
-        flat = scratch.get("phases", (max(total, last_read + 1),), dtype)
-        flat[total:] = 0
-        layout.fill(x4, flat[:total].reshape(layout.shape))
+        flat = scratch.get("phases", (max(plan.total, plan.last_read + 1),), dtype)
+        flat[plan.total:] = 0
+        plan.layout.fill(x4, flat[:plan.total].reshape(plan.layout.shape))
     wflat = np.ascontiguousarray(w, dtype=dtype).reshape(-1)
-    bias = np.zeros(k, dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
-    # Enough tasks for every thread (4 per thread), each at least one MR-row panel.
-    n_panels = -(-spec.k_per_group // MR)
-    splits = max(1, min(n_panels, -(-4 * numba.get_num_threads() // (n * spec.groups * ntiles))))
-    splits = max(splits, -(-n_panels // PANELS))
-    _implicit_gemm(flat, spec.c * channel_stride, spec.c_per_group * channel_stride, red_off,
-                   col_stride, wflat, bias, spec.groups, out, layout.wph, -(-n_panels // splits), nr)
+    bias = np.zeros(spec.k, dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    _implicit_gemm(flat, spec.c * plan.channel_stride, spec.c_per_group * plan.channel_stride,
+                   plan.red_off, plan.col_stride, wflat, bias, spec.groups, out, plan.layout.wph,
+                   plan.panels_per_task, plan.tiles_per_task, tile_columns(dtype))

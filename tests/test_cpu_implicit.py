@@ -36,6 +36,8 @@ CASES = {
                                                        "padding": 2}),
     "dilation-multiple-of-stride": ((1, 2, 15, 15), (5, 2, 3, 3), {"stride": 2, "dilation": 2}),
     "groups": ((2, 12, 8, 8), (18, 4, 3, 3), {"groups": 3, "padding": 1}),
+    "depthwise-tile-blocks": ((2, 3, 41, 67), (3, 1, 3, 3), {"groups": 3, "padding": 1}),
+    "channel-multiplier": ((1, 3, 45, 61), (6, 1, 5, 5), {"groups": 3, "stride": 2}),
     "long-reduction": ((1, 300, 4, 4), (5, 300, 3, 3), {"padding": 1}),
     "reflect": ((2, 3, 6, 7), (4, 3, 3, 3), {"padding": 2, "padding_mode": "reflect"}),
     "circular-strided": ((1, 3, 8, 9), (4, 3, 3, 2), {"padding": (2, 1), "stride": 2,
