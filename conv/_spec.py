@@ -294,3 +294,34 @@ def _check_pad_mode(mode: str, x_shape: tuple, pads: list) -> None:
                              f"dimension {dim} of input {_fmt_shape(x_shape)}")
         if mode == "circular" and (lo > size or hi > size):
             raise ValueError("Padding value causes wrapping around more than once.")
+
+
+# make_spec on NumPy arrays reads only their shapes and dtypes, so its result for a given set of
+# shapes, dtypes and plain-int arguments can be reused: the checks cost as much as a small conv.
+# Only exact ints, tuples of exact ints and strings are cached (True == 1 and 1.0 == 1 hash
+# alike, and those must still raise); errors are never cached.
+_SPEC_CACHE: dict = {}
+
+
+def _plain(value) -> bool:
+    if type(value) in (int, str):
+        return True
+    return type(value) is tuple and all(type(v) is int for v in value)
+
+
+def make_spec_cached(op: str, input, weight, bias, stride, padding, dilation, groups,
+                     padding_mode: str = "zeros") -> ConvSpec:
+    """make_spec, memoised for NumPy arrays with plain arguments."""
+    arrays = (input, weight) if bias is None else (input, weight, bias)
+    if not (all(type(a) is np.ndarray for a in arrays) and _plain(stride) and _plain(padding)
+            and _plain(dilation) and type(groups) is int and type(padding_mode) is str):
+        return make_spec(op, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    key = (op, stride, padding, dilation, groups, padding_mode, type(stride), type(padding),
+           type(dilation)) + tuple((a.shape, a.dtype) for a in arrays) + (bias is None,)
+    spec = _SPEC_CACHE.get(key)
+    if spec is None:
+        spec = make_spec(op, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+        if len(_SPEC_CACHE) >= 1024:
+            _SPEC_CACHE.clear()
+        _SPEC_CACHE[key] = spec
+    return spec

@@ -8,7 +8,7 @@ from __future__ import annotations
 import warnings
 
 from . import _dispatch
-from ._spec import ConvSpec, make_spec
+from ._spec import ConvSpec, make_spec, make_spec_cached
 
 
 def _same_padding_warning(spec: ConvSpec, padding) -> None:
@@ -21,7 +21,8 @@ def _same_padding_warning(spec: ConvSpec, padding) -> None:
 
 def _conv(op, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend,
           algorithm):
-    spec = make_spec(op, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    spec = make_spec_cached(op, input, weight, bias, stride, padding, dilation, groups,
+                            padding_mode)
     _dispatch.check_same_device(input, weight, bias)
     choice = _dispatch.resolve(spec, input, backend, algorithm)
     _same_padding_warning(spec, padding)

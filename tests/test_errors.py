@@ -213,3 +213,21 @@ def test_big_endian_arrays_are_read_as_their_type():
     out = conv.conv1d(x, w)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, conv.conv1d(x.astype("<f4"), w.astype("<f4")))
+
+
+def test_memoised_specs_never_bypass_a_check():
+    # conv._spec caches specs of NumPy calls by shapes, dtypes and plain-int arguments; a bool or
+    # float argument equal to a cached int, or a changed dtype, must still be checked afresh.
+    x = r.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    w = r.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    for _ in range(2):
+        conv.conv2d(x, w, stride=1, padding=1, groups=1)
+        conv.conv2d(x, w, stride=(1, 1), padding=(1, 1))
+    for kwargs in ({"stride": True}, {"stride": 1.0}, {"stride": (1, True)}, {"groups": True},
+                   {"padding": 1.0}, {"dilation": (1.0, 1)}):
+        with pytest.raises(TypeError):
+            conv.conv2d(x, w, **kwargs)
+    with pytest.raises(TypeError, match="should be the same"):
+        conv.conv2d(x, w.astype(np.float64), stride=1, padding=1)
+    with pytest.raises(ValueError, match="to have 2 channels"):
+        conv.conv2d(x[:, :1], w, stride=1, padding=1)
