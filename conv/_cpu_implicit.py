@@ -54,7 +54,7 @@ def _target_features() -> str:
 # 3x8 and 5x5 on the benchmark's dense layers (AMD EPYC, AVX-512).
 _VECTOR_BYTES = 64 if "+avx512f" in _target_features() else 32
 MR, NV = (6, 4) if _VECTOR_BYTES == 64 else (4, 3)     # output channels x vectors of columns
-PANELS = 8                 # most MR-row panels per task: its tiles stay in L1
+PANELS = 16                # most MR-row panels per task: its tiles stay in L1
 TASK_FMAS = 16384          # vector FMAs worth a task of their own (about 5 us)
 
 
