@@ -69,7 +69,7 @@ def tile_columns(dtype: np.dtype) -> int:
 
 @intrinsic
 def _micro_kernel(typingctx, mr, cs, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc):
-    """c[c_off + i*ldc + j] += sum_kk w[w_off + i*ldw + kk] * x[x_off + red_off[kk] + cs*j]
+    """c[c_off + i*ldc + j] = sum_kk w[w_off + i*ldw + kk] * x[x_off + red_off[kk] + cs*j]
     for i < mr, j < NV*lanes, kk < crs; mr and the column stride cs (1 or 2) are literals.
     Accumulators live in registers (allocas that LLVM promotes); llvm.fmuladd fuses where the
     host has FMA. With cs == 2 each vector of x is two loads and one deinterleaving shuffle."""
@@ -98,13 +98,8 @@ def _micro_kernel(typingctx, mr, cs, w, w_off, ldw, x, x_off, red_off, crs, c, c
         crows = [builder.gep(cbase, [builder.mul(ir.Constant(i64, i), ldc)]) for i in range(rows)]
         cptrs = [[builder.bitcast(builder.gep(crows[i], [ir.Constant(i64, v * width)]), vptr)
                   for v in range(NV)] for i in range(rows)]
-        acc = []
-        for i in range(rows):
-            acc.append([])
-            for v in range(NV):
-                load = builder.load(cptrs[i][v])
-                load.align = 4
-                acc[i].append(cgutils.alloca_once_value(builder, load))
+        zero = ir.Constant(vec, [0.0] * width)
+        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)] for _ in range(rows)]
         wrow = [builder.gep(wbase, [builder.mul(ir.Constant(i64, i), ldw)]) for i in range(rows)]
         splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
         with cgutils.for_range(builder, crs) as loop:
@@ -196,7 +191,6 @@ def _implicit_gemm(x, image_stride, group_stride, red_off, col_stride, w, bias, 
             j0 = tile * nr
             j_end = min(j0 + nr, length)
             x_off = img * image_stride + g * group_stride + col_stride * j0
-            tiles[:] = 0
             for panel in range(first, last):
                 k0 = g * kg + panel * MR
                 _tile(min(MR, kg - panel * MR), col_stride, w, k0 * crs, crs, x, x_off, red_off,
