@@ -163,8 +163,18 @@ def _im2col_gemm(xp: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec)
 
 
 def _direct(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec) -> None:
-    from ._cpu_direct import PhaseLayout, direct_conv2d
+    from ._cpu_direct import PhaseLayout, direct_conv2d, direct_conv2d_exclusive
     layout = PhaseLayout(spec)
+    w = np.ascontiguousarray(w)
+    if spec.k_per_group == 1:
+        # Each output plane reads channels no other plane reads: phase-split them per task.
+        top, _, left, _ = spec.pad
+        if spec.padding_mode != "zeros" and any(spec.pad):
+            x4, top, left = pad_input(x4, spec), 0, 0
+        direct_conv2d_exclusive(x4.astype(out.dtype, copy=False), layout.tap_offsets(), w, out,
+                                np.array(layout.row_phases), np.array(layout.col_phases),
+                                *spec.stride, top, left, layout.hph, layout.wph)
+        return
     phases = _scratch.get("phases", layout.shape, out.dtype)
     layout.fill(x4, phases)
-    direct_conv2d(phases, layout.tap_offsets(), np.ascontiguousarray(w), out, spec.groups)
+    direct_conv2d(phases, layout.tap_offsets(), w, out, spec.groups)

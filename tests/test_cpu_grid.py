@@ -97,3 +97,28 @@ def test_workspace_limit_chunks_without_changing_results(limit, rng):
     _cpu.set_workspace_limit(old)
     with pytest.raises(ValueError, match="has no workspace"):
         conv.set_workspace_limit(1, "reference")
+
+
+# One output channel per group: cpu:direct phase-splits each task's own input planes.
+EXCLUSIVE_GROUP_CASES = [
+    ((2, 6, 9, 11), (6, 1, 3, 3), {"groups": 6, "stride": 2, "padding": 1}),
+    ((1, 4, 10, 13), (4, 1, 3, 2), {"groups": 4, "stride": (2, 3), "dilation": (1, 2),
+                                    "padding": (2, 1)}),
+    ((2, 6, 7, 8), (3, 2, 3, 3), {"groups": 3, "padding": 1, "padding_mode": "reflect"}),
+    ((1, 3, 9, 9), (3, 1, 5, 5), {"groups": 3, "padding": "same", "dilation": 2}),
+    ((2, 4, 6, 7), (4, 1, 2, 3), {"groups": 4, "padding": 2, "padding_mode": "circular",
+                                  "stride": 2}),
+    ((3, 5, 23), (5, 1, 4), {"groups": 5, "stride": 3, "padding": 1}),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "int64", "float16"])
+@pytest.mark.parametrize("case", range(len(EXCLUSIVE_GROUP_CASES)))
+def test_direct_with_one_output_channel_per_group(case, dtype, rng, monkeypatch):
+    from conv import _cpu
+    monkeypatch.setattr(_cpu, "_new_output", lambda shape, dt: np.full(shape, 7, dt))  # poison
+    xs, ws, kwargs = EXCLUSIVE_GROUP_CASES[case]
+    op = "conv1d" if len(xs) == 3 else "conv2d"
+    x, w = random_array(rng, xs, dtype), random_array(rng, ws, dtype)
+    b = random_array(rng, (ws[0],), dtype)
+    assert_matches_reference(op, x, w, b, backend="cpu", algorithm="direct", **kwargs)
