@@ -31,7 +31,7 @@ from conv._spec import make_spec
 
 from . import metrics
 from .suites import Case
-from .timing import GpuTimer, time_cpu
+from .timing import GpuTimer, Timing, time_cpu
 
 PRECISIONS = ("fp32", "tf32", "fp16")
 # Relative tolerance per precision, times sqrt(reduction length) times max |reference|.
@@ -304,14 +304,22 @@ class Runner:
         self.rows: list[dict] = []
 
     # -- timing -------------------------------------------------------------------------------
+    @property
+    def rounds(self) -> int:
+        """CPU rows are timed in this many interleaved rounds (GPU timings are steady: one)."""
+        return 1 if self.gpu else (2 if self.settings.quick else 4)
+
     def _time(self, fn, slow: bool = False):
+        """One round of timing: the budget and the repetitions are split over the rounds."""
         s = self.settings
         max_reps = s.max_reps or (30 if s.quick else 100) * (2 if self.gpu else 1)
         min_reps = min(max_reps, 3 if (slow or s.quick) else 5)
         if self.gpu:
             return self.timer.time(fn, budget_s=s.budget, min_reps=min(max_reps, 10),
                                    max_reps=max_reps)
-        return time_cpu(fn, budget_s=s.budget, min_reps=min_reps, max_reps=max_reps)
+        rounds = self.rounds
+        return time_cpu(fn, budget_s=s.budget / rounds, min_reps=max(2, min_reps // rounds),
+                        max_reps=max(2, max_reps // rounds))
 
     def _first_call(self, fn):
         if self.gpu:
@@ -321,8 +329,10 @@ class Runner:
         return (time.perf_counter() - t0) * 1e3, out
 
     def _measure(self, row: dict, fn, ref, precision: str, reduction: int, module=None,
-                 slow: bool = False) -> dict:
-        """First call (timed apart, compile time noted), verification, then timing if right."""
+                 slow: bool = False):
+        """First call (timed apart, compile time noted) and verification. Returns the row and,
+        if the output is right, the function to time (the caller times every right one in
+        interleaved rounds: _time_rounds)."""
         compile_before = _compile_times(module)
         try:
             with warnings.catch_warnings():
@@ -331,7 +341,7 @@ class Runner:
                 out = to_host(out)
         except Exception as exc:                            # unsupported here, or a crash
             row.update(status="ERROR", note=f"{type(exc).__name__}: {exc}"[:200])
-            return row
+            return row, None
         row["first_ms"] = first_ms
         compiled = _compile_delta(compile_before, _compile_times(module))
         if compiled is not None:
@@ -340,13 +350,22 @@ class Runner:
         row.update(max_err=max_err, tol=tol)
         if not ok:
             row.update(status="WRONG", note=msg)
-            return row
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            t = self._time(fn, slow=slow)
-        row.update(median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, reps=t.reps)
-        _fill_rates(row, self.peaks)
-        return row
+            return row, None
+        return row, (fn, slow)
+
+    def _time_rounds(self, timed: list) -> None:
+        """timed: (row, fn, slow, context) for every verified row of a case; context() wraps the
+        calls (PyTorch's precision switches). Each round times every row once, in order."""
+        samples = [[] for _ in timed]
+        for _ in range(self.rounds):
+            for i, (row, fn, slow, context) in enumerate(timed):
+                with warnings.catch_warnings(), context():
+                    warnings.simplefilter("ignore")
+                    samples[i].append(self._time(fn, slow=slow))
+        for (row, *_), rounds in zip(timed, samples):
+            t = Timing.pooled(rounds)
+            row.update(median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, reps=t.reps)
+            _fill_rates(row, self.peaks)
 
     # -- one case -----------------------------------------------------------------------------
     def run_case(self, case: Case, precision: str) -> list[dict]:
@@ -362,6 +381,7 @@ class Runner:
         rows = []
         ours = gpu_arrays[:3] if self.gpu else (x, w, b)
         auto = _auto_choice(case, ours[0], ours[1])
+        timed = []
         for impl in self.impls:
             row = _row(case, spec, impl, precision, auto=auto == impl.label)
             if impl.backend == "reference" and metrics.conv_flops(spec) > REFERENCE_MAX_FLOPS:
@@ -375,11 +395,18 @@ class Runner:
                 return conv_fn(*args, backend=impl.backend, algorithm=impl.algorithm,
                                **case.kwargs)
 
-            rows.append(self._measure(row, fn, ref, precision, reduction, module,
-                                      slow=impl.backend == "reference"))
+            row, to_time = self._measure(row, fn, ref, precision, reduction, module,
+                                         slow=impl.backend == "reference")
+            rows.append(row)
+            if to_time:
+                timed.append((row, *to_time, contextlib.nullcontext))
         if torch is not None:
-            rows.append(self._torch_row(case, spec, precision, x_base, w, b, gpu_arrays, ref,
-                                        reduction))
+            row, to_time, context = self._torch_row(case, spec, precision, x_base, w, b,
+                                                    gpu_arrays, ref, reduction)
+            rows.append(row)
+            if to_time:
+                timed.append((row, *to_time, context))
+        self._time_rounds(timed)
         torch_ms = rows[-1]["median_ms"] if torch is not None else None
         for row in rows:
             row["reference"] = ref_what
@@ -405,14 +432,21 @@ class Runner:
                 tx, tw, tb = _torch_tensors(torch, case, x_base, w, b, "cpu")
         except Exception as exc:
             row.update(status="ERROR", note=f"{type(exc).__name__}: {exc}"[:200])
-            return row
+            return row, None, None
 
         def fn():
             return torch_conv(torch, case, spec, tx, tw, tb)
 
-        # The precision switches are set once around the whole measurement, not inside each call.
-        with torch.no_grad(), torch_precision(torch, precision):
-            return self._measure(row, fn, ref, precision, reduction)
+        def context():
+            # The precision switches are set around the timing, not inside each call.
+            stack = contextlib.ExitStack()
+            stack.enter_context(torch.no_grad())
+            stack.enter_context(torch_precision(torch, precision))
+            return stack
+
+        with context():
+            row, to_time = self._measure(row, fn, ref, precision, reduction)
+        return row, to_time, context
 
     # -- all cases ----------------------------------------------------------------------------
     def run(self, cases: list[Case]) -> list[dict]:

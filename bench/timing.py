@@ -1,7 +1,9 @@
 """Timers: warm up, then time many repetitions and keep the median with the 20th/80th percentiles.
 
 CPU: time.perf_counter around each call; the number of repetitions comes from a time budget
-(at least ``min_reps``, at most ``max_reps``).
+(at least ``min_reps``, at most ``max_reps``). The runner times a case's implementations in
+interleaved rounds and pools each one's samples (Timing.pooled), so a slow spell of a shared
+machine falls on all of them rather than on whichever was being timed.
 GPU: CuPy's CUDA events recorded on the current stream around each call, with the L2 cache flushed
 between repetitions by writing a buffer twice the device's L2 size (the flush is outside the events).
 PyTorch's kernels run on the legacy default stream, which the events order against as well.
@@ -23,12 +25,18 @@ class Timing:
     p20_ms: float
     p80_ms: float
     reps: int
+    samples_ms: tuple = ()
 
     @classmethod
     def from_samples(cls, samples_ms) -> "Timing":
         s = np.asarray(samples_ms, dtype=np.float64)
         p20, med, p80 = np.percentile(s, [20, 50, 80])
-        return cls(float(med), float(p20), float(p80), int(s.size))
+        return cls(float(med), float(p20), float(p80), int(s.size), tuple(s.tolist()))
+
+    @classmethod
+    def pooled(cls, timings: list) -> "Timing":
+        """One Timing over the samples of several (the rounds of one row)."""
+        return cls.from_samples([v for t in timings for v in t.samples_ms])
 
 
 def _reps_for(estimate_s: float, budget_s: float, min_reps: int, max_reps: int) -> int:
