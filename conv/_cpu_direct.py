@@ -95,41 +95,51 @@ def _valid_range(first: int, step: int, size: int, count: int) -> tuple[int, int
     return lo, hi
 
 
+@numba.njit(inline="always", boundscheck=False)
+def _output_plane(src, channel_len, tap_offset, w, kk, out_plane, wph, acc):
+    """out_plane (P, Q) = sum over channels c and taps t of w[kk, c, t] * the run of the phases
+    src[c*channel_len + tap_offset[t] + p*wph + q], in bands of output rows whose accumulator
+    (acc, band*wph elements, about 16 KiB) stays in L1."""
+    p_out, q_out = out_plane.shape
+    cg, s_taps = w.shape[1], w.shape[3]
+    taps = w.shape[2] * s_taps
+    band = acc.shape[0] // wph
+    for p0 in range(0, p_out, band):
+        rows = min(band, p_out - p0)
+        length = (rows - 1) * wph + q_out
+        acc[:length] = 0
+        for c in range(cg):
+            for t in range(taps):
+                wv = w[kk, c, t // s_taps, t % s_taps]
+                off = c * channel_len + tap_offset[t] + p0 * wph
+                # Slices first, then a plain range loop: indices numba knows are non-negative,
+                # so no wraparound checks and the loop vectorises.
+                run = src[off:off + length]
+                dst = acc[:length]
+                for i in range(length):
+                    dst[i] += wv * run[i]
+        for p in range(rows):
+            row = acc[p * wph:p * wph + q_out]
+            out_row = out_plane[p0 + p]
+            for q in range(q_out):
+                out_row[q] = row[q]
+
+
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def direct_conv2d(phases, tap_offset, w, out, groups):
     n, k, p_out, q_out = out.shape
     n_phases, hph, wph = phases.shape[2], phases.shape[3], phases.shape[4]
     kg = k // groups
     cg = w.shape[1]
-    s_taps = w.shape[3]
-    taps = w.shape[2] * s_taps
-    # Bands of output rows whose accumulator (band*wph elements) stays in L1 (about 16 KiB).
+    channel_len = n_phases * hph * wph
     band = max(1, min(p_out, 4096 // wph))
     for plane in numba.prange(n * k):            # plane in [0, N*K)
         img = plane // k
         kk = plane % k
         c0 = (kk // kg) * cg                      # first input channel of kk's group
-        acc = np.empty(band * wph, dtype=out.dtype)
-        for p0 in range(0, p_out, band):
-            rows = min(band, p_out - p0)
-            length = (rows - 1) * wph + q_out
-            acc[:length] = 0
-            for c in range(cg):
-                flat = phases[img, c0 + c].reshape(n_phases * hph * wph)
-                for t in range(taps):
-                    wv = w[kk, c, t // s_taps, t % s_taps]
-                    off = tap_offset[t] + p0 * wph
-                    # Slices first, then a plain range loop: indices numba knows are
-                    # non-negative, so no wraparound checks and the loop vectorises.
-                    src = flat[off:off + length]
-                    dst = acc[:length]
-                    for i in range(length):
-                        dst[i] += wv * src[i]
-            for p in range(rows):
-                row = acc[p * wph:p * wph + q_out]
-                out_row = out[img, kk, p0 + p]
-                for q in range(q_out):
-                    out_row[q] = row[q]
+        group = phases[img, c0:c0 + cg].reshape(cg * channel_len)
+        _output_plane(group, channel_len, tap_offset, w, kk, out[img, kk], wph,
+                      np.empty(band * wph, dtype=out.dtype))
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
@@ -142,8 +152,6 @@ def direct_conv2d_exclusive(x, tap_offset, w, out, row_phases, col_phases, strid
     n, k, p_out, q_out = out.shape
     h, width = x.shape[2], x.shape[3]
     cg = w.shape[1]
-    s_taps = w.shape[3]
-    taps = w.shape[2] * s_taps
     n_cols = col_phases.shape[0]
     n_phases = row_phases.shape[0] * n_cols
     plane_len = n_phases * hph * wph
@@ -182,21 +190,5 @@ def direct_conv2d_exclusive(x, tap_offset, w, out, row_phases, col_phases, strid
                             s_row = src[row]
                             for j in range(j_hi - j_lo):
                                 d_mid[j] = s_row[c0 + j * stride_w]
-        acc = np.empty(band * wph, dtype=out.dtype)
-        for p0 in range(0, p_out, band):
-            rows = min(band, p_out - p0)
-            length = (rows - 1) * wph + q_out
-            acc[:length] = 0
-            for c in range(cg):
-                for t in range(taps):
-                    wv = w[kk, c, t // s_taps, t % s_taps]
-                    off = c * plane_len + tap_offset[t] + p0 * wph
-                    src_run = buf[off:off + length]
-                    dst = acc[:length]
-                    for i in range(length):
-                        dst[i] += wv * src_run[i]
-            for p in range(rows):
-                row_acc = acc[p * wph:p * wph + q_out]
-                out_row = out[img, kk, p0 + p]
-                for q in range(q_out):
-                    out_row[q] = row_acc[q]
+        _output_plane(buf, plane_len, tap_offset, w, kk, out[img, kk], wph,
+                      np.empty(band * wph, dtype=out.dtype))
