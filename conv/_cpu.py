@@ -14,7 +14,7 @@ Three algorithms:
             complex inputs.
   "direct": numba-parallel loops over (n, k) output planes (conv/_cpu_direct.py): the padded
             input split into its stride phases, then one long unit-stride axpy per (channel, tap).
-            The default for depthwise convs (one output channel per group).
+            The default for unstrided depthwise convs.
 Accumulation: float16 in float32, float32 in float32 (as PyTorch's CPU path), float64 and complex
 in their own precision, integers exactly in int64 (wrapping on the cast back, as PyTorch).
 """
@@ -55,16 +55,16 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
 
 def choose_algorithm(spec: ConvSpec) -> tuple[str, str]:
     """Rule from the benchmark runner's CPU measurements (bench/ suites resnet50, sweep, grouped,
-    textcnn, wavenet, longkernel, audio): the implicit GEMM wins for every floating-point conv
-    with several output channels per group (ResNeXt's 4-channel groups: 1.3-4x the direct
-    loops); with one (depthwise, strided or not) the direct loops win by 10-40%: each task
-    phase-splits its own input planes in cache, while the implicit GEMM's tile of output
-    channels would hold one row. Integers and complex use im2col (exact int64 / complex GEMM)."""
+    textcnn, wavenet, longkernel, audio) and A/B timings of the grouped shapes: the implicit GEMM
+    wins for every floating-point conv (ResNeXt's 4-channel groups: 1.3-4x the direct loops;
+    strided depthwise: 1.5x) but unstrided depthwise ones, where the direct loops are 5-10%
+    faster (the implicit GEMM's tile of output channels holds one row there). Integers and
+    complex use im2col (exact int64 / complex GEMM)."""
     if spec.dtype.kind in "iuc":
         return "im2col", "integer and complex inputs use im2col (exact int64 / complex GEMM)"
-    if spec.k_per_group == 1:
-        return "direct", ("one output channel per group (depthwise): the implicit GEMM's tiles "
-                          "of output channels would hold one row")
+    if spec.k_per_group == 1 and spec.stride == (1, 1):
+        return "direct", ("depthwise and unstrided: the implicit GEMM's tiles of output channels "
+                          "would hold one row")
     return "implicit", "floating point: the register-tiled implicit GEMM"
 
 
@@ -163,6 +163,8 @@ def _im2col_gemm(xp: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec)
 
 
 def _direct(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec) -> None:
+    import numba
+
     from ._cpu_direct import PhaseLayout, direct_conv2d, direct_conv2d_exclusive
     layout = PhaseLayout(spec)
     w = np.ascontiguousarray(w)
@@ -173,7 +175,8 @@ def _direct(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec) -> N
             x4, top, left = pad_input(x4, spec), 0, 0
         direct_conv2d_exclusive(x4.astype(out.dtype, copy=False), layout.tap_offsets(), w, out,
                                 np.array(layout.row_phases), np.array(layout.col_phases),
-                                *spec.stride, top, left, layout.hph, layout.wph)
+                                *spec.stride, top, left, layout.hph, layout.wph,
+                                min(spec.n * spec.k, 8 * numba.get_num_threads()))
         return
     phases = _scratch.get("phases", layout.shape, out.dtype)
     layout.fill(x4, phases)

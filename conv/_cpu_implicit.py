@@ -34,7 +34,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._cpu_direct import PhaseLayout
+from ._cpu_direct import PhaseLayout, fill_planes
+from ._padding import pad_input
 from ._spec import ConvSpec
 from ._workspace import ScratchBuffers
 
@@ -164,15 +165,53 @@ def _tile(mr, cs, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc):
         _micro_kernel(1, 2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
 
 
+@numba.njit(inline="always", boundscheck=False)
+def _run_tiles(x, x_base, red_off, col_stride, w, bias, g, kg, img, out_flat, k, p_out, q_out,
+               wph, nr, tile_lo, tile_hi, first, last, tiles):
+    """Tiles [tile_lo, tile_hi) x panels [first, last) of group g of image img, reading the
+    layout x from x_base: the kernel into `tiles`, then each tile's valid runs (q < Q) plus the
+    bias into the output rows (wide columns q >= Q are dropped)."""
+    crs = red_off.shape[0]
+    length = (p_out - 1) * wph + q_out
+    for tile in range(tile_lo, tile_hi):
+        j0 = tile * nr
+        j_end = min(j0 + nr, length)
+        x_off = x_base + col_stride * j0
+        for panel in range(first, last):
+            k0 = g * kg + panel * MR
+            _tile(min(MR, kg - panel * MR), col_stride, w, k0 * crs, crs, x, x_off, red_off,
+                  crs, tiles, (panel - first) * MR * nr, nr)
+        for panel in range(first, last):
+            k0 = g * kg + panel * MR
+            mr = min(MR, kg - panel * MR)
+            j = j0
+            while j < j_end:
+                p = j // wph
+                q = j - p * wph
+                if q >= q_out:
+                    j = (p + 1) * wph
+                    continue
+                run = min(q_out - q, j_end - j)
+                for i in range(mr):
+                    b = bias[k0 + i]
+                    # Slices, then a plain range loop: no wraparound checks, so it vectorises.
+                    start = ((img * k + k0 + i) * p_out + p) * q_out + q
+                    dst = out_flat[start:start + run]
+                    t0 = ((panel - first) * MR + i) * nr + j - j0
+                    src = tiles[t0:t0 + run]
+                    for e in range(run):
+                        dst[e] = src[e] + b
+                j += run
+
+
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def _implicit_gemm(x, image_stride, group_stride, red_off, col_stride, w, bias, groups, out, wph,
                    panels_per_task, tiles_per_task, nr):
-    """out (N, K, P, Q) + bias[k] for every image, channel and wide column (module docstring)."""
+    """out (N, K, P, Q) + bias[k] from the whole layout x (module docstring). One task per
+    (image, group, block of tiles, block of panels)."""
     n_images, k, p_out, q_out = out.shape
     kg = k // groups
-    crs = red_off.shape[0]
-    length = (p_out - 1) * wph + q_out
-    ntiles = (length + nr - 1) // nr
+    ntiles = ((p_out - 1) * wph + q_out + nr - 1) // nr
     n_tile_blocks = (ntiles + tiles_per_task - 1) // tiles_per_task
     n_panels = (kg + MR - 1) // MR
     n_blocks = (n_panels + panels_per_task - 1) // panels_per_task
@@ -187,36 +226,40 @@ def _implicit_gemm(x, image_stride, group_stride, red_off, col_stride, w, bias, 
         first = block * panels_per_task
         last = min(n_panels, first + panels_per_task)
         tiles = np.empty((last - first) * MR * nr, out.dtype)
-        for tile in range(tile_block * tiles_per_task, min(ntiles, (tile_block + 1) * tiles_per_task)):
-            j0 = tile * nr
-            j_end = min(j0 + nr, length)
-            x_off = img * image_stride + g * group_stride + col_stride * j0
-            for panel in range(first, last):
-                k0 = g * kg + panel * MR
-                _tile(min(MR, kg - panel * MR), col_stride, w, k0 * crs, crs, x, x_off, red_off,
-                      crs, tiles, (panel - first) * MR * nr, nr)
-            for panel in range(first, last):
-                k0 = g * kg + panel * MR
-                mr = min(MR, kg - panel * MR)
-                # Copy the tile's valid runs (q < Q) into output rows; columns q >= Q are dropped.
-                j = j0
-                while j < j_end:
-                    p = j // wph
-                    q = j - p * wph
-                    if q >= q_out:
-                        j = (p + 1) * wph
-                        continue
-                    run = min(q_out - q, j_end - j)
-                    for i in range(mr):
-                        b = bias[k0 + i]
-                        # Slices, then a plain range loop: no wraparound checks, so it vectorises.
-                        start = ((img * k + k0 + i) * p_out + p) * q_out + q
-                        dst = out_flat[start:start + run]
-                        t0 = ((panel - first) * MR + i) * nr + j - j0
-                        src = tiles[t0:t0 + run]
-                        for e in range(run):
-                            dst[e] = src[e] + b
-                    j += run
+        _run_tiles(x, img * image_stride + g * group_stride, red_off, col_stride, w, bias, g, kg,
+                   img, out_flat, k, p_out, q_out, wph, nr, tile_block * tiles_per_task,
+                   min(ntiles, (tile_block + 1) * tiles_per_task), first, last, tiles)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _implicit_gemm_grouped(x4, red_off, col_stride, w, bias, groups, out, row_phases, col_phases,
+                           stride_h, col_step, top, left, hph, row_len, wph, nr, n_blocks):
+    """out (N, K, P, Q) + bias[k] with one task per (image, group): the task lays out its own
+    group's channels of the unpadded x4 (N, C, H, W) in a task-local buffer (fill_planes) and
+    runs all of the group's tiles on it, so the copy runs in parallel and stays in cache."""
+    n_images, k, p_out, q_out = out.shape
+    kg = k // groups
+    cg = x4.shape[1] // groups
+    ntiles = ((p_out - 1) * wph + q_out + nr - 1) // nr
+    n_panels = (kg + MR - 1) // MR
+    plane_len = row_phases.shape[0] * col_phases.shape[0] * hph * row_len
+    # The zero slack after the planes takes the reads of the last tile's columns past L.
+    slack = red_off.max() + col_stride * ntiles * nr + 1 - cg * plane_len
+    out_flat = out.reshape(out.size)
+    # Blocks of (image, group) pairs per task: buffers are allocated once per block.
+    pairs = n_images * groups
+    per_block = (pairs + n_blocks - 1) // n_blocks
+    for block in numba.prange(n_blocks):
+        buf = np.empty(cg * plane_len + max(slack, 0), out.dtype)
+        buf[cg * plane_len:] = 0
+        tiles = np.empty(n_panels * MR * nr, out.dtype)
+        for pair in range(block * per_block, min(pairs, (block + 1) * per_block)):
+            g = pair % groups
+            img = pair // groups
+            fill_planes(x4, img, g * cg, cg, buf, row_phases, col_phases, stride_h, col_step, top,
+                        left, hph, row_len)
+            _run_tiles(buf, 0, red_off, col_stride, w, bias, g, kg, img, out_flat, k, p_out,
+                       q_out, wph, nr, 0, ntiles, 0, n_panels, tiles)
 
 
 def _deinterleave(spec: ConvSpec) -> bool:
@@ -241,6 +284,7 @@ class _Plan(NamedTuple):
     in_place: bool                  # the layout is the input itself (if C-contiguous, same dtype)
     panels_per_task: int
     tiles_per_task: int
+    grouped: bool                   # one task per (image, group), each laying out its own input
 
 
 @functools.lru_cache(maxsize=256)
@@ -276,8 +320,11 @@ def _plan(spec: ConvSpec, nr: int) -> _Plan:
         # Few tiles (small images, batch 1): split the panels further instead.
         splits = max(panel_blocks, min(n_panels, -(-4 * threads // tile_tasks)))
         panels_per_task = -(-n_panels // splits)
+    # With enough (image, group) pairs for every thread, each task lays out its own group's
+    # channels (in parallel, in cache) instead of one serial copy of the whole input first.
+    grouped = spec.groups > 1 and spec.n * spec.groups >= 4 * threads
     return _Plan(layout, col_stride, channel_stride, red_off, total, last_read, in_place,
-                 panels_per_task, tiles_per_task)
+                 panels_per_task, tiles_per_task, grouped)
 
 
 def conv2d_implicit(x4: np.ndarray, w: np.ndarray, bias, out: np.ndarray, spec: ConvSpec,
@@ -286,6 +333,20 @@ def conv2d_implicit(x4: np.ndarray, w: np.ndarray, bias, out: np.ndarray, spec: 
     or None; out.dtype is float32 or float64 (x4, w and bias are converted to it)."""
     dtype = out.dtype
     plan = _plan(spec, tile_columns(dtype))
+    wflat = np.ascontiguousarray(w, dtype=dtype).reshape(-1)
+    bias = np.zeros(spec.k, dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    layout = plan.layout
+    if plan.grouped and not (plan.in_place and x4.dtype == dtype and x4.flags.c_contiguous):
+        top, _, left, _ = spec.pad
+        if spec.padding_mode != "zeros" and any(spec.pad):
+            x4, top, left = pad_input(x4, spec), 0, 0
+        _implicit_gemm_grouped(
+            x4.astype(dtype, copy=False), plan.red_off, plan.col_stride, wflat, bias,
+            spec.groups, out, np.array(layout.row_phases), np.array(layout.col_phases),
+            layout.sh, layout.sw if layout.split_columns else 1, top, left, layout.hph,
+            layout.row_len, layout.wph, tile_columns(dtype),
+            min(spec.n * spec.groups, 8 * numba.get_num_threads()))
+        return
     if plan.in_place and x4.dtype == dtype and x4.flags.c_contiguous:
         flat = x4.reshape(-1)               # read the input where it lies
     else:
@@ -293,8 +354,6 @@ def conv2d_implicit(x4: np.ndarray, w: np.ndarray, bias, out: np.ndarray, spec: 
         flat = scratch.get("phases", (max(plan.total, plan.last_read + 1),), dtype)
         flat[plan.total:] = 0
         plan.layout.fill(x4, flat[:plan.total].reshape(plan.layout.shape))
-    wflat = np.ascontiguousarray(w, dtype=dtype).reshape(-1)
-    bias = np.zeros(spec.k, dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
     _implicit_gemm(flat, spec.c * plan.channel_stride, spec.c_per_group * plan.channel_stride,
                    plan.red_off, plan.col_stride, wflat, bias, spec.groups, out, plan.layout.wph,
                    plan.panels_per_task, plan.tiles_per_task, tile_columns(dtype))

@@ -45,6 +45,15 @@ CASES = {
     "stride2-odd-width": ((2, 3, 9, 13), (5, 3, 3, 3), {"stride": 2, "padding": 1}),
     "conv1d-stride2-in-place": ((3, 4, 8 * NR32 + 2), (5, 4, 3), {"stride": 2}),
     "conv1d-stride2-dilated": ((2, 4, 301), (5, 4, 3), {"stride": 2, "dilation": 3}),
+    # N*G = 64 (image, group) pairs: one task per pair, laying out its own channels.
+    "grouped-per-task": ((2, 64, 7, 9), (64, 2, 3, 3), {"groups": 32, "padding": 1}),
+    "grouped-per-task-strided": ((2, 64, 13, 14), (96, 2, 3, 3), {"groups": 32, "stride": 2,
+                                                                 "padding": 1}),
+    "grouped-per-task-split": ((2, 64, 10, 12), (64, 2, 2, 3), {"groups": 32, "stride": (2, 3),
+                                                               "padding": 1,
+                                                               "padding_mode": "reflect"}),
+    "depthwise-per-task": ((2, 32, 9, 10), (32, 1, 3, 3), {"groups": 32, "dilation": 2,
+                                                           "padding": 2}),
     "conv1d-long": ((3, 4, 1000), (6, 4, 7), {"dilation": 3, "padding": "same"}),
     "one-output": ((1, 2, 3, 3), (3, 2, 3, 3), {}),
 }
@@ -73,6 +82,20 @@ def test_in_place_cases_read_the_input_without_a_copy(name, rng, monkeypatch):
     op = "conv1d" if len(xs) == 3 else "conv2d"
     x, w = random_array(rng, xs, "float32"), random_array(rng, ws, "float32")
     assert_matches_reference(op, x, w, None, backend="cpu", algorithm="implicit", **kwargs)
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if "per-task" in n])
+def test_per_task_cases_take_the_grouped_path(name, rng):
+    import numba
+    from conv._spec import make_spec
+    if 4 * numba.get_num_threads() > 64:
+        pytest.skip("more than 16 numba threads: 64 (image, group) pairs do not take the path")
+    xs, ws, kwargs = CASES[name]
+    x, w = random_array(rng, xs, "float32"), random_array(rng, ws, "float32")
+    spec = make_spec("conv2d", x, w, None, kwargs.get("stride", 1), kwargs.get("padding", 0),
+                     kwargs.get("dilation", 1), kwargs["groups"],
+                     kwargs.get("padding_mode", "zeros"))
+    assert _cpu_implicit._plan(spec, NR32).grouped
 
 
 def test_read_only_input_read_in_place(rng):
