@@ -7,8 +7,9 @@ Work and traffic of one convolution (output (N, K, P, Q), weight (K, C/groups, R
 
 Peaks are measured on the machine of the run, never taken from a data sheet:
 
-    CPU:  "measured GEMM peak"  best float32 np.matmul rate over a few large squares (or
-          torch.matmul's when PyTorch is compared with and is faster: it is the same machine),
+    CPU:  "measured GEMM peak"  best float32 np.matmul rate over a few large squares (or our
+          cpu:implicit kernel's on a 1x1 conv of that size, or torch.matmul's when PyTorch is
+          compared with, whichever is faster: it is the same machine),
           "measured copy bandwidth"  best np.copyto rate (read + write) over a 64 MiB buffer.
     GPU:  fp32 / fp16 from cupy.matmul (TF32 off unless CUPY_TF32=1), tf32 from torch.matmul with
           allow_tf32=True when PyTorch with CUDA is present, bandwidth from a device-to-device copy.
@@ -111,21 +112,42 @@ def measure_torch_cpu_gemm_peak(n: int = 1536, reps: int = 3) -> float | None:
     return best
 
 
+def measure_implicit_gemm_peak(n: int = 1024, reps: int = 3) -> float:
+    """Best float32 rate of our own register-tiled kernel on the CPU in FLOP/s: cpu:implicit on a
+    1x1 conv that is an n x n x n GEMM (C = K = n, 32x32 pixels). Its AVX-512 micro-kernel can
+    outrun the BLAS numpy ships, so it is a candidate for the ceiling too."""
+    import conv
+    side = int(round(n ** 0.5))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, n, side, side), dtype=np.float32)
+    w = rng.standard_normal((n, n, 1, 1), dtype=np.float32)
+    conv.conv2d(x, w, backend="cpu", algorithm="implicit")        # warm-up (and compile)
+    best = 0.0
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        conv.conv2d(x, w, backend="cpu", algorithm="implicit")
+        best = max(best, 2.0 * n * n * side * side / (time.perf_counter() - t0))
+    return best
+
+
 def cpu_peaks(use_torch: bool = True) -> dict:
     """{"fp32": FLOP/s, "fp16": FLOP/s, "bandwidth": bytes/s, "how": ...} for this CPU.
 
-    "measured GEMM peak": the best float32 GEMM rate of np.matmul (and of torch.matmul when PyTorch
-    is used). fp16 rows on the CPU compute in float32, so they share the float32 peak.
+    "measured GEMM peak": the best float32 GEMM rate of np.matmul, of our cpu:implicit kernel on a
+    1x1 conv of the same size, and of torch.matmul when PyTorch is used. fp16 rows on the CPU
+    compute in float32, so they share the float32 peak.
     """
     numpy_gemm = measure_cpu_gemm_peak()
+    implicit_gemm = measure_implicit_gemm_peak()
     torch_gemm = measure_torch_cpu_gemm_peak() if use_torch else None
-    gemm = max(numpy_gemm, torch_gemm or 0.0)
-    how = f"measured GEMM peak: best of float32 np.matmul ({numpy_gemm / 1e9:.0f} GFLOP/s)"
+    gemm = max(numpy_gemm, implicit_gemm, torch_gemm or 0.0)
+    how = (f"measured GEMM peak: best of float32 np.matmul ({numpy_gemm / 1e9:.0f} GFLOP/s), "
+           f"cpu:implicit as a 1x1 conv ({implicit_gemm / 1e9:.0f} GFLOP/s)")
     if torch_gemm:
         how += f" and torch.matmul ({torch_gemm / 1e9:.0f} GFLOP/s)"
     how += " at 1024^2/1536^2; measured copy bandwidth: np.copyto 64 MiB, read + write"
     return {"fp32": gemm, "fp16": gemm, "bandwidth": measure_cpu_bandwidth(), "how": how,
-            "numpy_gemm": numpy_gemm, "torch_gemm": torch_gemm}
+            "numpy_gemm": numpy_gemm, "implicit_gemm": implicit_gemm, "torch_gemm": torch_gemm}
 
 
 # ----------------------------------------------------------------------------------------- GPU peaks
