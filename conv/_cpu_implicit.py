@@ -3,23 +3,28 @@
 Why: numpy's BLAS (OpenBLAS here, held to its AVX2 kernels by OPENBLAS_CORETYPE=Haswell) reached
 about half of what PyTorch's oneDNN gets from the same cores, and im2col adds a copy of the input
 per tap. This path builds its own register-tiled kernel with LLVM (through numba, already a
-dependency) for the host's widest vectors, and reads the input where it lies.
+dependency) for the target's widest vectors, and reads the input where it lies.
 
-The layout is the one of conv/_cpu_direct.py: the padded input split into its stride phases
-(N, C, PH, Hph, Wph), and each output plane seen on the "wide grid" of P rows of Wph columns, flat
-index j = p*Wph + q, where tap t of channel c reads the input at flat offset
-    c*(PH*Hph*Wph) + tap_offset[t] + j          (unit stride in j for every stride and dilation).
+The layout is PhaseLayout's (conv/_cpu_direct.py): the padded input split into its stride phases
+(N, C, PH, Hph, row_len), and each output plane seen on the "wide grid" of P rows of Wph columns,
+flat index j = p*Wph + q, where tap t of channel c reads the layout at flat offset
+    c*(PH*Hph*row_len) + tap_offset[t] + cs*j     (cs = 1: unit stride, any stride/dilation)
 So per (image n, group g) the convolution is the GEMM
-    C[m, j] = sum_kk W[g*kg + m, kk] * X[n, g*cg ..][red_off[kk] + j],   kk = c*R*S + t,
-whose right-hand matrix is never built: the kernel loads its rows straight from the input.
+    C[m, j] = sum_kk W[g*kg + m, kk] * X[n, g*cg ..][red_off[kk] + cs*j],   kk = c*R*S + t,
+whose right-hand matrix is never built: the kernel loads its rows straight from the layout.
+Stride-2 convs with few output channels per group keep their columns whole (cs = 2, row_len =
+2*Wph) and the kernel deinterleaves two loads per vector, saving the column-phase copy.
+An unpadded stride-1 input is its own layout (read in place); otherwise the layout is a copy,
+either one for the whole input or, with many (image, group) pairs, one per task for its group
+(_implicit_gemm_grouped), made in parallel and in cache.
 
-Who computes what: one prange task per (n, g, tile of NR wide columns, block of MR-row panels).
-For each panel the micro-kernel keeps the MR x NR accumulator tile in vector registers for the
-whole reduction: per kk it loads NV vectors of X (NR consecutive wide columns), broadcasts MR
-weights and issues MR*NV fused multiply-adds, then stores the tile once. Rows past kg use a
-narrower kernel (mr < MR); columns past the wide length L land in padding of the result buffer
-(ntiles*NR columns per plane) and are cropped with the Wph - Q wide columns of every row.
-Reads past the input's end land in NR elements of zero slack.
+Who computes what: one prange task per (image, group, block of tiles of NR wide columns, block of
+MR-row panels of output channels), or per block of (image, group) pairs. For each (tile, panel)
+the micro-kernel keeps the MR x NR accumulator tile in vector registers for the whole reduction:
+per kk it loads NV vectors of X, broadcasts MR weights and issues MR*NV fused multiply-adds, then
+stores the tile once into a task-local buffer, from which the valid runs (q < Q) of each output
+row are copied out with the bias. Rows past kg use a narrower kernel (mr < MR); wide columns
+q >= Q and past L are computed and dropped; reads past the layout's end land in zero slack.
 """
 from __future__ import annotations
 
