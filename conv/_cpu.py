@@ -84,18 +84,18 @@ def _run(x, weight, bias, spec: ConvSpec, algorithm: str) -> np.ndarray:
     out = _new_output((n, k, p, q), cdt)
     if out.size:
         w = weight_4d(weight, spec).astype(cdt, copy=False)
+        b = None if bias is None else bias.astype(cdt, copy=False)
         if algorithm == "implicit":
             from ._cpu_implicit import conv2d_implicit
-            b = None if bias is None else bias.astype(cdt, copy=False)
-            conv2d_implicit(as_4d(x, spec), w, b, out, spec, _scratch)       # adds the bias
-            return out.astype(spec.dtype, copy=False).reshape(spec.output_shape)
-        if algorithm == "direct":
+            conv2d_implicit(as_4d(x, spec), w, b, out, spec, _scratch)   # adds the bias itself
+            b = None
+        elif algorithm == "direct":
             _direct(as_4d(x, spec), w, out, spec)
         else:
             xp = pad_input(as_4d(x, spec), spec)
             _im2col_gemm(xp.astype(cdt, copy=False), w, out, spec)
-        if bias is not None:
-            out += bias.astype(cdt, copy=False)[None, :, None, None]
+        if b is not None:
+            out += b[None, :, None, None]
     return out.astype(spec.dtype, copy=False).reshape(spec.output_shape)
 
 
@@ -165,19 +165,17 @@ def _im2col_gemm(xp: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec)
 def _direct(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec) -> None:
     import numba
 
-    from ._cpu_direct import PhaseLayout, direct_conv2d, direct_conv2d_exclusive
-    layout = PhaseLayout(spec)
+    from ._cpu_direct import direct_conv2d, direct_conv2d_exclusive, phase_layout
+    layout = phase_layout(spec)
     w = np.ascontiguousarray(w)
     if spec.k_per_group == 1:
         # Each output plane reads channels no other plane reads: phase-split them per task.
-        top, _, left, _ = spec.pad
-        if spec.padding_mode != "zeros" and any(spec.pad):
-            x4, top, left = pad_input(x4, spec), 0, 0
-        direct_conv2d_exclusive(x4.astype(out.dtype, copy=False), layout.tap_offsets(), w, out,
-                                np.array(layout.row_phases), np.array(layout.col_phases),
-                                *spec.stride, top, left, layout.hph, layout.wph,
+        x4, top, left = layout.source(x4)
+        direct_conv2d_exclusive(x4.astype(out.dtype, copy=False), layout.taps, w, out,
+                                layout.row_phase_array, layout.col_phase_array, *spec.stride,
+                                top, left, layout.hph, layout.wph,
                                 min(spec.n * spec.k, 8 * numba.get_num_threads()))
         return
     phases = _scratch.get("phases", layout.shape, out.dtype)
     layout.fill(x4, phases)
-    direct_conv2d(phases, layout.tap_offsets(), w, out, spec.groups)
+    direct_conv2d(phases, layout.taps, w, out, spec.groups)

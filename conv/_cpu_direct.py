@@ -14,6 +14,8 @@ end. The last element read, (P-1+i0)*Wph + Q-1+j0, stays inside the phase plane.
 """
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 
@@ -45,12 +47,19 @@ class PhaseLayout:
         self.row_len = self.wph if split_columns else self.wph * self.sw
         self.n_phases = len(self.row_phases) * len(self.col_phases)
         self.shape = (spec.n, spec.c, self.n_phases, self.hph, self.row_len)
+        self.col_step = self.sw if split_columns else 1       # input columns between stored ones
+        # Read-only arrays for the numba kernels (a layout is shared through phase_layout()).
+        self.taps = self._tap_offsets(dh, dw)
+        self.row_phase_array = np.array(self.row_phases, np.int64)
+        self.col_phase_array = np.array(self.col_phases, np.int64)
+        for a in (self.taps, self.row_phase_array, self.col_phase_array):
+            a.flags.writeable = False
 
-    def tap_offsets(self) -> np.ndarray:
+    def _tap_offsets(self, dh: int, dw: int) -> np.ndarray:
         """For tap t = r*S + s: its flat offset in a channel's phases (PH, Hph, row_len) viewed as
         1-D, phase index * Hph*row_len plus i0*row_len + j0 inside the phase plane (j0 = the
         column inside the whole row when columns are not split)."""
-        spec, (dh, dw) = self.spec, self.spec.dilation
+        spec = self.spec
         offsets = np.empty(spec.r * spec.s, np.int64)
         plane = self.hph * self.row_len
         for r in range(spec.r):
@@ -64,16 +73,21 @@ class PhaseLayout:
                 offsets[r * spec.s + s] = phase * plane + i0 * self.row_len + j0
         return offsets
 
+    def source(self, x4: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """What the fills read, and its (top, left) zero padding: zero padding is written as
+        borders, never as a padded copy; the other modes pad first (then nothing is left)."""
+        spec = self.spec
+        if spec.padding_mode != "zeros" and any(spec.pad):
+            return pad_input(x4, spec), 0, 0
+        return x4, spec.pad[0], spec.pad[2]
+
     def fill(self, x4: np.ndarray, dst: np.ndarray) -> None:
         """dst[n, c, phase(a, b), i, j] = padded x4[n, c, i*stride_h + a, j*stride_w + b], zero
-        where that falls outside the padded input. Zero padding is written as borders, never as a
-        padded copy; the other modes pad first."""
-        spec = self.spec
-        top, _, left, _ = spec.pad
-        if spec.padding_mode != "zeros" and any(spec.pad):
-            x4, top, left = pad_input(x4, spec), 0, 0
+        where that falls outside the padded input (NumPy, whole input; fill_planes is the same
+        per plane, inside numba tasks)."""
+        x4, top, left = self.source(x4)
         h, w = x4.shape[2:]
-        col_step = self.sw if self.split_columns else 1
+        col_step = self.col_step
         for ia, a in enumerate(self.row_phases):
             i_lo, i_hi = _valid_range(a - top, self.sh, h, self.hph)
             for ib, b in enumerate(self.col_phases):
@@ -88,6 +102,13 @@ class PhaseLayout:
                     :, :, :i_hi - i_lo, :j_hi - j_lo]
 
 
+@functools.lru_cache(maxsize=256)
+def phase_layout(spec: ConvSpec, split_columns: bool = True) -> PhaseLayout:
+    """The layout of a spec, built once (its tap offsets cost as much as a small conv)."""
+    return PhaseLayout(spec, split_columns)
+
+
+@numba.njit(cache=True)
 def _valid_range(first: int, step: int, size: int, count: int) -> tuple[int, int]:
     """[lo, hi): the i < count with 0 <= first + i*step < size."""
     lo = min(count, max(0, -(first // step)))
@@ -158,8 +179,7 @@ def fill_planes(x, img, c_first, count, buf, row_phases, col_phases, stride_h, c
             for ib in range(n_cols):
                 b = col_phases[ib]
                 base = c * plane_len + (ia * n_cols + ib) * hph * row_len
-                j_lo = min(row_len, max(0, -((b - left) // col_step)))
-                j_hi = max(j_lo, min(row_len, (width - 1 - (b - left)) // col_step + 1))
+                j_lo, j_hi = _valid_range(b - left, col_step, width, row_len)
                 c0 = j_lo * col_step + b - left
                 for i in range(hph):
                     d = buf[base + i * row_len:base + (i + 1) * row_len]

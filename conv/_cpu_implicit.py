@@ -39,8 +39,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._cpu_direct import PhaseLayout, fill_planes
-from ._padding import pad_input
+from ._cpu_direct import PhaseLayout, fill_planes, phase_layout
 from ._spec import ConvSpec
 from ._workspace import ScratchBuffers
 
@@ -293,14 +292,14 @@ class _Plan(NamedTuple):
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(spec: ConvSpec, nr: int) -> _Plan:
-    layout = PhaseLayout(spec, split_columns=not _deinterleave(spec))
-    col_stride = 1 if layout.split_columns else layout.sw
+def _plan(spec: ConvSpec, nr: int, threads: int) -> _Plan:
+    layout = phase_layout(spec, split_columns=not _deinterleave(spec))
+    col_stride = layout.sw // layout.col_step            # 2 when the kernel deinterleaves
     channel_stride = layout.n_phases * layout.hph * layout.row_len
     length = (spec.p - 1) * layout.wph + spec.q                  # wide columns of one plane
     ntiles = -(-length // nr)
     red_off = (np.arange(spec.c_per_group, dtype=np.int64)[:, None] * channel_stride
-               + layout.tap_offsets()[None, :]).reshape(-1)
+               + layout.taps[None, :]).reshape(-1)
     red_off.flags.writeable = False
     # The last element any tile reads, x[x_off + red_off[kk] + col_stride*(0..NR-1)], relative to
     # the start of the layout: it may pass the end by the wide columns past L.
@@ -311,7 +310,6 @@ def _plan(spec: ConvSpec, nr: int) -> _Plan:
     # Tasks: at most PANELS panels each (their tiles stay in L1), then as many tiles as keep
     # about TASK_FMAS vector FMAs per task (a depthwise tile is a few dozen: one per task would
     # be all overhead), but 4 tasks per thread where the conv is big enough for that.
-    threads = numba.get_num_threads()
     n_panels = -(-spec.k_per_group // MR)
     panel_blocks = -(-n_panels // PANELS)
     panels_per_task = -(-n_panels // panel_blocks)
@@ -337,19 +335,16 @@ def conv2d_implicit(x4: np.ndarray, w: np.ndarray, bias, out: np.ndarray, spec: 
     """out (N, K, P, Q) = the convolution of x4 (N, C, H, W) by w (K, C/G, R, S) plus bias (K,)
     or None; out.dtype is float32 or float64 (x4, w and bias are converted to it)."""
     dtype = out.dtype
-    plan = _plan(spec, tile_columns(dtype))
+    plan = _plan(spec, tile_columns(dtype), numba.get_num_threads())
     wflat = np.ascontiguousarray(w, dtype=dtype).reshape(-1)
     bias = np.zeros(spec.k, dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
     layout = plan.layout
     if plan.grouped and not (plan.in_place and x4.dtype == dtype and x4.flags.c_contiguous):
-        top, _, left, _ = spec.pad
-        if spec.padding_mode != "zeros" and any(spec.pad):
-            x4, top, left = pad_input(x4, spec), 0, 0
+        x4, top, left = layout.source(x4)
         _implicit_gemm_grouped(
             x4.astype(dtype, copy=False), plan.red_off, plan.col_stride, wflat, bias,
-            spec.groups, out, np.array(layout.row_phases), np.array(layout.col_phases),
-            layout.sh, layout.sw if layout.split_columns else 1, top, left, layout.hph,
-            layout.row_len, layout.wph, tile_columns(dtype),
+            spec.groups, out, layout.row_phase_array, layout.col_phase_array, layout.sh,
+            layout.col_step, top, left, layout.hph, layout.row_len, layout.wph, tile_columns(dtype),
             min(spec.n * spec.groups, 8 * numba.get_num_threads()))
         return
     if plan.in_place and x4.dtype == dtype and x4.flags.c_contiguous:

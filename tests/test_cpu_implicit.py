@@ -95,7 +95,7 @@ def test_per_task_cases_take_the_grouped_path(name, rng):
     spec = make_spec("conv2d", x, w, None, kwargs.get("stride", 1), kwargs.get("padding", 0),
                      kwargs.get("dilation", 1), kwargs["groups"],
                      kwargs.get("padding_mode", "zeros"))
-    assert _cpu_implicit._plan(spec, NR32).grouped
+    assert _cpu_implicit._plan(spec, NR32, numba.get_num_threads()).grouped
 
 
 def test_read_only_input_read_in_place(rng):
