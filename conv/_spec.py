@@ -11,11 +11,12 @@ Mirrors ``torch.nn.functional.conv1d/conv2d`` (aten/src/ATen/native/Convolution.
 from __future__ import annotations
 
 import numbers
+import operator
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._arrays import dtype_of, shape_of
+from ._arrays import TORCH_CPU, array_kind, dtype_of, shape_of
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -113,24 +114,62 @@ class ConvSpec:
         return self.groups == self.c and self.groups > 1
 
 
-def _int_tuple(value, name: str, n: int, op: str) -> tuple[int, ...]:
-    """PyTorch's IntArrayRef parsing: an int, or a list/tuple of n ints."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, tuple, list)):
+_INT64_MAX = 2**63 - 1
+_INT64_MIN = -2**63
+_OVERFLOW = "Overflow when unpacking long long"
+
+
+def _as_int(value) -> int | None:
+    """The int PyTorch's argument parser reads from an int-like value: a Python or NumPy integer,
+    a 0-d integer array (anything with __index__ but no bool and no more than 0 dimensions); None
+    for anything else."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    dtype = getattr(value, "dtype", None)
+    if getattr(value, "ndim", 0) != 0 or str(dtype) in ("bool", "torch.bool"):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _int_list(value, name: str, nsp: int, op: str) -> list[int]:
+    """PyTorch's IntArrayRef parsing: an int becomes nsp copies of itself (the length conv1d/conv2d
+    declare), a list/tuple of ints is kept as given; its length is checked later, against the
+    weight, as PyTorch checks it."""
+    if isinstance(value, (tuple, list)):
+        items = []
+        for pos, item in enumerate(value, start=1):
+            number = _as_int(item)
+            if number is None:
+                raise TypeError(f"{op}(): argument '{name}' failed to unpack the object at pos {pos} "
+                                f"with error \"type must be tuple of ints,but got "
+                                f"{type(item).__name__}\"")
+            if not _INT64_MIN <= number <= _INT64_MAX:
+                raise TypeError(f"{op}(): argument '{name}' failed to unpack the object at pos {pos} "
+                                f"with error \"{_OVERFLOW}\"")
+            items.append(number)
+        return items
+    number = _as_int(value)
+    if number is None:
         raise TypeError(f"{op}(): argument '{name}' must be tuple of ints, but got "
                         f"{type(value).__name__}")
-    if isinstance(value, numbers.Integral):
-        return (int(value),) * n
-    for pos, item in enumerate(value):
-        if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Integral):
-            raise TypeError(f"{op}(): argument '{name}' failed to unpack the object at pos {pos + 1} "
-                            f"with error \"type must be tuple of ints,but got {type(item).__name__}\"")
-    if len(value) == 1:
-        return (int(value[0]),) * n
-    if len(value) != n:
-        shown = "[" + ", ".join(str(int(v)) for v in value) + "]"
-        raise ValueError(f"expected {name} to be a single integer value or a list of {n} values to "
-                         f"match the convolution dimensions, but got {name}={shown}")
-    return tuple(int(v) for v in value)
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        raise ValueError(_OVERFLOW)
+    return [number] * nsp
+
+
+def _expand(values: list[int], name: str, dim: int) -> tuple[int, ...]:
+    """at::native expand_param_if_needed: one value for every spatial dimension, or one per dim."""
+    if len(values) == 1:
+        return tuple(values) * dim
+    if len(values) != dim:
+        raise ValueError(f"expected {name} to be a single integer value or a list of {dim} values to "
+                         f"match the convolution dimensions, but got {name}={_fmt_shape(values)}")
+    return tuple(values)
 
 
 def _fmt_shape(shape) -> str:
@@ -145,6 +184,8 @@ def check_dtype_supported(dtype: np.dtype, op: str) -> None:
 
 # PyTorch's dilated CPU kernel has no 8/16/32-bit integer instantiation (int64 it has).
 _NO_DILATED_KERNEL = tuple(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.int32))
+# The dtypes whose convolutions PyTorch runs on oneDNN (complex64 as float32 real convolutions).
+_ONEDNN_DTYPES = (np.dtype(np.float32), np.dtype(np.complex64))
 
 
 def same_padding(kernel: int, dilation: int) -> tuple[int, int]:
@@ -153,57 +194,130 @@ def same_padding(kernel: int, dilation: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def _torch_runs_onednn(dtype: np.dtype, x4: tuple, kernel: tuple, groups: int) -> bool:
+    """Whether PyTorch's CPU convolution picks oneDNN for this call (ConvParams::use_mkldnn with the
+    shapes in PyTorch's 4-D view). Its wording of a zero dilation depends on it. Only asked for a
+    zero dilation or a zero-size kernel, where use_mkldnn's first clause (strided, dilated, or a
+    kernel other than 1x1) always holds."""
+    n, c, h, w = x4 if len(x4) == 4 else (x4[0], x4[1], 1, x4[2])
+    r, s = kernel if len(kernel) == 2 else (1, kernel[0])
+    return dtype in _ONEDNN_DTYPES and (groups > 1 or (r > 3 and s > 3) or n > 1
+                                        or n * c * h * w > 20480)
+
+
+def _check_array(a, name: str, pos: int, op: str) -> None:
+    """An array argument: an array kind we accept, of a dtype PyTorch has."""
+    if name == "bias" and shape_of(a) is None:
+        raise TypeError(f"{op}() argument 'bias' (position 3) must be an array or None, "
+                        f"not {type(a).__name__}")
+    if shape_of(a) is None:
+        raise TypeError(f"{op}() argument '{name}' (position {pos}) must be an array "
+                        f"(numpy.ndarray, cupy.ndarray or a CUDA array), not {type(a).__name__}")
+    if isinstance(a, np.ma.MaskedArray):
+        # Every path would read the data under the mask (and numba cannot read it at all).
+        raise TypeError(f"{op}() argument '{name}' (position {pos}) is a numpy.ma.MaskedArray: "
+                        f"masked arrays are not supported (pass {name}.filled(value) or {name}.data)")
+    if not isinstance(a, np.ndarray) and array_kind(a) == TORCH_CPU:
+        raise TypeError(f"{op}() argument '{name}' (position {pos}) is a PyTorch CPU tensor: PyTorch "
+                        f"CPU tensors are not accepted yet (pass {name}.numpy(), or use "
+                        f"torch.nn.functional.{op})")
+    dtype = dtype_of(a)
+    if dtype not in _TORCH_TYPE_NAMES:
+        # A dtype PyTorch has no tensors of (object, strings, datetimes, float128, ...).
+        raise TypeError(f"\"{op}\" not implemented for '{dtype}'")
+
+
 def make_spec(op: str, input, weight, bias, stride, padding, dilation, groups,
               padding_mode: str = "zeros") -> ConvSpec:
     """Check every argument as PyTorch does and return the normalised call description.
 
-    Raises ValueError/TypeError with PyTorch's wording; computes nothing and touches no array.
+    Raises ValueError/TypeError with PyTorch's wording, in PyTorch's order (its argument parser,
+    conv1d/conv2d, _convolution, check_shape_forward, then its CPU backend's checks, which an input
+    with zero batch or zero channels skips); computes nothing and touches no array.
     """
     nsp = 1 if op == "conv1d" else 2          # spatial dimensions
-    for pos, (arg, name) in enumerate(((input, "input"), (weight, "weight")), start=1):
-        if shape_of(arg) is None:
-            raise TypeError(f"{op}() argument '{name}' (position {pos}) must be an array "
-                            f"(numpy.ndarray, cupy.ndarray or a CUDA array), not {type(arg).__name__}")
-    if bias is not None and shape_of(bias) is None:
-        raise TypeError(f"{op}() argument 'bias' (position 3) must be an array or None, "
-                        f"not {type(bias).__name__}")
+    # --- PyTorch's argument parser: types, and ints that fit in int64.
+    _check_array(input, "input", 1, op)
+    _check_array(weight, "weight", 2, op)
+    if bias is not None:
+        _check_array(bias, "bias", 3, op)
     if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {{'zeros', 'reflect', 'replicate', "
                          f"'circular'}}, but got padding_mode={padding_mode!r}")
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
+    stride_l = _int_list(stride, "stride", nsp, op)
+    padding_l = None if isinstance(padding, str) else _int_list(padding, "padding", nsp, op)
+    dilation_l = _int_list(dilation, "dilation", nsp, op)
+    groups_int = _as_int(groups)
+    if groups_int is None:
         raise TypeError(f"{op}(): argument 'groups' must be int, not {type(groups).__name__}")
-    groups = int(groups)
-    stride_t = _int_tuple(stride, "stride", nsp, op)
-    dilation_t = _int_tuple(dilation, "dilation", nsp, op)
-    if isinstance(padding, str):
-        if padding not in ("same", "valid"):
-            raise ValueError(f"Invalid padding string: {padding!r}")
-        padding_t = None
-    else:
-        padding_t = _int_tuple(padding, "padding", nsp, op)
+    if not _INT64_MIN <= groups_int <= _INT64_MAX:
+        raise ValueError(_OVERFLOW)
+    groups = groups_int
 
     x_shape, w_shape = tuple(shape_of(input)), tuple(shape_of(weight))
+    x_dtype, w_dtype = dtype_of(input), dtype_of(weight)
+    b_dtype = None if bias is None else dtype_of(bias)
+    # --- conv1d/conv2d: the bias dtype first (PyTorch: for integer padding; we: for every form).
+    if b_dtype is not None and b_dtype != x_dtype:
+        raise TypeError(f"Input type ({torch_type_name(x_dtype)}) and bias type "
+                        f"({torch_type_name(b_dtype)}) should be the same")
     if len(x_shape) not in (nsp + 1, nsp + 2):
         raise ValueError(f"Expected {nsp + 1}D (unbatched) or {nsp + 2}D (batched) input to {op}, "
                          f"but got input of size: {_fmt_shape(x_shape)}")
     batched = len(x_shape) == nsp + 2
     x4 = x_shape if batched else (1,) + x_shape      # the batched view PyTorch checks against
-    if len(w_shape) != nsp + 2:
-        raise ValueError(f"Expected {len(w_shape)}-dimensional input for {len(w_shape)}-dimensional "
-                         f"weight {_fmt_shape(w_shape)}, but got {len(x4)}-dimensional input of size "
-                         f"{_fmt_shape(x4)} instead")
+    if x_dtype.kind == "c" and w_dtype != x_dtype:
+        # PyTorch's complex path compares the types before anything else.
+        raise TypeError(f"Input type ({torch_type_name(x_dtype)}) and weight type "
+                        f"({torch_type_name(w_dtype)}) should be the same")
+    if isinstance(padding, str) and padding not in ("same", "valid"):
+        raise ValueError(f"Invalid padding string: {padding!r}")
 
-    if padding_t is not None and any(v < 0 for v in padding_t):
+    # --- at::_convolution (and convolution_same for padding='same').
+    wdim = len(w_shape)
+    if wdim < 3:
+        raise ValueError("weight should have at least three dimensions")
+    if groups <= 0:
+        raise ValueError("non-positive groups is not supported")
+    dim = wdim - 2                                   # PyTorch counts spatial dims from the weight
+    kernel = w_shape[2:]
+    if padding == "same":
+        if wdim != len(x4):
+            raise ValueError(f"Expected {wdim}-dimensional input for {wdim}-dimensional weight"
+                             f"{_fmt_shape(w_shape)}, but got {len(x4)}-dimensional input of size "
+                             f"{_fmt_shape(x4)} instead")
+        for name, values in (("stride", stride_l), ("dilation", dilation_l)):
+            if len(values) not in (1, dim):
+                raise ValueError(f"{name} cannot broadcast to {dim} dimensions")
+        if any(v != 1 for v in stride_l):
+            raise ValueError("padding='same' is not supported for strided convolutions")
+        stride_t, dilation_t = _expand(stride_l, "stride", dim), _expand(dilation_l, "dilation", dim)
+        # (A zero-size kernel gets no padding: it reaches PyTorch's kernel-size check.)
+        pads = [same_padding(kern, dil) if kern else (0, 0) for kern, dil in zip(kernel, dilation_t)]
+        # PyTorch pads the odd extra element into the input first: its later messages show that
+        # padded input.
+        x4_shown = x4[:2] + tuple(size + hi - lo for size, (lo, hi) in zip(x4[2:], pads))
+    else:
+        stride_t = _expand(stride_l, "stride", dim)
+        padding_t = _expand([0] if padding == "valid" else padding_l, "padding", dim)
+        dilation_t = _expand(dilation_l, "dilation", dim)
+        if padding != "valid" and dim != nsp:
+            # conv1d/conv2d pass output_padding as [0] / [0, 0]: the last list to be expanded.
+            _expand([0] * nsp, "output_padding", dim)
+        pads = [(v, v) for v in padding_t]
+        x4_shown = x4
+
+    # --- check_shape_forward.
+    if any(lo < 0 for lo, _ in pads):
         raise ValueError("negative padding is not supported")
     if any(v <= 0 for v in stride_t):
         raise ValueError("non-positive stride is not supported")
-    if any(v <= 0 for v in dilation_t):
-        raise ValueError("non-positive dilation is not supported")
-    if groups <= 0:
-        raise ValueError("non-positive groups is not supported")
-    if padding == "same" and any(v != 1 for v in stride_t):
-        raise ValueError("padding='same' is not supported for strided convolutions")
-
+    if any(v < 0 for v in dilation_t):
+        raise ValueError("dilation should be greater than zero")
+    if wdim != len(x4):
+        raise ValueError(f"Expected {wdim}-dimensional input for {wdim}-dimensional weight "
+                         f"{_fmt_shape(w_shape)}, but got {len(x4)}-dimensional input of size "
+                         f"{_fmt_shape(x4)} instead")
     k = w_shape[0]
     if k < groups:
         raise ValueError(f"Given groups={groups}, expected weight to be at least {groups} at "
@@ -213,28 +327,19 @@ def make_spec(op: str, input, weight, bias, stride, padding, dilation, groups,
                          f"dimension 0, but got weight of size [{_fmt_shape(w_shape)}] instead")
     if x4[1] != w_shape[1] * groups:
         raise ValueError(f"Given groups={groups}, weight of size {_fmt_shape(w_shape)}, expected "
-                         f"input{_fmt_shape(x4)} to have {w_shape[1] * groups} channels, but got "
-                         f"{x4[1]} channels instead")
+                         f"input{_fmt_shape(x4_shown)} to have {w_shape[1] * groups} channels, but "
+                         f"got {x4[1]} channels instead")
     if bias is not None:
         b_shape = tuple(shape_of(bias))
         if len(b_shape) != 1 or b_shape[0] != k:
             raise ValueError(f"Given weight of size {_fmt_shape(w_shape)}, expected bias to be "
                              f"1-dimensional with {k} elements, but got bias of size "
                              f"{_fmt_shape(b_shape)} instead")
-    kernel = w_shape[2:]
-    if any(v == 0 for v in kernel):
-        names = ("kernel_height: " + (str(kernel[0]) if nsp == 2 else "1") + " kernel_width: "
-                 + str(kernel[-1]))
-        raise ValueError(f"kernel size should be greater than zero, but got {names}")
-
-    # Padding as (lo, hi) per spatial dim.
-    if padding == "valid":
-        pads = [(0, 0)] * nsp
-    elif padding == "same":
-        pads = [same_padding(kern, dil) for kern, dil in zip(kernel, dilation_t)]
-    else:
-        pads = [(p, p) for p in padding_t]
-
+    for i, (lo, _) in enumerate(pads):
+        if lo > _INT64_MAX - lo:        # PyTorch's guard against 2 * padding overflowing int64
+            raise ValueError(f"Given padding={lo} at dimension {i} , expected padding to be at most "
+                             f"{_INT64_MAX // 2}")
+    # Exact (Python int) shape arithmetic: no int64 wrap-around, unlike PyTorch's.
     spatial = x4[2:]
     padded = [size + lo + hi for size, (lo, hi) in zip(spatial, pads)]
     dilated = [d * (kern - 1) + 1 for kern, d in zip(kernel, dilation_t)]
@@ -246,26 +351,49 @@ def make_spec(op: str, input, weight, bias, stride, padding, dilation, groups,
     if padding_mode != "zeros":
         # nn.Conv*d runs F.pad before every non-zeros-mode conv, even with zero padding.
         _check_pad_mode(padding_mode, x_shape, pads)
+
+    # --- PyTorch's CPU backend selection and the backends' own checks.
     if any(v == 0 for v in spatial) and x4[0] and x4[1] and not (
             padding_mode != "zeros" and any(lo or hi for lo, hi in pads)):
         # PyTorch runs conv1d as conv2d with height 1, and shows that 4-D shape here.
-        shown = x4 if nsp == 2 else (x4[0], x4[1], 1, x4[2])
+        shown = x4_shown if nsp == 2 else (x4[0], x4[1], 1, x4_shown[2])
         raise ValueError(f"Only zero batch or zero channel inputs are supported, but got input shape: "
                          f"{_fmt_shape(shown)}")
-
-    x_dtype, w_dtype = dtype_of(input), dtype_of(weight)
-    check_dtype_supported(x_dtype, op)
-    if x_dtype in _NO_DILATED_KERNEL and any(d > 1 for d in dilation_t):
-        raise TypeError(f"\"slow_conv_dilated<>\" not implemented for "
-                        f"'{_TORCH_SCALAR_NAMES[x_dtype]}'")
-    if x_dtype != w_dtype:
-        raise TypeError(f"Input type ({torch_type_name(x_dtype)}) and weight type "
-                        f"({torch_type_name(w_dtype)}) should be the same")
-    if bias is not None and dtype_of(bias) != x_dtype:
-        raise TypeError(f"Input type ({torch_type_name(x_dtype)}) and bias type "
-                        f"({torch_type_name(dtype_of(bias))}) should be the same")
+    dilated_kernel = any(d != 1 for d in dilation_t)
+    onednn = _torch_runs_onednn(x_dtype, x4, kernel, groups)
+    as_2d = (lambda values: list(values)) if nsp == 2 else (lambda values: [1] + list(values))
+    if any(v == 0 for v in kernel):
+        # Refused even where PyTorch returns an empty output (zero channels; README).
+        if dilated_kernel and not onednn:
+            raise ValueError(f"kernel size should be greater than zero, but got "
+                             f"{_fmt_shape(as_2d(kernel))}")
+        names = ("kernel_height: " + (str(kernel[0]) if nsp == 2 else "1") + " kernel_width: "
+                 + str(kernel[-1]))
+        raise ValueError(f"kernel size should be greater than zero, but got {names}")
+    if x4[0] and x4[1]:
+        # An input with zero batch or zero channels takes PyTorch's "empty" backend: an empty
+        # output, none of the checks below (dtypes, zero dilation, missing integer kernels).
+        if onednn and w_dtype != x_dtype:
+            _refuse_weight_dtype(x_dtype, w_dtype)
+        if any(d == 0 for d in dilation_t):
+            if onednn:
+                raise ValueError("non-positive dilation is not supported")
+            raise ValueError(f"dilation should be greater than zero, but got "
+                             f"{_fmt_shape(as_2d(dilation_t))}")
+        if x_dtype not in SUPPORTED_DTYPES or (x_dtype in _NO_DILATED_KERNEL and dilated_kernel):
+            _refuse_input_dtype(x_dtype, dilated_kernel, op)
+        if w_dtype != x_dtype:
+            _refuse_weight_dtype(x_dtype, w_dtype)
+    elif x_dtype not in SUPPORTED_DTYPES:
+        # Ours: bool and uint16/32/64 are refused even where PyTorch returns an empty output.
+        _refuse_input_dtype(x_dtype, dilated_kernel, op)
 
     out = [(pz - dk) // st + 1 for pz, dk, st in zip(padded, dilated, stride_t)]
+    # A stride along a dimension with one output, or a dilation along a one-tap kernel dimension,
+    # changes nothing that is read: record 1 there, so that no kernel forms a byte offset from an
+    # absurd value (PyTorch accepts stride=2**62).
+    stride_t = tuple(1 if o == 1 else st for o, st in zip(out, stride_t))
+    dilation_t = tuple(1 if kern == 1 else d for kern, d in zip(kernel, dilation_t))
     if nsp == 1:
         pads = [(0, 0)] + pads
         stride_t, dilation_t, kernel, spatial, out = ((1,) + stride_t, (1,) + dilation_t,
@@ -275,6 +403,18 @@ def make_spec(op: str, input, weight, bias, stride, padding, dilation, groups,
                     s=kernel[1], groups=groups, stride=tuple(stride_t), dilation=tuple(dilation_t),
                     pad=(pads[0][0], pads[0][1], pads[1][0], pads[1][1]), padding_mode=padding_mode,
                     p=out[0], q=out[1], has_bias=bias is not None, dtype=x_dtype, batched=batched)
+
+
+def _refuse_input_dtype(x_dtype: np.dtype, dilated_kernel: bool, op: str) -> None:
+    if dilated_kernel:
+        raise TypeError(f"\"slow_conv_dilated<>\" not implemented for "
+                        f"'{_TORCH_SCALAR_NAMES[x_dtype]}'")
+    check_dtype_supported(x_dtype, op)
+
+
+def _refuse_weight_dtype(x_dtype: np.dtype, w_dtype: np.dtype) -> None:
+    raise TypeError(f"Input type ({torch_type_name(x_dtype)}) and weight type "
+                    f"({torch_type_name(w_dtype)}) should be the same")
 
 
 def _check_pad_mode(mode: str, x_shape: tuple, pads: list) -> None:
