@@ -30,3 +30,30 @@ def pad_input(x4: np.ndarray, spec: ConvSpec) -> np.ndarray:
         return out
     widths = ((0, 0), (0, 0), (top, bottom), (left, right))
     return np.pad(x4, widths, mode=NUMPY_PAD_MODES[spec.padding_mode])
+
+
+def source_index(coords: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """For padded-input coordinates shifted by the low padding (so 0 is the first input element),
+    the input element each one holds under `mode`, or -1 for a zero ('zeros' outside the input).
+    Valid for the paddings make_spec accepts (reflect: < size; circular: <= size)."""
+    if mode == "zeros":
+        return np.where((coords >= 0) & (coords < size), coords, -1)
+    if mode == "reflect":           # PyTorch's reflect excludes the edge
+        return np.where(coords < 0, -coords, np.where(coords >= size, 2 * (size - 1) - coords,
+                                                      coords))
+    if mode == "replicate":
+        return np.clip(coords, 0, size - 1)
+    return coords % size            # circular
+
+
+def gather_padded(x4: np.ndarray, row_index: np.ndarray, col_index: np.ndarray) -> np.ndarray:
+    """x4[:, :, row_index][:, :, :, col_index] as a new C-contiguous array, zero where an index is
+    -1: a piece of the padded input built from index maps (source_index), never the whole of it.
+    Image by image, so the temporary that fancy indexing makes is one image of the piece."""
+    rows, cols = np.maximum(row_index, 0)[:, None], np.maximum(col_index, 0)[None, :]
+    out = np.empty(x4.shape[:2] + (len(row_index), len(col_index)), x4.dtype)
+    for image in range(x4.shape[0]):
+        out[image] = x4[image][:, rows, cols]
+    out[:, :, row_index < 0, :] = 0
+    out[:, :, :, col_index < 0] = 0
+    return out
