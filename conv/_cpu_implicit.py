@@ -41,6 +41,7 @@ from numba.extending import intrinsic
 
 from ._cpu_direct import PhaseLayout, fill_planes, phase_layout
 from ._spec import ConvSpec
+from ._threads import serialised_if_needed
 from ._workspace import ScratchBuffers
 
 
@@ -209,8 +210,8 @@ def _run_tiles(x, x_base, red_off, col_stride, w, bias, g, kg, img, out_flat, k,
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _implicit_gemm(x, image_stride, group_stride, red_off, col_stride, w, bias, groups, out, wph,
-                   panels_per_task, tiles_per_task, nr):
+def _implicit_gemm_kernel(x, image_stride, group_stride, red_off, col_stride, w, bias, groups,
+                          out, wph, panels_per_task, tiles_per_task, nr):
     """out (N, K, P, Q) + bias[k] from the whole layout x (module docstring). One task per
     (image, group, block of tiles, block of panels)."""
     n_images, k, p_out, q_out = out.shape
@@ -236,8 +237,9 @@ def _implicit_gemm(x, image_stride, group_stride, red_off, col_stride, w, bias, 
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _implicit_gemm_grouped(x4, red_off, col_stride, w, bias, groups, out, row_phases, col_phases,
-                           stride_h, col_step, top, left, hph, row_len, wph, nr, n_blocks):
+def _implicit_gemm_grouped_kernel(x4, red_off, col_stride, w, bias, groups, out, row_phases,
+                                  col_phases, stride_h, col_step, top, left, hph, row_len, wph,
+                                  nr, n_blocks):
     """out (N, K, P, Q) + bias[k] with one task per (image, group): the task lays out its own
     group's channels of the unpadded x4 (N, C, H, W) in a task-local buffer (fill_planes) and
     runs all of the group's tiles on it, so the copy runs in parallel and stays in cache."""
@@ -266,6 +268,11 @@ def _implicit_gemm_grouped(x4, red_off, col_stride, w, bias, groups, out, row_ph
                        q_out, wph, nr, 0, ntiles, 0, n_panels, tiles)
 
 
+# Serialised where the threading layer needs it (conv/_threads.py).
+_implicit_gemm = serialised_if_needed(_implicit_gemm_kernel)
+_implicit_gemm_grouped = serialised_if_needed(_implicit_gemm_grouped_kernel)
+
+
 def _deinterleave(spec: ConvSpec) -> bool:
     """Keep stride-2 columns whole and let the kernel deinterleave them, instead of copying both
     column phases, when few output channels share each input element (<= 64 per group): then
@@ -275,6 +282,50 @@ def _deinterleave(spec: ConvSpec) -> bool:
     (_, stride_w), (_, dil_w) = spec.stride, spec.dilation
     both_phases = stride_w == 2 and spec.s > 1 and dil_w % 2 == 1
     return both_phases and spec.k_per_group <= 64
+
+
+def layout_is_input(spec: ConvSpec, layout: PhaseLayout) -> bool:
+    """Whether the phase layout of `spec`, element for element, IS the raw input (N, C, H, W) in
+    C order, so that a C-contiguous input of the compute dtype can be read in place.
+
+    Proof. The layout holds, for phase (a, b) (a in row_phases, b in col_phases), at (n, c, i, j)
+    with i < hph, j < row_len, the padded input at row i*sh + a and column j*col_step + b, i.e.
+    x[n, c, i*sh + a - top, j*col_step + b - left] when that is inside x, else zero (zero padding)
+    or a value of the materialised padding (other modes, which source() pads first). It equals
+    x[n, c, i, j] for every element, in the same flat order, iff
+      (1) there is one phase: the phase lists always contain 0 (the tap r = 0, s = 0), so they
+          are exactly [0] and [0]: a = b = 0;
+      (2) no padding is materialised first: padding_mode is 'zeros' or every pad is 0;
+      (3) rows: hph == H and the row map i -> i*sh - top is the identity on [0, H): top == 0,
+          and sh == 1 unless H == 1 (one row: only i = 0 is mapped);
+      (4) columns likewise: row_len == W, left == 0, and col_step == 1 unless W == 1.
+    (3) and (4) give a bijection of the layout onto x with no zero element, so nothing outside x
+    is ever stored; the layout's strides are then (C*H*W, H*W, H*W, W, 1), x's C order. Comparing
+    shapes alone (as an earlier rule did) misses (3)/(4): a stride-2 plane padded to twice its
+    width has the input's size but holds every other column of the padded row.
+    Checked exhaustively over small shapes in tests/test_cpu_implicit.py."""
+    top, _, left, _ = spec.pad
+    one_phase = layout.row_phases == [0] and layout.col_phases == [0]
+    nothing_materialised = spec.padding_mode == "zeros" or not any(spec.pad)
+    rows = layout.hph == spec.h and top == 0 and (layout.sh == 1 or spec.h == 1)
+    cols = layout.row_len == spec.w and left == 0 and (layout.col_step == 1 or spec.w == 1)
+    return one_phase and nothing_materialised and rows and cols
+
+
+def last_element_read(spec: ConvSpec, channel_stride: int, red_off: np.ndarray, col_stride: int,
+                      ntiles: int, nr: int) -> int:
+    """The flat index, from the layout's start, of the last element any micro-kernel load touches.
+
+    The last (image, group) starts at base = ((N-1)*C + (G-1)*C/G) * channel_stride; its last tile
+    starts at wide column j0 = (ntiles-1)*NR, at x_off = base + col_stride*j0. For reduction row
+    kk the kernel loads NV*col_stride vectors of `lanes` elements each from
+    x_off + red_off[kk] + (v*col_stride + u)*lanes (v < NV, u < col_stride): the span
+    [x_off + red_off[kk], x_off + red_off[kk] + col_stride*NR). So the last element is
+    base + red_off.max() + col_stride*ntiles*NR - 1. (With col_stride 2, the deinterleaving
+    kernel's second load ends one element after col_stride*(ntiles*NR - 1), the last element it
+    keeps: an earlier formula stopped there and read one element past the caller's array.)"""
+    base = ((spec.n - 1) * spec.c + (spec.groups - 1) * spec.c_per_group) * channel_stride
+    return base + int(red_off.max()) + col_stride * ntiles * nr - 1
 
 
 class _Plan(NamedTuple):
@@ -301,12 +352,9 @@ def _plan(spec: ConvSpec, nr: int, threads: int) -> _Plan:
     red_off = (np.arange(spec.c_per_group, dtype=np.int64)[:, None] * channel_stride
                + layout.taps[None, :]).reshape(-1)
     red_off.flags.writeable = False
-    # The last element any tile reads, x[x_off + red_off[kk] + col_stride*(0..NR-1)], relative to
-    # the start of the layout: it may pass the end by the wide columns past L.
     total = spec.n * spec.c * channel_stride
-    last_read = ((spec.n - 1) * spec.c + (spec.groups - 1) * spec.c_per_group) * channel_stride \
-        + int(red_off.max()) + col_stride * (ntiles * nr - 1)
-    in_place = layout.shape[2:] == (1, spec.h, spec.w) and last_read < total
+    last_read = last_element_read(spec, channel_stride, red_off, col_stride, ntiles, nr)
+    in_place = layout_is_input(spec, layout) and last_read < total
     # Tasks: at most PANELS panels each (their tiles stay in L1), then as many tiles as keep
     # about TASK_FMAS vector FMAs per task (a depthwise tile is a few dozen: one per task would
     # be all overhead), but 4 tasks per thread where the conv is big enough for that.
