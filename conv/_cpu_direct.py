@@ -21,6 +21,7 @@ import numpy as np
 
 from ._padding import pad_input
 from ._spec import ConvSpec
+from ._threads import serialised_if_needed
 
 
 class PhaseLayout:
@@ -147,7 +148,7 @@ def _output_plane(src, channel_len, tap_offset, w, kk, out_plane, wph, acc):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def direct_conv2d(phases, tap_offset, w, out, groups):
+def _direct_conv2d(phases, tap_offset, w, out, groups):
     n, k, p_out, q_out = out.shape
     n_phases, hph, wph = phases.shape[2], phases.shape[3], phases.shape[4]
     kg = k // groups
@@ -204,9 +205,9 @@ def fill_planes(x, img, c_first, count, buf, row_phases, col_phases, stride_h, c
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def direct_conv2d_exclusive(x, tap_offset, w, out, row_phases, col_phases, stride_h, stride_w,
+def _direct_conv2d_exclusive(x, tap_offset, w, out, row_phases, col_phases, stride_h, stride_w,
                             top, left, hph, wph, n_blocks):
-    """direct_conv2d when every output plane has its input channels to itself (one output
+    """_direct_conv2d when every output plane has its input channels to itself (one output
     channel per group: depthwise): each task splits its own channels' planes of the unpadded
     x (N, C, H, W) into phases in a task-local buffer, zero padding as borders, so the copy runs
     in parallel and stays in cache instead of a serial whole-input copy before the loops."""
@@ -226,3 +227,8 @@ def direct_conv2d_exclusive(x, tap_offset, w, out, row_phases, col_phases, strid
             fill_planes(x, img, kk * cg, cg, buf, row_phases, col_phases, stride_h, stride_w, top,
                         left, hph, wph)
             _output_plane(buf, plane_len, tap_offset, w, kk, out[img, kk], wph, acc)
+
+
+# Called from Python (conv/_cpu.py): serialised where the threading layer needs it (_threads).
+direct_conv2d = serialised_if_needed(_direct_conv2d)
+direct_conv2d_exclusive = serialised_if_needed(_direct_conv2d_exclusive)
