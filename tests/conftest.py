@@ -1,6 +1,7 @@
 import importlib.util
 import os
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -20,8 +21,9 @@ def torch_or_skip():
 
 @pytest.fixture
 def rng(request):
-    # Fresh data per test, reproducible per test id.
-    seed = abs(hash(request.node.nodeid)) % (2**32)
+    # Fresh data per test, reproducible per test id across processes (crc32: hash() of a str is
+    # salted per process).
+    seed = zlib.crc32(request.node.nodeid.encode())
     return np.random.default_rng(seed)
 
 
