@@ -5,7 +5,10 @@ https://pytorch.org/docs/stable/generated/torch.nn.functional.conv2d.html
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
+
+import numpy as np
 
 from . import _dispatch
 from ._spec import ConvSpec, make_spec, make_spec_cached
@@ -19,15 +22,58 @@ def _same_padding_warning(spec: ConvSpec, padding) -> None:
                       "zero-padded copy of the input be created", UserWarning, stacklevel=4)
 
 
+def _check_names(backend, algorithm) -> None:
+    # Names are looked up in dicts: a list would raise "unhashable type" from deep inside.
+    for name, value, names in (("backend", backend, "a name from conv.backends()"),
+                               ("algorithm", algorithm, "one of the backend's algorithms")):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string ('auto' or {names}), not "
+                            f"{type(value).__name__}")
+
+
 def _conv(op, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend,
           algorithm):
+    if type(backend) is not str or type(algorithm) is not str:
+        _check_names(backend, algorithm)
     spec = make_spec_cached(op, input, weight, bias, stride, padding, dilation, groups,
                             padding_mode)
     _dispatch.check_same_device(input, weight, bias)
     choice = _dispatch.resolve(spec, input, backend, algorithm)
     _same_padding_warning(spec, padding)
     module = _dispatch.backend_module(choice.backend)
-    return module.run(input, weight, bias, spec, choice.algorithm)
+    out = module.run(input, weight, bias, spec, choice.algorithm)
+    if spec.dtype.kind == "c" and type(out) is np.ndarray and out.size:
+        # One pass: a non-finite element makes the sum non-finite (a sum that overflows only
+        # costs the check below, which then changes nothing).
+        with np.errstate(all="ignore"):
+            finite = np.isfinite(out.sum())
+        if not finite:
+            _non_finite_like_pytorch(out, module, choice.algorithm, spec, input, weight, bias)
+    return out
+
+
+def _non_finite_like_pytorch(out: np.ndarray, module, algorithm: str, spec: ConvSpec, input, weight,
+                             bias) -> None:
+    """PyTorch convolves complex arrays as three real convolutions (Gauss's trick):
+    a = conv(xr, wr, br), b = conv(xi, wi), c = conv(xr + xi, wr + wi, br + bi), then
+    out = a - b + 1j * (c - a - b). Where a, b, c are finite that is our result up to rounding;
+    where one is not, PyTorch's inf/nan follow from that formula (inf - inf = nan, and PyTorch's
+    1j * inf is nan+nanj), not from a complex multiply-add (inf * (1+1j) = inf+infj). Only for an
+    output that holds a non-finite value, compute the three real convolutions and take PyTorch's
+    value wherever one of them, or our output, is not finite."""
+    real_spec = dataclasses.replace(spec, dtype=np.dtype(out.real.dtype))
+    xr, xi, wr, wi = input.real, input.imag, weight.real, weight.imag
+    br, bi = (None, None) if bias is None else (bias.real, bias.imag)
+    with np.errstate(all="ignore"):
+        a = module.run(xr, wr, br, real_spec, algorithm)
+        b = module.run(xi, wi, None, real_spec, algorithm)
+        c = module.run(xr + xi, wr + wi, None if bias is None else br + bi, real_spec, algorithm)
+        v = c - a - b
+        where = ~(np.isfinite(a) & np.isfinite(b) & np.isfinite(c) & np.isfinite(out))
+        finite_v = np.isfinite(v)
+        # (a - b) + 1j * v as PyTorch evaluates it: nan+nanj wherever v is not finite.
+        out.real[where] = np.where(finite_v, a - b, np.nan)[where]
+        out.imag[where] = np.where(finite_v, v, np.nan)[where]
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
@@ -64,6 +110,7 @@ def explain(op: str, input, weight, bias=None, stride=1, padding=0, dilation=1, 
     """
     if op not in ("conv1d", "conv2d"):
         raise ValueError(f"op must be 'conv1d' or 'conv2d', got {op!r}")
+    _check_names(backend, algorithm)
     spec = make_spec(op, input, weight, bias, stride, padding, dilation, groups, padding_mode)
     _dispatch.check_same_device(input, weight, bias)
     return _dispatch.resolve(spec, input, backend, algorithm)

@@ -8,13 +8,12 @@ One class does the work for both (`_ConvNd`); Conv1d and Conv2d only fix the num
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 
 import numpy as np
 
 from . import functional
-from ._spec import COMPLEX_DTYPES, FLOAT_DTYPES, PADDING_MODES
+from ._spec import COMPLEX_DTYPES, FLOAT_DTYPES, PADDING_MODES, _as_int, _fmt_shape
 
 
 def _ntuple(value, n: int) -> tuple:
@@ -44,8 +43,13 @@ class _ConvNd:
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
                  device=None, dtype=None, *, seed=None):
         n = self._n_spatial
-        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
-            raise TypeError(f"groups must be a positive integer, got {type(groups).__name__}")
+        if not isinstance(groups, (bool, np.bool_)):
+            # PyTorch takes any integer-like groups (np.int64, a 0-d integer array). A bool it takes
+            # too (True == 1) and keeps, so that forward then refuses it, as PyTorch's does.
+            as_int = _as_int(groups)
+            if as_int is None:
+                raise TypeError(f"groups must be a positive integer, got {type(groups).__name__}")
+            groups = as_int
         if groups <= 0:
             raise ValueError("groups must be a positive integer")
         if in_channels % groups != 0:
@@ -83,6 +87,9 @@ class _ConvNd:
         self.reset_parameters(seed)
 
     def _empty(self, shape):
+        if any(d < 0 for d in shape):
+            raise ValueError(f"Trying to create tensor with negative dimension "
+                             f"{next(d for d in shape if d < 0)}: {_fmt_shape(shape)}")
         return np.empty(shape, self.dtype)
 
     @property
