@@ -6,13 +6,19 @@ import numpy as np
 import pytest
 
 import conv
-from tests._helpers import HOST_ALGORITHMS
+from tests._helpers import HOST_ALGORITHMS, random_array, refused_by_algorithm
+from tests.conftest import torch_or_skip
 
 r = np.random.default_rng(0)
 
 
 def a(*shape, dtype=np.float32):
-    return r.standard_normal(shape).astype(dtype)
+    return np.asarray(r.standard_normal(shape), dtype)
+
+
+def zero_d_view():
+    """A 0-d view into a negative-stride array."""
+    return a(6)[::-1][2, ...]
 
 
 # (id, callable, exception type, exact message)
@@ -54,8 +60,172 @@ ERRORS = [
      "non-positive stride is not supported"),
     ("negative-stride", lambda: conv.conv2d(a(2, 5, 5, 5), a(12, 5, 3, 3), stride=(1, -1)),
      ValueError, "non-positive stride is not supported"),
+    # PyTorch's words for a zero dilation depend on its CPU backend: oneDNN (float32/complex64,
+    # here: a batch of 2) and its native kernels (float64, or one small float32 image).
     ("zero-dilation", lambda: conv.conv2d(a(2, 5, 5, 5), a(12, 5, 3, 3), dilation=0), ValueError,
      "non-positive dilation is not supported"),
+    ("zero-dilation-native", lambda: conv.conv2d(a(2, 5, 5, 5, dtype=np.float64),
+                                                 a(12, 5, 3, 3, dtype=np.float64),
+                                                 dilation=(1, 0)),
+     ValueError, "dilation should be greater than zero, but got [1, 0]"),
+    ("zero-dilation-one-image", lambda: conv.conv2d(a(1, 2, 6, 6), a(3, 2, 3, 3), dilation=0),
+     ValueError, "dilation should be greater than zero, but got [0, 0]"),
+    ("zero-dilation-1d", lambda: conv.conv1d(a(2, 2, 6, dtype=np.float64), a(3, 2, 3, dtype=np.float64),
+                                             dilation=0),
+     ValueError, "dilation should be greater than zero, but got [1, 0]"),
+    ("zero-dilation-complex128", lambda: conv.conv2d(a(2, 2, 6, 6, dtype=np.complex128),
+                                                     a(3, 2, 3, 3, dtype=np.complex128), dilation=0),
+     ValueError, "dilation should be greater than zero, but got [0, 0]"),
+    ("negative-dilation", lambda: conv.conv2d(a(2, 5, 5, 5), a(12, 5, 3, 3), dilation=(1, -3)),
+     ValueError, "dilation should be greater than zero"),
+    ("negative-dilation-before-groups", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4, 3, 3),
+                                                            dilation=-1, groups=8),
+     ValueError, "dilation should be greater than zero"),
+    ("zero-dilation-after-groups", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4, 3, 3), dilation=0,
+                                                       groups=8),
+     ValueError, "Given groups=8, expected weight to be at least 8 at dimension 0, but got weight of "
+     "size [6, 4, 3, 3] instead"),
+    ("zero-kernel-dilated", lambda: conv.conv2d(a(2, 2, 6, 6, dtype=np.float64),
+                                                a(3, 2, 3, 0, dtype=np.float64), dilation=2),
+     ValueError, "kernel size should be greater than zero, but got [3, 0]"),
+    ("zero-kernel-native", lambda: conv.conv2d(a(1, 2, 6, 6), a(3, 2, 0, 3)), ValueError,
+     "kernel size should be greater than zero, but got kernel_height: 0 kernel_width: 3"),
+    ("zero-kernel-same", lambda: conv.conv2d(a(1, 2, 6, 6, dtype=np.float64),
+                                             a(3, 2, 3, 0, dtype=np.float64), padding="same"),
+     ValueError, "kernel size should be greater than zero, but got kernel_height: 3 kernel_width: 0"),
+    ("weight-0d", lambda: conv.conv2d(a(2, 4, 6, 6), a()), ValueError,
+     "weight should have at least three dimensions"),
+    ("weight-0d-view", lambda: conv.conv1d(a(2, 4, 6), zero_d_view()), ValueError,
+     "weight should have at least three dimensions"),
+    ("weight-1d", lambda: conv.conv1d(a(2, 4, 6), a(6)), ValueError,
+     "weight should have at least three dimensions"),
+    ("weight-2d-same", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4), padding="same"), ValueError,
+     "weight should have at least three dimensions"),
+    ("weight-2d-groups0", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4), groups=0), ValueError,
+     "weight should have at least three dimensions"),
+    ("weight-3d-conv2d", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4, 3)), ValueError,
+     "expected stride to be a single integer value or a list of 1 values to match the convolution "
+     "dimensions, but got stride=[1, 1]"),
+    ("weight-5d-conv2d-stride1", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4, 3, 3, 3), stride=(1,)),
+     ValueError, "expected padding to be a single integer value or a list of 3 values to match the "
+     "convolution dimensions, but got padding=[0, 0]"),
+    ("weight-3d-conv2d-list-params", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4, 3), stride=[1],
+                                                         padding=[0], dilation=[1]),
+     ValueError, "expected output_padding to be a single integer value or a list of 1 values to "
+     "match the convolution dimensions, but got output_padding=[0, 0]"),
+    ("weight-3d-valid", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4, 3), padding="valid", stride=[1],
+                                            dilation=[1]),
+     ValueError, "Expected 3-dimensional input for 3-dimensional weight [6, 4, 3], but got "
+     "4-dimensional input of size [2, 4, 6, 6] instead"),
+    ("weight-3d-same", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4, 3), padding="same"), ValueError,
+     "Expected 3-dimensional input for 3-dimensional weight[6, 4, 3], but got 4-dimensional input "
+     "of size [2, 4, 6, 6] instead"),
+    ("tuple-length-checked-against-weight", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4, 3, 3),
+                                                                padding=(1, 1, 1),
+                                                                dilation=(1, 1, 1)),
+     ValueError, "expected padding to be a single integer value or a list of 2 values to match the "
+     "convolution dimensions, but got padding=[1, 1, 1]"),
+    ("same-stride-broadcast", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4, 3, 3), padding="same",
+                                                  stride=(1, 1, 1)),
+     ValueError, "stride cannot broadcast to 2 dimensions"),
+    ("same-dilation-broadcast", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4, 3, 3), padding="same",
+                                                    dilation=()),
+     ValueError, "dilation cannot broadcast to 2 dimensions"),
+    ("same-zero-stride", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4, 3, 3), padding="same", stride=0),
+     ValueError, "padding='same' is not supported for strided convolutions"),
+    ("same-negative-dilation", lambda: conv.conv1d(a(2, 4, 6), a(6, 4, 3), padding="same",
+                                                   dilation=-1),
+     ValueError, "negative padding is not supported"),
+    ("same-channels-shows-padded-input", lambda: conv.conv2d(a(2, 6, 5, 5), a(12, 5, 2, 2),
+                                                             padding="same"),
+     ValueError, "Given groups=1, weight of size [12, 5, 2, 2], expected input[2, 6, 6, 6] to have 5 "
+     "channels, but got 6 channels instead"),
+    ("padding-at-most", lambda: conv.conv2d(a(1, 2, 5, 5), a(3, 2, 3, 3), padding=2**62), ValueError,
+     "Given padding=4611686018427387904 at dimension 0 , expected padding to be at most "
+     "4611686018427387903"),
+    ("padding-at-most-dim1", lambda: conv.conv2d(a(1, 2, 5, 5), a(3, 2, 3, 3), padding=(0, 2**62)),
+     ValueError, "Given padding=4611686018427387904 at dimension 1 , expected padding to be at most "
+     "4611686018427387903"),
+    ("padding-at-most-1d-empty", lambda: conv.conv1d(a(0, 2, 5), a(3, 2, 3), padding=2**62),
+     ValueError, "Given padding=4611686018427387904 at dimension 0 , expected padding to be at most "
+     "4611686018427387903"),
+    ("padding-at-most-after-bias", lambda: conv.conv2d(a(1, 2, 5, 5), a(3, 2, 3, 3), a(2),
+                                                       padding=2**62),
+     ValueError, "Given weight of size [3, 2, 3, 3], expected bias to be 1-dimensional with 3 elements,"
+     " but got bias of size [2] instead"),
+    ("padding-at-most-before-dtype", lambda: conv.conv2d(a(1, 2, 5, 5), a(3, 2, 3, 3, dtype=np.float64),
+                                                         padding=2**62),
+     ValueError, "Given padding=4611686018427387904 at dimension 0 , expected padding to be at most "
+     "4611686018427387903"),
+    ("stride-overflow", lambda: conv.conv2d(a(1, 2, 5, 5), a(3, 2, 3, 3), stride=2**63), ValueError,
+     "Overflow when unpacking long long"),
+    ("dilation-overflow", lambda: conv.conv1d(a(1, 2, 5), a(3, 2, 3), dilation=2**64), ValueError,
+     "Overflow when unpacking long long"),
+    ("padding-overflow", lambda: conv.conv1d(a(1, 2, 5), a(3, 2, 3), padding=2**63), ValueError,
+     "Overflow when unpacking long long"),
+    ("groups-overflow", lambda: conv.conv2d(a(1, 2, 5, 5), a(3, 2, 3, 3), groups=2**63), ValueError,
+     "Overflow when unpacking long long"),
+    ("negative-stride-overflow", lambda: conv.conv2d(a(1, 2, 5, 5), a(3, 2, 3, 3), stride=-2**63 - 1),
+     ValueError, "Overflow when unpacking long long"),
+    ("overflow-before-input-dims", lambda: conv.conv2d(a(5, 5), a(3, 2, 3, 3), stride=2**63),
+     ValueError, "Overflow when unpacking long long"),
+    ("overflow-in-tuple", lambda: conv.conv2d(a(1, 2, 5, 5), a(3, 2, 3, 3), stride=(1, 2**63)),
+     TypeError, "conv2d(): argument 'stride' failed to unpack the object at pos 2 with error "
+     "\"Overflow when unpacking long long\""),
+    ("bias-0d", lambda: conv.conv2d(a(2, 4, 6, 6), a(1, 4, 3, 3), a()), ValueError,
+     "Given weight of size [1, 4, 3, 3], expected bias to be 1-dimensional with 1 elements, but got "
+     "bias of size [] instead"),
+    ("bias-0d-same", lambda: conv.conv1d(a(2, 4, 6), a(1, 4, 3), zero_d_view(), padding="same"),
+     ValueError, "Given weight of size [1, 4, 3], expected bias to be 1-dimensional with 1 elements, "
+     "but got bias of size [] instead"),
+    ("input-0d", lambda: conv.conv2d(a(), a(1, 4, 3, 3)), ValueError,
+     "Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: []"),
+    ("input-0d-view", lambda: conv.conv1d(zero_d_view(), a(1, 4, 3)), ValueError,
+     "Expected 2D (unbatched) or 3D (batched) input to conv1d, but got input of size: []"),
+    ("bias-dtype-before-input-dims", lambda: conv.conv2d(a(6, 6), a(6, 4, 3, 3),
+                                                         a(6, dtype=np.float64)),
+     TypeError, "Input type (float) and bias type (double) should be the same"),
+    ("padding-string-after-input-dims", lambda: conv.conv2d(a(6, 6), a(6, 4, 3, 3), padding="foo"),
+     ValueError, "Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: "
+     "[6, 6]"),
+    ("padding-string-before-weight-dims", lambda: conv.conv2d(a(2, 4, 6, 6), a(6), padding="foo"),
+     ValueError, "Invalid padding string: 'foo'"),
+    ("bool-dilated", lambda: conv.conv2d(np.ones((2, 3, 8, 8), np.bool_), np.ones((2, 3, 3, 3), np.bool_),
+                                         dilation=2),
+     TypeError, "\"slow_conv_dilated<>\" not implemented for 'Bool'"),
+    ("complex-weight-dtype-first", lambda: conv.conv2d(a(2, 4, 6, 6, dtype=np.complex64),
+                                                       a(6, dtype=np.complex128)),
+     TypeError, "Input type (c10::complex<float>) and weight type (c10::complex<double>) should be "
+     "the same"),
+    ("masked-input", lambda: conv.conv2d(np.ma.masked_array(a(2, 4, 6, 6), mask=False), a(6, 4, 3, 3)),
+     TypeError, "conv2d() argument 'input' (position 1) is a numpy.ma.MaskedArray: masked arrays are "
+     "not supported (pass input.filled(value) or input.data)"),
+    ("masked-weight", lambda: conv.conv1d(a(2, 4, 6), np.ma.masked_array(a(6, 4, 3))), TypeError,
+     "conv1d() argument 'weight' (position 2) is a numpy.ma.MaskedArray: masked arrays are not "
+     "supported (pass weight.filled(value) or weight.data)"),
+    ("masked-bias", lambda: conv.conv1d(a(2, 4, 6), a(6, 4, 3), np.ma.masked_array(a(6), mask=True)),
+     TypeError, "conv1d() argument 'bias' (position 3) is a numpy.ma.MaskedArray: masked arrays are "
+     "not supported (pass bias.filled(value) or bias.data)"),
+    ("object-array", lambda: conv.conv2d(a(2, 4, 6, 6).astype(object), a(6, 4, 3, 3)), TypeError,
+     "\"conv2d\" not implemented for 'object'"),
+    ("object-weight-on-empty-input", lambda: conv.conv2d(a(0, 4, 6, 6), a(6, 4, 3, 3).astype(object)),
+     TypeError, "\"conv2d\" not implemented for 'object'"),
+    ("string-array", lambda: conv.conv1d(np.array([["1", "2", "3"]]), np.array([[["1"]]])), TypeError,
+     "\"conv1d\" not implemented for '<U1'"),
+    ("string-input", lambda: conv.conv1d("abc", a(1, 1, 1)), TypeError,
+     "conv1d() argument 'input' (position 1) must be an array (numpy.ndarray, cupy.ndarray or a CUDA "
+     "array), not str"),
+    ("nested-list-input", lambda: conv.conv1d([[[1.0, 2.0]]], a(1, 1, 1)), TypeError,
+     "conv1d() argument 'input' (position 1) must be an array (numpy.ndarray, cupy.ndarray or a CUDA "
+     "array), not list"),
+    ("0d-bool-groups", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4, 3, 3), groups=np.array(True)),
+     TypeError, "conv2d(): argument 'groups' must be int, not ndarray"),
+    ("1d-array-groups", lambda: conv.conv2d(a(2, 4, 6, 6), a(6, 4, 3, 3), groups=np.array([1])),
+     TypeError, "conv2d(): argument 'groups' must be int, not ndarray"),
+    ("backend-not-a-string", lambda: conv.conv2d(a(1, 1, 3, 3), a(1, 1, 1, 1), backend=["cpu"]),
+     TypeError, "backend must be a string ('auto' or a name from conv.backends()), not list"),
+    ("algorithm-not-a-string", lambda: conv.conv2d(a(1, 1, 3, 3), a(1, 1, 1, 1), algorithm=None),
+     TypeError, "algorithm must be a string ('auto' or one of the backend's algorithms), not NoneType"),
     ("zero-groups", lambda: conv.conv2d(a(2, 5, 5, 5), a(12, 5, 3, 3), groups=0), ValueError,
      "non-positive groups is not supported"),
     ("groups-not-dividing-weight", lambda: conv.conv2d(a(2, 6, 5, 5), a(13, 3, 3, 3), groups=2),
@@ -224,10 +394,145 @@ def test_memoised_specs_never_bypass_a_check():
         conv.conv2d(x, w, stride=1, padding=1, groups=1)
         conv.conv2d(x, w, stride=(1, 1), padding=(1, 1))
     for kwargs in ({"stride": True}, {"stride": 1.0}, {"stride": (1, True)}, {"groups": True},
-                   {"padding": 1.0}, {"dilation": (1.0, 1)}):
+                   {"padding": 1.0}, {"dilation": (1.0, 1)}, {"groups": np.array(True)},
+                   {"stride": (np.array(1.0), 1)}, {"groups": np.bool_(True)}):
         with pytest.raises(TypeError):
             conv.conv2d(x, w, **kwargs)
     with pytest.raises(TypeError, match="should be the same"):
         conv.conv2d(x, w.astype(np.float64), stride=1, padding=1)
     with pytest.raises(ValueError, match="to have 2 channels"):
         conv.conv2d(x[:, :1], w, stride=1, padding=1)
+
+
+def _poison_cpu_output(monkeypatch):
+    # Every CPU algorithm writes every output element: start them from NaN (a sentinel for ints).
+    from conv import _cpu
+    monkeypatch.setattr(_cpu, "_new_output", lambda shape, dtype: np.full(
+        shape, np.nan if np.dtype(dtype).kind in "fc" else 77, dtype))
+
+
+HUGE_STRIDES = [2**62, (1, 2**62), 2**63 - 1]
+
+
+@pytest.mark.parametrize("stride", HUGE_STRIDES, ids=str)
+@pytest.mark.parametrize("dtype", ["int64", "int8", "float32", "complex64"])
+@pytest.mark.parametrize("backend,algorithm", HOST_ALGORITHMS)
+def test_huge_stride_computes(backend, algorithm, dtype, stride, rng, monkeypatch):
+    # PyTorch accepts any stride below 2**63; past the input it reads one window per dimension.
+    if refused_by_algorithm(algorithm, dtype):
+        pytest.skip("cpu:implicit computes floating point only")
+    _poison_cpu_output(monkeypatch)
+    x, w = random_array(rng, (2, 3, 5, 6), dtype), random_array(rng, (4, 3, 3, 2), dtype)
+    b = random_array(rng, (4,), dtype)
+    sane = tuple(7 if s > 1 else 1 for s in np.broadcast_to(np.array(stride, dtype=object), 2))
+    out = conv.conv2d(x, w, b, stride=stride, backend=backend, algorithm=algorithm)
+    expected = conv.conv2d(x, w, b, stride=sane, backend="reference")
+    assert out.dtype == x.dtype and out.shape == expected.shape
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend,algorithm", HOST_ALGORITHMS)
+def test_huge_dilation_of_a_one_tap_kernel_computes(backend, algorithm, rng):
+    x, w = random_array(rng, (2, 3, 5, 6), "float64"), random_array(rng, (4, 3, 1, 2), "float64")
+    out = conv.conv2d(x, w, dilation=(2**63 - 1, 3), backend=backend, algorithm=algorithm)
+    np.testing.assert_allclose(out, conv.conv2d(x, w, dilation=(1, 3), backend="reference"),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_dilated_kernel_past_int64_is_refused_exactly():
+    # PyTorch's int64 arithmetic wraps here (and returns an output); ours is exact.
+    with pytest.raises(ValueError) as info:
+        conv.conv2d(a(1, 2, 5, 5), a(3, 2, 3, 3), dilation=2**62)
+    assert str(info.value) == ("Calculated padded input size per channel: (5 x 5). Kernel size: "
+                               "(9223372036854775809 x 9223372036854775809). Kernel size can't be "
+                               "greater than actual input size")
+
+
+EMPTY_ACCEPTED = [
+    # PyTorch gives an input with zero batch or zero channels an empty output before its backend
+    # checks: integer dilated kernels, zero dilation and a weight of another dtype pass there.
+    ("int8-dilated-zero-batch", (0, 3, 8, 8), (2, 3, 3, 3), "int8", "int8", dict(dilation=2),
+     (0, 2, 4, 4)),
+    ("int32-dilated-zero-channels", (2, 0, 8, 8), (2, 0, 3, 3), "int32", "int32", dict(dilation=2),
+     (2, 0, 4, 4)),
+    ("uint8-dilated-zero-batch-1d", (0, 3, 8), (2, 3, 3), "uint8", "uint8", dict(dilation=3),
+     (0, 2, 2)),
+    ("zero-dilation-zero-batch", (0, 3, 6, 6), (2, 3, 3, 3), "float32", "float32", dict(dilation=0),
+     (0, 2, 6, 6)),
+    ("dtype-mismatch-zero-batch", (0, 3, 6, 6), (2, 3, 3, 3), "float32", "float64", {},
+     (0, 2, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("xs,ws,xdt,wdt,kwargs,shape", [e[1:] for e in EMPTY_ACCEPTED],
+                         ids=[e[0] for e in EMPTY_ACCEPTED])
+@pytest.mark.parametrize("backend,algorithm", HOST_ALGORITHMS)
+def test_empty_inputs_skip_the_backend_checks(backend, algorithm, xs, ws, xdt, wdt, kwargs, shape):
+    if refused_by_algorithm(algorithm, xdt):
+        pytest.skip("cpu:implicit computes floating point only")
+    op = "conv1d" if len(xs) == 3 else "conv2d"
+    out = getattr(conv, op)(a(*xs, dtype=xdt), a(*ws, dtype=wdt), backend=backend,
+                            algorithm=algorithm, **kwargs)
+    assert out.shape == shape and out.dtype == np.dtype(xdt)
+
+
+def test_bool_input_is_refused_even_when_empty():
+    # Ours: PyTorch returns an empty bool output here.
+    with pytest.raises(TypeError, match="\"conv2d\" not implemented for 'Bool'"):
+        conv.conv2d(np.ones((0, 3, 6, 6), bool), np.ones((2, 3, 3, 3), bool))
+
+
+def test_integer_like_arguments_are_ints(rng):
+    x, w = random_array(rng, (2, 4, 7, 7), "float32"), random_array(rng, (6, 2, 3, 3), "float32")
+    expected = conv.conv2d(x, w, stride=(2, 1), padding=1, groups=2)
+    for kwargs in (dict(groups=np.array(2)), dict(groups=np.int64(2), stride=(np.array(2), 1)),
+                   dict(groups=np.uint8(2), stride=(np.int32(2), np.array(1)), padding=np.int16(1))):
+        merged = dict(stride=(2, 1), padding=1, groups=2)
+        merged.update(kwargs)
+        np.testing.assert_array_equal(conv.conv2d(x, w, **merged), expected)
+    assert conv.explain("conv2d", x, w, groups=np.array(2)).backend == "cpu"
+
+
+def test_torch_cpu_tensors_are_refused_clearly():
+    torch = torch_or_skip()
+    x, w, b = a(2, 4, 6, 6), a(6, 4, 3, 3), a(6)
+    for position, (name, args) in enumerate((("input", (torch.from_numpy(x), w, b)),
+                                             ("weight", (x, torch.from_numpy(w), b)),
+                                             ("bias", (x, w, torch.from_numpy(b)))), start=1):
+        for call in (lambda: conv.conv2d(*args), lambda: conv.explain("conv2d", *args)):
+            with pytest.raises(TypeError) as info:
+                call()
+            assert str(info.value) == (
+                f"conv2d() argument '{name}' (position {position}) is a PyTorch CPU tensor: PyTorch "
+                f"CPU tensors are not accepted yet (pass {name}.numpy(), or use "
+                f"torch.nn.functional.conv2d)")
+
+
+@pytest.mark.parametrize("backend,algorithm", [h for h in HOST_ALGORITHMS if h[1] != "implicit"])
+def test_masked_arrays_are_refused_by_every_algorithm(backend, algorithm):
+    x = np.ma.masked_array(a(2, 4, 6, 6), mask=a(2, 4, 6, 6) > 0)
+    with pytest.raises(TypeError, match="masked arrays are not supported"):
+        conv.conv2d(x, a(6, 4, 3, 3), backend=backend, algorithm=algorithm)
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+@pytest.mark.parametrize("backend,algorithm", [h for h in HOST_ALGORITHMS if h[1] != "implicit"])
+def test_complex_inf_gives_pytorchs_nan(backend, algorithm, dtype, rng):
+    # PyTorch convolves complex arrays as three real convolutions (Gauss's trick):
+    # inf * (1+1j) comes out nan+nanj there, inf+infj from a complex multiply-add.
+    x = random_array(rng, (2, 2, 9), dtype)
+    x[1, 0, 4] = np.inf
+    w = random_array(rng, (3, 2, 3), dtype)
+    w[2, 1, 0] = complex(1, np.inf)
+    b = random_array(rng, (3,), dtype)
+    copies = [v.copy() for v in (x, w, b)]
+    out = conv.conv1d(x, w, b, backend=backend, algorithm=algorithm)
+    for v, c in zip((x, w, b), copies):
+        np.testing.assert_array_equal(v, c)
+    touched = np.zeros(out.shape, bool)
+    touched[1, :, 2:5] = True                  # every window over x[1, 0, 4]
+    touched[:, 2, :] = True                    # every output of the weight holding inf
+    assert np.isnan(out.real[touched]).all() and np.isnan(out.imag[touched]).all()
+    finite = conv.conv1d(np.where(np.isfinite(x), x, 0), np.where(np.isfinite(w), w, 0), b,
+                         backend="reference")
+    np.testing.assert_allclose(out[~touched], finite[~touched], rtol=1e-5)

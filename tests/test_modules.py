@@ -140,3 +140,29 @@ def test_negative_padding_accepted_at_construction_refused_in_forward():
     m = conv.Conv2d(2, 2, 3, padding=-1)     # PyTorch accepts this until forward
     with pytest.raises(ValueError, match="negative padding is not supported"):
         m(np.ones((1, 2, 5, 5), np.float32))
+
+
+def test_groups_taken_as_pytorch_takes_them(rng):
+    # Integer-likes are ints; a bool is accepted at construction (True == 1) and kept, so forward
+    # refuses it as torch.nn.Conv2d's forward does.
+    m = conv.Conv2d(4, 6, 3, groups=np.array(2), seed=0)
+    assert m.groups == 2 and type(m.groups) is int and m.weight.shape == (6, 2, 3, 3)
+    assert repr(m) == "Conv2d(4, 6, kernel_size=(3, 3), stride=(1, 1), groups=2)"
+    x = random_array(rng, (1, 4, 5, 5), "float32")
+    np.testing.assert_array_equal(m(x), conv.conv2d(x, m.weight, m.bias, groups=2))
+    flagged = conv.Conv2d(4, 6, 3, groups=True)
+    assert flagged.groups is True and flagged.weight.shape == (6, 4, 3, 3)
+    assert repr(flagged) == "Conv2d(4, 6, kernel_size=(3, 3), stride=(1, 1))"
+    with pytest.raises(TypeError, match="argument 'groups' must be int, not bool"):
+        flagged(x)
+
+
+@pytest.mark.parametrize("args,message", [
+    ((-1, 6, 3), "Trying to create tensor with negative dimension -1: [6, -1, 3, 3]"),
+    ((4, -2, 3), "Trying to create tensor with negative dimension -2: [-2, 4, 3, 3]"),
+    ((4, 6, (3, -1)), "Trying to create tensor with negative dimension -1: [6, 4, 3, -1]"),
+])
+def test_negative_sizes_are_pytorchs_error(args, message):
+    with pytest.raises(ValueError) as info:
+        conv.Conv2d(*args)
+    assert str(info.value) == message
