@@ -323,7 +323,9 @@ def our_conv(call: Call, x, w, b):
 def _message(exc: BaseException) -> str:
     # PyTorch appends a C++ backtrace ("\nException raised from ...") to some messages, and a
     # note on where a warning was triggered; neither is part of the message.
-    return str(exc).split(" (Triggered internally")[0].split("\nException raised from")[0]
+    text = str(exc).split(" (Triggered internally")[0]
+    return re.sub(r"\nException raised from .*?\n(?=\"$)|\nException raised from .*$", "", text,
+                  flags=re.S)
 
 
 def _short(exc: BaseException) -> str:
