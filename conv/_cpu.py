@@ -176,7 +176,7 @@ def _algorithm_workspace(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, cont
     convert = np.dtype(x_dtype) != cdt
     if algorithm == "im2col":
         ws = padded_elements * xi if padded else 0
-        if spec.r == spec.s == 1 and spec.stride == (1, 1) and not padded:
+        if spec.r == spec.s == 1 and (spec.p, spec.q) == (spec.h, spec.w) and not padded:
             # Pointwise: matmul casts (or reshape copies) the input, then writes into the output.
             return ws + (padded_elements * ci if convert or not contiguous else 0)
         image_cols = spec.groups * spec.c_per_group * spec.r * spec.s * spec.p * spec.q * ci
@@ -429,7 +429,9 @@ def _im2col_gemm(xp: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec)
     groups, cg, kg = spec.groups, spec.c_per_group, spec.k_per_group
     crs = cg * spec.r * spec.s
     wmat = np.ascontiguousarray(w.reshape(groups, kg, crs))
-    if spec.r == spec.s == 1 and spec.stride == (1, 1) and not any(spec.pad):
+    # (p, q) == (h, w), not stride == (1, 1): a stride that reads nothing different is recorded
+    # as 1 (make_spec), and then the output can still be shorter than the input.
+    if spec.r == spec.s == 1 and (spec.p, spec.q) == (spec.h, spec.w) and not any(spec.pad):
         # Pointwise: (G, kg, cg) @ (n, G, cg, h*w), no column buffer at all.
         xg = xp.reshape(n, groups, cg, p * q)
         np.matmul(wmat, xg, out=out.reshape(n, groups, kg, p * q))

@@ -69,6 +69,9 @@ _RAW = [
     _c("conv1d", (0, 3, 17), (4, 3, 3)),
     _c("conv1d", (2, 0, 17), (4, 0, 3)),
     _c("conv1d", (1, 2, 300), (3, 2, 31), stride=4, padding=15),         # long kernel, strided
+    # One output per row: the stride reads nothing new (recorded as 1), yet P*Q < H*W.
+    _c("conv1d", (2, 2, 3), (3, 2, 1), stride=3),
+    _c("conv2d", (1, 2, 3, 4), (3, 2, 1, 1), stride=(3, 4)),
 ]
 
 CASES = [case for _, case in _RAW]
