@@ -64,7 +64,9 @@ class ConvSpec:
     """One convolution call, checked and normalised to 2-D (conv1d has h = r = 1).
 
     input (n, c, h, w) -> padded by pad = (top, bottom, left, right) with padding_mode -> convolved
-    with weight (k, c // groups, r, s) at stride/dilation -> output (n, k, p, q).
+    with weight (k, c // groups, r, s) at stride/dilation -> output (n, k, p, q). A stride along a
+    dimension with one output and a dilation along a one-tap kernel dimension are recorded as 1
+    (they change nothing that is read); a zero dilation reaches a spec only with an empty output.
     """
 
     op: str                                  # "conv1d" or "conv2d"
