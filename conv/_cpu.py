@@ -215,10 +215,15 @@ def _fits(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, contiguous: bool, t
         ws += (spec.n * spec.k * spec.p * spec.q
                + spec.k * spec.c_per_group * spec.r * spec.s) * cdt.itemsize
     in_place = False
-    if algorithm == "implicit":
-        from ._cpu_implicit import _plan, tile_columns
-        in_place = (_plan(spec, tile_columns(cdt), threads).in_place and x_dtype == cdt
-                    and contiguous)
+    if algorithm == "implicit" and x_dtype == cdt and contiguous:
+        from ._cpu_implicit import _deinterleave, _plan, tile_columns
+        top, bottom, left, right = spec.pad
+        layout, _ = _layout_elements(spec, spec.h + top + bottom, spec.w + left + right,
+                                     not _deinterleave(spec))
+        # In place needs the layout to BE the input, so of its size: only then is the plan
+        # (int64 offsets, which an absurd padding or dilation would overflow) worth building.
+        if layout == spec.n * spec.c * spec.h * spec.w:
+            in_place = _plan(spec, tile_columns(cdt), threads).in_place
     ws += _algorithm_workspace(spec, algorithm, x_dtype, contiguous, threads, in_place=in_place)
     return ws <= limit
 

@@ -536,3 +536,33 @@ def test_complex_inf_gives_pytorchs_nan(backend, algorithm, dtype, rng):
     finite = conv.conv1d(np.where(np.isfinite(x), x, 0), np.where(np.isfinite(w), w, 0), b,
                          backend="reference")
     np.testing.assert_allclose(out[~touched], finite[~touched], rtol=1e-5)
+
+
+
+def _huge_arguments(big):
+    return [dict(padding=big), dict(padding=(big, 0)), dict(stride=big), dict(dilation=big),
+            dict(dilation=big, padding="same"), dict(stride=big, padding=big // 2),
+            dict(padding=big, padding_mode="circular"), dict(padding=big, stride=big)]
+
+
+@pytest.mark.parametrize("big", [2**31, 2**40, 2**62 - 1, 2**63 - 1])
+@pytest.mark.parametrize("algorithm", ["auto", "im2col", "direct", "implicit"])
+def test_huge_parameters_compute_or_refuse_cleanly(big, algorithm):
+    # The call either computes (PyTorch's result: the differential tests) or refuses with
+    # ValueError/MemoryError (an output or padded copy no machine holds), never OverflowError or
+    # another type from index arithmetic in the planners (once: _fits building an int64 plan).
+    rng = np.random.default_rng(big % 1000)
+    operands = (("conv2d", rng.standard_normal((2, 2, 5, 6)), rng.standard_normal((3, 2, 3, 2))),
+                ("conv1d", rng.standard_normal((2, 2, 6)), rng.standard_normal((3, 2, 3))))
+    for op, x, w in operands:
+        for dtype in ("float32", "int64"):
+            if algorithm == "implicit" and dtype == "int64":
+                continue
+            for kwargs in _huge_arguments(big):
+                if op == "conv1d":
+                    kwargs = {k: (v[0] if isinstance(v, tuple) else v) for k, v in kwargs.items()}
+                try:
+                    getattr(conv, op)(x.astype(dtype), w.astype(dtype), algorithm=algorithm,
+                                      **kwargs)
+                except (ValueError, TypeError, MemoryError):
+                    pass
