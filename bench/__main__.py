@@ -77,7 +77,10 @@ def thread_info() -> dict:
             "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER")}
     try:
         import numba
+
+        from conv import _threads
         info["numba"] = numba.get_num_threads()
+        info["numba_layer_used"] = _threads.layer()      # None until a parallel kernel has run
     except Exception:
         pass
     torch = runner.import_torch()
