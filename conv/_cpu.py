@@ -70,15 +70,22 @@ def choose_algorithm(spec: ConvSpec) -> tuple[str, str]:
     if spec.dtype.kind in "iuc":
         return "im2col", "integer and complex inputs use im2col (exact int64 / complex GEMM)"
     if spec.k_per_group == 1 and spec.stride == (1, 1):
-        return "direct", ("depthwise and unstrided: the implicit GEMM's tiles of output channels "
-                          "would hold one row")
+        return "direct", (f"one output channel per group ({spec.c_per_group} input channel(s) "
+                          f"each, as in a depthwise conv) and unstrided: the implicit GEMM's tiles "
+                          f"of output channels would hold one row")
     return "implicit", "floating point: the register-tiled implicit GEMM"
 
 
-def run(x, weight, bias, spec: ConvSpec, algorithm: str) -> np.ndarray:
+def check_supported(spec: ConvSpec, algorithm: str) -> None:
+    """Refuse what `algorithm` cannot compute (called while resolving, so conv.explain refuses
+    exactly what the call would)."""
     if algorithm == "implicit" and compute_dtype(spec.dtype) not in _IMPLICIT_DTYPES:
         raise TypeError(f"cpu algorithm 'implicit' computes floating-point inputs only "
                         f"(float16, float32, float64), got {spec.dtype}; use 'im2col' or 'direct'")
+
+
+def run(x, weight, bias, spec: ConvSpec, algorithm: str) -> np.ndarray:
+    check_supported(spec, algorithm)
     # inf/nan/overflow propagate silently, as in PyTorch (no RuntimeWarning, no FloatingPointError
     # under a caller's np.errstate(all="raise")).
     with np.errstate(all="ignore"):

@@ -8,6 +8,8 @@ Each backend module defines:
     ACCEPTS: tuple[str, ...]      array kinds (conv._arrays) it takes as input
     availability() -> (bool, str) whether it can run on this machine, and if not, why
     choose_algorithm(spec) -> (algorithm, reason)   its rule for algorithm="auto"
+    check_supported(spec, algorithm) (optional)     raises what `run` would refuse for the spec,
+        so that conv.explain raises exactly when the call would
     run(input, weight, bias, spec, algorithm) -> output
         input/weight/bias are the caller's arrays, already checked by conv._spec.make_spec
         (possibly non-contiguous, never to be modified); the output has shape spec.output_shape,
@@ -116,6 +118,9 @@ def resolve(spec, input, backend: str = "auto", algorithm: str = "auto") -> Choi
             raise ValueError(f"backend {name!r} has no algorithm {algorithm!r}; expected 'auto' or "
                              f"one of {list(module.ALGORITHMS)}")
         algo, algo_why = algorithm, "algorithm was asked for"
+    check = getattr(module, "check_supported", None)
+    if check is not None:               # what the algorithm cannot compute is refused here
+        check(spec, algo)
     return Choice(name, algo, f"{why}; {algo_why}")
 
 

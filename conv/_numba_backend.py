@@ -94,6 +94,11 @@ def choose_algorithm(spec: ConvSpec) -> tuple[str, str]:
                       f"direct kernel reuses each staged input instead")
 
 
+def check_supported(spec: ConvSpec, algorithm: str) -> None:
+    """Refuse a dtype the kernels lack (called while resolving: conv.explain refuses it too)."""
+    accumulator(spec.dtype)
+
+
 def run(x, weight, bias, spec: ConvSpec, algorithm: str):
     acc_dtype, widen = accumulator(spec.dtype)          # unsupported dtype: TypeError, nothing done
     if algorithm not in ALGORITHMS:

@@ -1,0 +1,49 @@
+"""conv.explain says what the call does: it raises exactly when the call raises (same type), and
+otherwise names the backend and algorithm the call runs, with a reason that fits the spec."""
+import numpy as np
+import pytest
+
+import conv
+from conv import _dispatch
+from tests._helpers import HOST_ALGORITHMS, random_array
+
+DTYPES = ["float16", "float32", "float64", "complex64", "complex128", "int8", "int16", "int32",
+          "int64", "uint8", "bool", "uint16"]
+CALLS = [  # (op, x shape, w shape, kwargs): a plain conv, a dilated one, an empty one
+    ("conv2d", (2, 6, 7, 8), (3, 2, 3, 3), dict(groups=3, padding=1)),
+    ("conv1d", (2, 4, 17), (5, 4, 3), dict(dilation=2)),
+    ("conv2d", (0, 3, 5, 5), (4, 3, 3, 3), dict()),
+]
+
+
+def _outcome(fn):
+    try:
+        return fn(), None
+    except Exception as exc:          # the type is what is compared
+        return None, type(exc)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend, algorithm", HOST_ALGORITHMS + [("cpu", "auto"),
+                                                                 ("auto", "auto")])
+def test_explain_raises_exactly_when_the_call_does(dtype, backend, algorithm, rng):
+    for op, xs, ws, kwargs in CALLS:
+        x = random_array(rng, xs, dtype if dtype != "bool" else "uint8").astype(dtype)
+        w = random_array(rng, ws, dtype if dtype != "bool" else "uint8").astype(dtype)
+        choice, explain_error = _outcome(lambda: conv.explain(
+            op, x, w, backend=backend, algorithm=algorithm, **kwargs))
+        _, call_error = _outcome(lambda: getattr(conv, op)(
+            x, w, backend=backend, algorithm=algorithm, **kwargs))
+        assert explain_error is call_error, (op, dtype, backend, algorithm, explain_error,
+                                             call_error)
+        if choice is not None:
+            assert isinstance(choice, _dispatch.Choice)
+            assert algorithm in ("auto", choice.algorithm)
+
+
+def test_one_output_channel_per_group_is_not_called_depthwise(rng):
+    x = random_array(rng, (1, 6, 9, 9), "float32")
+    w = random_array(rng, (3, 2, 3, 3), "float32")
+    choice = conv.explain("conv2d", x, w, groups=3)
+    assert choice.algorithm == "direct"
+    assert "one output channel per group (2 input channel(s) each" in choice.reason
