@@ -4,9 +4,10 @@ from hypothesis import strategies as st
 
 
 @st.composite
-def conv_configs(draw, max_side: int = 9, max_channels: int = 6, dtypes=("float32", "float64")):
+def conv_configs(draw, max_side: int = 9, max_channels: int = 6, dtypes=("float32", "float64"),
+                 ops=("conv1d", "conv2d")):
     """(op, x_shape, w_shape, has_bias, kwargs, dtype) for a call PyTorch accepts."""
-    op = draw(st.sampled_from(["conv1d", "conv2d"]))
+    op = draw(st.sampled_from(list(ops)))
     nsp = 1 if op == "conv1d" else 2
     groups = draw(st.integers(1, 3))
     c = groups * draw(st.integers(1, max(1, max_channels // groups)))

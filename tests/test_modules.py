@@ -77,9 +77,14 @@ def test_forward_matches_reference(mode, padding, rng):
 
 
 def test_unbatched_forward(rng):
-    m = conv.Conv1d(3, 5, 3, padding=1, padding_mode="reflect")
+    m = conv.Conv1d(3, 5, 3, padding=1, padding_mode="reflect", seed=4)
     x = random_array(rng, (3, 11), "float32")
-    assert m(x).shape == (5, 11)
+    out = m(x)
+    assert out.shape == (5, 11) and out.dtype == np.float32
+    # The unbatched call is the batched one on a batch of one, and matches the reference.
+    np.testing.assert_array_equal(out, m(x[None])[0])
+    assert_matches_reference("conv1d", x, m.weight, m.bias, backend="cpu", padding=1,
+                             padding_mode="reflect")
 
 
 def test_zero_out_channels_warns_like_pytorch():

@@ -39,11 +39,12 @@ def test_unbatched_equals_batch_of_one(cfg, seed):
 
 
 @SETTINGS
-@given(cfg=conv_configs(), seed=st.integers(0, 2**32 - 1))
-def test_conv1d_is_conv2d_with_unit_height(cfg, seed):
+@given(cfg=conv_configs(ops=("conv1d",)), algorithm=st.sampled_from(["reference"] + CPU_ALGORITHMS),
+       seed=st.integers(0, 2**32 - 1))
+def test_conv1d_is_conv2d_with_unit_height(cfg, algorithm, seed):
     op, xs, ws, has_bias, kwargs, dtype = cfg
-    if op != "conv1d":
-        return
+    backend = "reference" if algorithm == "reference" else "cpu"
+    algorithm = "auto" if algorithm == "reference" else algorithm
     rng = np.random.default_rng(seed)
     x, w = random_array(rng, xs, "float64"), random_array(rng, ws, "float64")
     kw2 = dict(kwargs)
@@ -54,6 +55,7 @@ def test_conv1d_is_conv2d_with_unit_height(cfg, seed):
     else:
         pad = kwargs["padding"]
         kw2["padding"] = (0,) + (tuple(pad) if isinstance(pad, tuple) else (pad,))
-    y1 = conv.conv1d(x, w, **kwargs, backend="reference")
-    y2 = conv.conv2d(x[..., None, :], w[..., None, :], **kw2, backend="reference")
+    y1 = conv.conv1d(x, w, **kwargs, backend=backend, algorithm=algorithm)
+    y2 = conv.conv2d(x[..., None, :], w[..., None, :], **kw2, backend=backend, algorithm=algorithm)
+    # Both run the same 2-D computation on the same numbers: equal to float64 rounding.
     np.testing.assert_allclose(y1, y2[..., 0, :], rtol=1e-12, atol=1e-12)
