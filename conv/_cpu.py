@@ -34,7 +34,6 @@ from ._padding import as_4d, gather_padded, pad_input, source_index, weight_4d
 from ._spec import ConvSpec
 from ._workspace import ScratchBuffers, WorkspaceLimit
 
-NAME = "cpu"
 ALGORITHMS = ("implicit", "im2col", "direct")
 ACCEPTS = (_arrays.NUMPY,)
 

@@ -35,7 +35,6 @@ from . import _arrays, _gpu_arrays
 from ._kernel_sources import read_source
 from ._spec import SUPPORTED_DTYPES, ConvSpec
 
-NAME = "cupy"
 ALGORITHMS = ("direct", "direct_naive", "im2col", "im2col_naive", "im2col_cublas")
 ACCEPTS = (_arrays.NUMPY, _arrays.CUPY, _arrays.TORCH_CUDA, _arrays.NUMBA_CUDA, _arrays.CUDA_OTHER)
 

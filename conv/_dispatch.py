@@ -3,7 +3,6 @@
 Backends are modules, imported only when first asked for (a CPU-only user never imports CuPy).
 Each backend module defines:
 
-    NAME: str                     the backend's name ("cpu", "cupy", ...)
     ALGORITHMS: tuple[str, ...]   algorithm names it accepts besides "auto"
     ACCEPTS: tuple[str, ...]      array kinds (conv._arrays) it takes as input
     availability() -> (bool, str) whether it can run on this machine, and if not, why
@@ -125,8 +124,9 @@ def resolve(spec, input, backend: str = "auto", algorithm: str = "auto") -> Choi
 
 
 def set_workspace_limit(nbytes: int, backend: str = "cpu") -> None:
-    """Cap (bytes) on a backend's im2col workspace ("cpu", "cupy" or "numba"); larger problems are
-    chunked (over the batch, then output rows), never refused."""
+    """Cap (bytes) on a backend's workspace ("cpu", "cupy" or "numba"). On "cpu" every algorithm
+    stays within it: larger calls run as chunks of themselves (conv/_cpu.py). On the GPU backends
+    it caps the im2col column buffer (see their modules for how each chunks)."""
     module = backend_module(backend)
     if not hasattr(module, "set_workspace_limit"):
         raise ValueError(f"backend {backend!r} has no workspace")

@@ -30,7 +30,6 @@ from ._kernel_sources import import_kernel_module
 from ._spec import ConvSpec
 from ._workspace import WorkspaceLimit
 
-NAME = "numba"
 ALGORITHMS = ("direct", "im2col", "direct_naive")
 ACCEPTS = (_arrays.NUMPY, _arrays.NUMBA_CUDA, _arrays.CUPY, _arrays.TORCH_CUDA, _arrays.CUDA_OTHER)
 

@@ -13,7 +13,6 @@ from . import _arrays
 from ._padding import as_4d, pad_input, weight_4d
 from ._spec import ConvSpec
 
-NAME = "reference"
 ALGORITHMS = ("direct",)
 ACCEPTS = (_arrays.NUMPY,)
 

@@ -1,8 +1,9 @@
 """Argument checking shared by every backend: PyTorch's rules and PyTorch's words.
 
 `make_spec` turns the arguments of ``conv1d``/``conv2d`` into a `ConvSpec`, the one description of a
-call that every backend consumes. Backends never re-check arguments; they compute the (N, K, P, Q)
-output of a 2-D convolution. A 1-D convolution is the 2-D one with H = R = 1 (one code path, two
+call that every backend consumes. Backends add only what their algorithms cannot compute
+(`check_supported`, asked while resolving, so conv.explain refuses it too); they compute the
+(N, K, P, Q) output of a 2-D convolution. A 1-D convolution is the 2-D one with H = R = 1 (one code path, two
 names), and a 1-D spec's ``stride``/``dilation`` etc. carry 1 for the height.
 
 Mirrors ``torch.nn.functional.conv1d/conv2d`` (aten/src/ATen/native/Convolution.cpp) and, for

@@ -10,7 +10,6 @@ import numpy as np
 
 class WorkspaceLimit:
     def __init__(self, env_var: str, default: int):
-        self.env_var = env_var
         self.nbytes = int(os.environ.get(env_var) or default)
 
     def set(self, nbytes: int) -> None:

@@ -37,7 +37,6 @@ def _parse_device(device) -> int | None:
 
 class _ConvNd:
     _n_spatial = 0
-    _op = ""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
@@ -155,11 +154,9 @@ class Conv1d(_ConvNd):
     """torch.nn.Conv1d on NumPy/CUDA arrays: weight (out, in/groups, k), optional bias (out,)."""
 
     _n_spatial = 1
-    _op = "conv1d"
 
 
 class Conv2d(_ConvNd):
     """torch.nn.Conv2d on NumPy/CUDA arrays: weight (out, in/groups, kh, kw), optional bias (out,)."""
 
     _n_spatial = 2
-    _op = "conv2d"

@@ -13,14 +13,14 @@
 //   int8/int16/int32/int64/uint8 -> long long: exact, wrapping on the cast back (PyTorch/CPU)
 //
 // Compile-time dtype selection: a module is built for one dtype with -DCONV_WANT_<dtype> (e.g.
-// -DCONV_WANT_float32); with no CONV_WANT_* at all, every dtype's entry points are built.
+// -DCONV_WANT_float32), always given by the host (conv/_cupy_backend.py:module_options).
 #pragma once
 
 #if !defined(CONV_WANT_float16) && !defined(CONV_WANT_float32) && !defined(CONV_WANT_float64) && \
     !defined(CONV_WANT_complex64) && !defined(CONV_WANT_complex128) && !defined(CONV_WANT_int8) && \
     !defined(CONV_WANT_int16) && !defined(CONV_WANT_int32) && !defined(CONV_WANT_int64) && \
     !defined(CONV_WANT_uint8)
-#define CONV_ALL_DTYPES 1
+#error "a module is built for one dtype: -DCONV_WANT_<dtype> (conv/_cupy_backend.py:module_options)"
 #endif
 
 // Padding modes, numbered as conv/_cupy_backend.py:_PAD_MODES.

@@ -158,33 +158,33 @@ __device__ __forceinline__ void conv2d_direct_kblock_body(CONV_DIRECT_PARAMS(T))
         conv2d_direct_kblock_body<T, 8>(CONV_DIRECT_ARGS);                                       \
     }
 
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_float16)
+#if defined(CONV_WANT_float16)
 CONV_DIRECT_ENTRIES(float16, conv_half)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_float32)
+#if defined(CONV_WANT_float32)
 CONV_DIRECT_ENTRIES(float32, float)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_float64)
+#if defined(CONV_WANT_float64)
 CONV_DIRECT_ENTRIES(float64, double)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_complex64)
+#if defined(CONV_WANT_complex64)
 CONV_DIRECT_ENTRIES(complex64, conv_complex<float>)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_complex128)
+#if defined(CONV_WANT_complex128)
 CONV_DIRECT_ENTRIES(complex128, conv_complex<double>)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_int8)
+#if defined(CONV_WANT_int8)
 CONV_DIRECT_ENTRIES(int8, signed char)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_int16)
+#if defined(CONV_WANT_int16)
 CONV_DIRECT_ENTRIES(int16, short)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_int32)
+#if defined(CONV_WANT_int32)
 CONV_DIRECT_ENTRIES(int32, int)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_int64)
+#if defined(CONV_WANT_int64)
 CONV_DIRECT_ENTRIES(int64, long long)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_uint8)
+#if defined(CONV_WANT_uint8)
 CONV_DIRECT_ENTRIES(uint8, unsigned char)
 #endif

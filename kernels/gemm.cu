@@ -29,20 +29,10 @@
 // 64-bit indices throughout; partial tiles at every edge are zero-filled on load and masked on store.
 #include "common.cuh"
 
-#ifndef CONV_GEMM_BM
-#define CONV_GEMM_BM 64
-#endif
-#ifndef CONV_GEMM_BN
-#define CONV_GEMM_BN 64
-#endif
-#ifndef CONV_GEMM_BK
-#define CONV_GEMM_BK 16
-#endif
-#ifndef CONV_GEMM_TM
-#define CONV_GEMM_TM 4
-#endif
-#ifndef CONV_GEMM_TN
-#define CONV_GEMM_TN 4
+// The tile shape has one home, GEMM_TILES in conv/_cupy_backend.py, which passes it as -D options.
+#if !defined(CONV_GEMM_BM) || !defined(CONV_GEMM_BN) || !defined(CONV_GEMM_BK) || \
+    !defined(CONV_GEMM_TM) || !defined(CONV_GEMM_TN)
+#error "CONV_GEMM_BM/BN/BK/TM/TN are defined by the host (conv/_cupy_backend.py: GEMM_TILES)"
 #endif
 #define CONV_GEMM_THREADS ((CONV_GEMM_BM / CONV_GEMM_TM) * (CONV_GEMM_BN / CONV_GEMM_TN))
 
@@ -176,33 +166,33 @@ __device__ __forceinline__ void gemm_tiled_body(CONV_GEMM_PARAMS(T)) {
             CONV_GEMM_ARGS);                                                                     \
     }
 
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_float16)
+#if defined(CONV_WANT_float16)
 CONV_GEMM_ENTRIES(float16, conv_half)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_float32)
+#if defined(CONV_WANT_float32)
 CONV_GEMM_ENTRIES(float32, float)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_float64)
+#if defined(CONV_WANT_float64)
 CONV_GEMM_ENTRIES(float64, double)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_complex64)
+#if defined(CONV_WANT_complex64)
 CONV_GEMM_ENTRIES(complex64, conv_complex<float>)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_complex128)
+#if defined(CONV_WANT_complex128)
 CONV_GEMM_ENTRIES(complex128, conv_complex<double>)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_int8)
+#if defined(CONV_WANT_int8)
 CONV_GEMM_ENTRIES(int8, signed char)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_int16)
+#if defined(CONV_WANT_int16)
 CONV_GEMM_ENTRIES(int16, short)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_int32)
+#if defined(CONV_WANT_int32)
 CONV_GEMM_ENTRIES(int32, int)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_int64)
+#if defined(CONV_WANT_int64)
 CONV_GEMM_ENTRIES(int64, long long)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_uint8)
+#if defined(CONV_WANT_uint8)
 CONV_GEMM_ENTRIES(uint8, unsigned char)
 #endif

@@ -61,33 +61,33 @@ __device__ __forceinline__ void im2col_body(CONV_IM2COL_PARAMS(T)) {
         im2col_body<T>(CONV_IM2COL_ARGS);                                                        \
     }
 
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_float16)
+#if defined(CONV_WANT_float16)
 CONV_IM2COL_ENTRY(float16, conv_half)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_float32)
+#if defined(CONV_WANT_float32)
 CONV_IM2COL_ENTRY(float32, float)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_float64)
+#if defined(CONV_WANT_float64)
 CONV_IM2COL_ENTRY(float64, double)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_complex64)
+#if defined(CONV_WANT_complex64)
 CONV_IM2COL_ENTRY(complex64, conv_complex<float>)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_complex128)
+#if defined(CONV_WANT_complex128)
 CONV_IM2COL_ENTRY(complex128, conv_complex<double>)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_int8)
+#if defined(CONV_WANT_int8)
 CONV_IM2COL_ENTRY(int8, signed char)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_int16)
+#if defined(CONV_WANT_int16)
 CONV_IM2COL_ENTRY(int16, short)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_int32)
+#if defined(CONV_WANT_int32)
 CONV_IM2COL_ENTRY(int32, int)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_int64)
+#if defined(CONV_WANT_int64)
 CONV_IM2COL_ENTRY(int64, long long)
 #endif
-#if defined(CONV_ALL_DTYPES) || defined(CONV_WANT_uint8)
+#if defined(CONV_WANT_uint8)
 CONV_IM2COL_ENTRY(uint8, unsigned char)
 #endif
