@@ -4,7 +4,7 @@ Hypothesis draws calls (`valid_calls`, `invalid_calls`); `check` runs one call t
 convolution and through ours and says how they compare (an `Outcome`):
 
 - both compute: same shape, same dtype, values within the tests/_helpers.py convention (per dtype
-  RTOL * sqrt(reduction) * max|reference| * 4, the reference being PyTorch's own result computed in
+  RTOL * sqrt(reduction) * max|reference|, the reference being PyTorch's own result computed in
   float64 / complex128; integers exactly equal to PyTorch's wrapped result). Our CPU output
   allocation (`conv._cpu._new_output`) is poisoned with NaN (float, complex) or a sentinel
   (integers) so an element no kernel wrote shows; the result must be a plain ndarray sharing no
@@ -365,6 +365,11 @@ def documented_message_difference(call: Call, theirs: BaseException, ours: BaseE
         return "own words: unsupported dtype (PyTorch names its kernel)"
     if _DTYPE_MISMATCH.match(o) and _DTYPE_MISMATCH.match(t):
         return "own words: dtype mismatch"
+    if (isinstance(call.padding, str) and re.match(r"^Input type \(.+\) and bias type \(.+\) "
+                                                   r"should be the same$", o)):
+        # README: refused for every padding form; PyTorch casts the bias for string padding
+        # (and so fails only where the cast does, with its own words).
+        return "bias dtype differs (refused for every padding form)"
     mo, mt = _PADDING_MODE.match(o), _PADDING_MODE.match(t)
     if mo and mt and mo.group(1) == mt.group(1):
         return "own words: padding_mode (PyTorch prints a set)"
@@ -457,7 +462,7 @@ def _compare(call: Call, x, w, b, got, expected: np.ndarray) -> Outcome:
     else:
         ref = torch_conv(call, x, w, b, upcast=True)
         scale = max(float(np.abs(ref).max()), 1e-30)
-        tol = RTOL[got.dtype] * math.sqrt(_reduction(w)) * scale * 4
+        tol = RTOL[got.dtype] * math.sqrt(_reduction(w)) * scale
         bad = ~(np.abs(got.astype(ref.dtype) - ref) <= tol)     # NaN (unwritten) counts as bad
     if not bad.any():
         return Outcome(OK)
