@@ -1,6 +1,5 @@
 """conv.explain says what the call does: it raises exactly when the call raises (same type), and
 otherwise names the backend and algorithm the call runs, with a reason that fits the spec."""
-import numpy as np
 import pytest
 
 import conv
