@@ -115,8 +115,10 @@ def _new_output(shape: tuple, dtype: np.dtype) -> np.ndarray:
 
 
 def numba_threads() -> int:
-    import numba
-    return numba.get_num_threads()
+    # numba.get_num_threads() starts numba's threads, which fixes the threading layer: our choice
+    # of layer (conv/_threads.py) must be made first.
+    from ._threads import num_threads
+    return num_threads()
 
 
 def _compute(x4: np.ndarray, w: np.ndarray, b, out: np.ndarray, spec: ConvSpec,

@@ -47,6 +47,11 @@ _configure()
 _workqueue_lock = threading.Lock()
 
 
+def num_threads() -> int:
+    """numba's thread count (asking starts its threads, so only after _configure)."""
+    return numba.get_num_threads()
+
+
 def layer() -> str | None:
     """The threading layer numba launched with, or None before the first parallel launch."""
     try:

@@ -107,6 +107,26 @@ def layer() -> str:
     return f"layer {numba.threading_layer()}"
 
 
+def _hide_tbb() -> None:
+    """Make numba find no usable TBB (as on a host without its wheels), before any launch."""
+    import numba.np.ufunc.parallel as parallel
+
+    def unavailable():
+        raise ImportError("TBB hidden by the test")
+    parallel._check_tbb_version_compatible = unavailable
+
+
+def no_tbb_threads() -> str:
+    """Without TBB our priority picks workqueue (fork-safe), and concurrent calls take turns."""
+    _hide_tbb()
+    return threads()
+
+
+def no_tbb_fork_pool() -> str:
+    _hide_tbb()
+    return pool("fork")
+
+
 if __name__ == "__main__":
     scenario, *args = sys.argv[1:]
     if scenario == "pool":

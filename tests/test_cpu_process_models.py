@@ -59,3 +59,13 @@ def test_fork_pool_on_workqueue():
 
 def test_oversubscribed_machine_completes_and_is_right():
     print(_run("oversubscribed"))
+
+
+def test_without_tbb_our_default_is_workqueue_and_threads_take_turns():
+    out = _run("no_tbb_threads")
+    assert out.endswith("layer workqueue"), out
+
+
+def test_without_tbb_a_fork_pool_works():
+    out = _run("no_tbb_fork_pool")
+    assert out.endswith("layer workqueue"), out
