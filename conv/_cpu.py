@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -160,16 +159,6 @@ def _plain_memory_errors():
 # column buffer and GEMM results, per-task buffers of the numba loops (one per thread alive at a
 # time), and the compute-dtype output when it is not the output's dtype.
 
-def _layout_elements(spec: ConvSpec, hp: int, wp: int, split_columns: bool) -> tuple[int, int]:
-    """(elements of PhaseLayout's copy, elements of one channel's phases) for a padded hp x wp."""
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    row_phases = min(spec.r, sh // math.gcd(dh, sh))
-    col_phases = min(spec.s, sw // math.gcd(dw, sw)) if split_columns else 1
-    hph, wph = -(-hp // sh), -(-wp // sw)
-    channel = row_phases * col_phases * hph * (wph if split_columns else wph * sw)
-    return spec.n * spec.c * channel, channel
-
-
 def _algorithm_workspace(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, contiguous: bool,
                          threads: int, borders: bool = False, in_place: bool = False) -> int:
     """Bytes `_compute` allocates for spec on an input of x_dtype (contiguous or not). borders:
@@ -192,10 +181,11 @@ def _algorithm_workspace(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, cont
             return ws + image_cols                 # image by image, the GEMM writes in place
         return ws + spec.n * (image_cols + spec.k * spec.p * spec.q * ci)
     # implicit and direct: non-zero padding modes pad first (PhaseLayout.source).
+    from ._cpu_direct import layout_extent
     ws = padded_elements * xi if padded and spec.padding_mode != "zeros" else 0
     source_copy = padded_elements * ci if convert else 0
     if algorithm == "direct":
-        layout, channel = _layout_elements(spec, hp, wp, True)
+        layout, channel = layout_extent(spec, hp, wp, True)
         wph = -(-wp // spec.stride[1])
         per_task = threads * (4096 + wph) * ci
         if spec.k_per_group == 1:
@@ -205,7 +195,7 @@ def _algorithm_workspace(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, cont
     from ._cpu_implicit import _deinterleave, tile_columns
     if in_place:
         return 0
-    layout, channel = _layout_elements(spec, hp, wp, not _deinterleave(spec))
+    layout, channel = layout_extent(spec, hp, wp, not _deinterleave(spec))
     slack = 4 * tile_columns(cdt) * ci + 4096
     if spec.groups > 1 and spec.n * spec.groups >= 4 * threads:
         # One task per (image, group) lays out its group in its own buffer.
@@ -224,9 +214,10 @@ def _fits(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, contiguous: bool, t
                + spec.k * spec.c_per_group * spec.r * spec.s) * cdt.itemsize
     in_place = False
     if algorithm == "implicit" and x_dtype == cdt and contiguous:
+        from ._cpu_direct import layout_extent
         from ._cpu_implicit import _deinterleave, _plan, tile_columns
         top, bottom, left, right = spec.pad
-        layout, _ = _layout_elements(spec, spec.h + top + bottom, spec.w + left + right,
+        layout, _ = layout_extent(spec, spec.h + top + bottom, spec.w + left + right,
                                      not _deinterleave(spec))
         # In place needs the layout to BE the input, so of its size: only then is the plan
         # (int64 offsets, which an absurd padding or dilation would overflow) worth building.

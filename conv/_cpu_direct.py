@@ -15,6 +15,7 @@ end. The last element read, (P-1+i0)*Wph + Q-1+j0, stays inside the phase plane.
 from __future__ import annotations
 
 import functools
+import math
 
 import numba
 import numpy as np
@@ -22,6 +23,19 @@ import numpy as np
 from ._padding import pad_input
 from ._spec import ConvSpec
 from ._threads import serialised_if_needed
+
+
+def layout_extent(spec: ConvSpec, hp: int, wp: int, split_columns: bool) -> tuple[int, int]:
+    """(elements of a layout's copy, elements of one channel's phases) for a padded hp x wp
+    input: plain ints, so a size can be asked for before any array (tap offsets) is built. The
+    phases some tap reads along rows are {(r*dh) % sh}, which are min(R, sh / gcd(dh, sh)) in
+    number (r*dh/g runs through the residues modulo sh/g with step dh/g, coprime to sh/g)."""
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    row_phases = min(spec.r, sh // math.gcd(dh, sh))
+    col_phases = min(spec.s, sw // math.gcd(dw, sw)) if split_columns else 1
+    hph, wph = -(-hp // sh), -(-wp // sw)
+    channel = row_phases * col_phases * hph * (wph if split_columns else wph * sw)
+    return spec.n * spec.c * channel, channel
 
 
 class PhaseLayout:
@@ -48,6 +62,9 @@ class PhaseLayout:
         self.row_len = self.wph if split_columns else self.wph * self.sw
         self.n_phases = len(self.row_phases) * len(self.col_phases)
         self.shape = (spec.n, spec.c, self.n_phases, self.hph, self.row_len)
+        # The size formula the workspace estimates use (conv/_cpu.py) is this layout's.
+        assert layout_extent(spec, spec.h + top + bottom, spec.w + left + right,
+                             split_columns)[1] == self.n_phases * self.hph * self.row_len
         self.col_step = self.sw if split_columns else 1       # input columns between stored ones
         # Read-only arrays for the numba kernels (a layout is shared through phase_layout()).
         self.taps = self._tap_offsets(dh, dw)
