@@ -22,8 +22,13 @@ import sys
 
 import numpy as np
 
+# In a checkout (and an editable install) this file is bench/evidence.py beside pyproject.toml and
+# results go to the repository's bench/results/; an installed wheel has no results folder (they
+# are not shipped), so evidence goes to ./bench-results/ under the current directory.
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+_IN_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file()
+RESULTS_DIR = (pathlib.Path(__file__).resolve().parent / "results" if _IN_CHECKOUT
+               else pathlib.Path.cwd() / "bench-results")
 
 
 def _dist_version(name: str) -> str | None:

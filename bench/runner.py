@@ -6,7 +6,7 @@ with a tolerance relative to the reference's magnitude, and only if it is right 
 result is a WRONG row with its error, never a time.
 
 Implementations: every usable backend and algorithm of conv (found at run time through
-``conv._dispatch``) for the device, plus PyTorch (``torch.nn.functional.conv1d/conv2d``; cuDNN
+``conv.registry``) for the device, plus PyTorch (``torch.nn.functional.conv1d/conv2d``; cuDNN
 with ``cudnn.benchmark = True`` on the GPU). Precisions: "fp32" (TF32 off on both sides), "tf32"
 (PyTorch with TF32 on, ours as-is), "fp16".
 """
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 
 import conv
-from conv import _dispatch
+from conv import plan as _plan
+from conv import registry
 from conv._arrays import to_numpy as to_host
-from conv._reference import conv_reference
 from conv._spec import make_spec
+from conv.backend.reference import conv_reference
 
 from . import metrics
 from .suites import Case
@@ -112,12 +113,12 @@ def discover(device: str, wanted=()) -> tuple[list[Impl], list[str]]:
         if name == "numba" and cudasim_enabled():
             notes.append("numba: skipped under NUMBA_ENABLE_CUDASIM (the simulator is not a GPU)")
             continue
-        ok, why = _dispatch.backend_availability(name)
+        ok, why = _plan.backend_availability(name)
         if not ok:
             notes.append(f"{name}: not usable here ({why})")
             continue
-        for algo in _dispatch.backend_module(name).ALGORITHMS:
-            impl = Impl(name, algo)
+        for row in registry.algorithms(name):
+            impl = Impl(name, row.name)
             if not wanted or name in wanted or impl.label in wanted:
                 impls.append(impl)
     for w in wanted:
@@ -156,11 +157,11 @@ def _gpu_arrays(x_base, w, b, case: Case):
     return x, cupy.asarray(w), None if b is None else cupy.asarray(b), base
 
 
-def _as_kind(a, module):
-    """A GPU array in a kind the backend module accepts (CuPy preferred, zero-copy otherwise)."""
+def _as_kind(a, backend: str):
+    """A GPU array in a kind the backend accepts (CuPy preferred, zero-copy otherwise)."""
     if a is None:
         return None
-    accepts = getattr(module, "ACCEPTS", ())
+    accepts = registry.BACKENDS[backend].kinds
     if "cupy" in accepts:
         return a
     if "numba-cuda" in accepts:
@@ -388,8 +389,8 @@ class Runner:
                 continue                              # capped: far too slow to time here
             if precision == "tf32":
                 row["note"] = "ours as-is (no TF32 switch), vs PyTorch with TF32 on"
-            module = _dispatch.backend_module(impl.backend)
-            args = tuple(_as_kind(a, module) for a in ours) if self.gpu else ours
+            module = _plan.backend_module(impl.backend)
+            args = tuple(_as_kind(a, impl.backend) for a in ours) if self.gpu else ours
 
             def fn(args=args, impl=impl):
                 return conv_fn(*args, backend=impl.backend, algorithm=impl.algorithm,

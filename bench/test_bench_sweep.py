@@ -64,12 +64,10 @@ def test_conv(benchmark, case, impl, on_gpu):
                 return runner.torch_conv(torch, case, spec, tx, tw, tb)
     else:
         import conv
-        from conv import _dispatch
         args = (x, w, b)
         if on_gpu:
             import cupy
-            module = _dispatch.backend_module(impl.backend)
-            args = tuple(runner._as_kind(a, module) for a in runner._gpu_arrays(x_base, w, b, case)[:3])
+            args = tuple(runner._as_kind(a, impl.backend) for a in runner._gpu_arrays(x_base, w, b, case)[:3])
             sync = cupy.cuda.Device().synchronize
         conv_fn = getattr(conv, case.op)
 

@@ -55,12 +55,13 @@ def _plain_torch(t):
     return t
 
 
-def to_cupy(a):
-    """A CuPy view of `a` (zero-copy for GPU arrays), or a device copy of a NumPy array."""
+def to_cupy(a, kind: str | None = None):
+    """A CuPy view of `a` (zero-copy for GPU arrays), or a device copy of a NumPy array; kind:
+    its array kind where the caller knows it (a Plan does)."""
     if a is None:
         return None
     cupy = import_cupy()
-    kind = _arrays.array_kind(a)
+    kind = kind or _arrays.array_kind(a)
     if kind == _arrays.CUPY:
         return a
     if kind == _arrays.NUMPY:
@@ -72,9 +73,8 @@ def to_cupy(a):
     return cupy.asarray(a)                  # __cuda_array_interface__: zero-copy
 
 
-def from_cupy(out, like):
-    """Return CuPy array `out` as the kind of array `like` is (NumPy input gets NumPy back)."""
-    kind = _arrays.array_kind(like)
+def from_cupy(out, kind: str):
+    """Return CuPy array `out` as an array of `kind` (the input's: NumPy input gets NumPy back)."""
     if kind == _arrays.CUPY or kind == _arrays.CUDA_OTHER:
         return out
     if kind == _arrays.NUMPY:
@@ -86,12 +86,12 @@ def from_cupy(out, like):
     raise TypeError(f"cannot return a result for an input of kind {kind}")
 
 
-def to_numba(a):
+def to_numba(a, kind: str | None = None):
     """A numba.cuda device array for `a` (zero-copy for __cuda_array_interface__ arrays)."""
     if a is None:
         return None
     from numba import cuda
-    kind = _arrays.array_kind(a)
+    kind = kind or _arrays.array_kind(a)
     if kind == _arrays.NUMPY:
         return cuda.to_device(np.ascontiguousarray(a))
     if kind == _arrays.NUMBA_CUDA:
@@ -103,9 +103,8 @@ def to_numba(a):
     return cuda.as_cuda_array(to_cupy(a))    # DLPack-only producers go through CuPy
 
 
-def from_numba(out, like):
-    """Return numba device array `out` as the kind of array `like` is."""
-    kind = _arrays.array_kind(like)
+def from_numba(out, like, kind: str):
+    """Return numba device array `out` as an array of `kind`, the kind of `like` (the input)."""
     if kind == _arrays.NUMBA_CUDA:
         return out
     if kind == _arrays.NUMPY:
@@ -115,6 +114,11 @@ def from_numba(out, like):
     if kind == _arrays.TORCH_CUDA:
         return sys.modules["torch"].as_tensor(out, device=like.device)
     raise TypeError(f"cannot return a result for an input of kind {kind}")
+
+
+# CUDA's grid limits (gridDim x, y, z), the same on every device since compute capability 3.0:
+# both GPU backends clamp their grids to them (their kernels grid-stride past them).
+GRID_LIMITS = (2 ** 31 - 1, 65535, 65535)
 
 
 # Test hook: when on, GPU backends fill each output with NaN (integers: a sentinel) before the

@@ -2,7 +2,7 @@
 
 CI has no GPU, but NVRTC (PyPI ``nvidia-cuda-nvrtc`` through ``cuda-bindings``) compiles to a cubin
 for any architecture. `compile_source` compiles one source text with the options CuPy's RawModule
-would use (conv._cupy_backend passes the same tuple) plus ``-Xptxas=-v``, and
+would use (conv.backend.cupy.sources.module_options gives the same tuple) plus ``-Xptxas=-v``, and
 `parse_ptxas_log` turns ptxas's report into registers / spill stores / spill loads / stack per
 entry function.
 

@@ -1,12 +1,32 @@
-"""Host-side padding and 4-D views shared by the NumPy paths."""
+"""Padding modes: the one table of them, and the host-side padding the NumPy paths use.
+
+PADDING_MODES numbers each mode; make_spec accepts exactly its names, the CUDA C kernels get the
+numbers as `CONV_PAD_<MODE>` macros (`cuda_defines`, pasted before common.cuh by
+conv/backend/cupy/sources.py) and the numba.cuda kernels import them
+(kernels/numba_cuda/common.py). Each mode's index arithmetic is written once per language:
+`source_index` here, `conv_src_index` in kernels/cuda/common.cuh, `source_index` in
+kernels/numba_cuda/common.py; tests/test_padding_modes.py checks all of them against np.pad.
+"""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._spec import ConvSpec
+if TYPE_CHECKING:
+    from ._spec import ConvSpec
 
-# PyTorch padding_mode -> numpy.pad mode. PyTorch's reflect excludes the edge, as NumPy's does.
-NUMPY_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+# padding_mode -> (the number the kernels branch on, the numpy.pad mode that pads the same way;
+# PyTorch's reflect excludes the edge, as NumPy's does).
+_TABLE = {"zeros": (0, "constant"), "reflect": (1, "reflect"), "replicate": (2, "edge"),
+          "circular": (3, "wrap")}
+PADDING_MODES: dict[str, int] = {mode: code for mode, (code, _) in _TABLE.items()}
+NUMPY_PAD_MODES: dict[str, str] = {mode: np_mode for mode, (_, np_mode) in _TABLE.items()}
+
+
+def cuda_defines() -> str:
+    """`#define CONV_PAD_<MODE> <number>` for every mode."""
+    return "".join(f"#define CONV_PAD_{mode.upper()} {code}\n" for mode, code in PADDING_MODES.items())
 
 
 def as_4d(x: np.ndarray, spec: ConvSpec) -> np.ndarray:

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._arrays import TORCH_CPU, array_kind, dtype_of, shape_of
-
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+from ._padding import PADDING_MODES
 
 # PyTorch's C++ scalar-type names, used in its dtype-mismatch messages.
 _TORCH_TYPE_NAMES = {

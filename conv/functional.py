@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from . import _dispatch
+from . import plan as _plan
 from ._spec import ConvSpec, make_spec, make_spec_cached
 
 
@@ -37,23 +37,20 @@ def _conv(op, input, weight, bias, stride, padding, dilation, groups, padding_mo
         _check_names(backend, algorithm)
     spec = make_spec_cached(op, input, weight, bias, stride, padding, dilation, groups,
                             padding_mode)
-    _dispatch.check_same_device(input, weight, bias)
-    choice = _dispatch.resolve(spec, input, backend, algorithm)
+    plan = _plan.make_plan(spec, input, weight, bias, backend, algorithm)
     _same_padding_warning(spec, padding)
-    module = _dispatch.backend_module(choice.backend)
-    out = module.run(input, weight, bias, spec, choice.algorithm)
+    out = _plan.execute(plan, input, weight, bias)
     if spec.dtype.kind == "c" and type(out) is np.ndarray and out.size:
         # One pass: a non-finite element makes the sum non-finite (a sum that overflows only
         # costs the check below, which then changes nothing).
         with np.errstate(all="ignore"):
             finite = np.isfinite(out.sum())
         if not finite:
-            _non_finite_like_pytorch(out, module, choice.algorithm, spec, input, weight, bias)
+            _non_finite_like_pytorch(out, plan, input, weight, bias)
     return out
 
 
-def _non_finite_like_pytorch(out: np.ndarray, module, algorithm: str, spec: ConvSpec, input, weight,
-                             bias) -> None:
+def _non_finite_like_pytorch(out: np.ndarray, plan: _plan.Plan, input, weight, bias) -> None:
     """PyTorch convolves complex arrays as three real convolutions (Gauss's trick):
     a = conv(xr, wr, br), b = conv(xi, wi), c = conv(xr + xi, wr + wi, br + bi), then
     out = a - b + 1j * (c - a - b). Where a, b, c are finite that is our result up to rounding;
@@ -61,13 +58,19 @@ def _non_finite_like_pytorch(out: np.ndarray, module, algorithm: str, spec: Conv
     1j * inf is nan+nanj), not from a complex multiply-add (inf * (1+1j) = inf+infj). Only for an
     output that holds a non-finite value, compute the three real convolutions and take PyTorch's
     value wherever one of them, or our output, is not finite."""
-    real_spec = dataclasses.replace(spec, dtype=np.dtype(out.real.dtype))
+    real_spec = dataclasses.replace(plan.spec, dtype=np.dtype(out.real.dtype))
     xr, xi, wr, wi = input.real, input.imag, weight.real, weight.imag
     br, bi = (None, None) if bias is None else (bias.real, bias.imag)
+
+    def real_conv(x, w, b):
+        # The same backend and algorithm, planned for the real dtype.
+        real = _plan.make_plan(real_spec, x, w, b, plan.backend, plan.algorithm)
+        return _plan.execute(real, x, w, b)
+
     with np.errstate(all="ignore"):
-        a = module.run(xr, wr, br, real_spec, algorithm)
-        b = module.run(xi, wi, None, real_spec, algorithm)
-        c = module.run(xr + xi, wr + wi, None if bias is None else br + bi, real_spec, algorithm)
+        a = real_conv(xr, wr, br)
+        b = real_conv(xi, wi, None)
+        c = real_conv(xr + xi, wr + wi, None if bias is None else br + bi)
         v = c - a - b
         where = ~(np.isfinite(a) & np.isfinite(b) & np.isfinite(c) & np.isfinite(out))
         finite_v = np.isfinite(v)
@@ -103,14 +106,15 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 
 def explain(op: str, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
             padding_mode: str = "zeros", backend: str = "auto",
-            algorithm: str = "auto") -> _dispatch.Choice:
-    """Which backend and algorithm ``conv1d``/``conv2d`` (op) would use for these arguments, and why.
+            algorithm: str = "auto") -> _plan.Plan:
+    """The Plan ``conv1d``/``conv2d`` (op) would execute for these arguments: backend, algorithm
+    and its version, why, workspace bytes and chunking.
 
-    Checks the arguments exactly as the call would; computes nothing.
+    Plans exactly as the call does (the call executes this very plan), so it raises exactly what
+    the call would raise before computing; computes nothing.
     """
     if op not in ("conv1d", "conv2d"):
         raise ValueError(f"op must be 'conv1d' or 'conv2d', got {op!r}")
     _check_names(backend, algorithm)
     spec = make_spec(op, input, weight, bias, stride, padding, dilation, groups, padding_mode)
-    _dispatch.check_same_device(input, weight, bias)
-    return _dispatch.resolve(spec, input, backend, algorithm)
+    return _plan.make_plan(spec, input, weight, bias, backend, algorithm)

@@ -118,7 +118,7 @@ class _ConvNd:
     def _to_device(self, host: np.ndarray):
         if self._device_index is None:
             return host
-        from . import _gpu_arrays   # imported only when a module lives on a GPU
+        from . import _gpu_arrays  # imported only when a module lives on a GPU
         ok, why = _gpu_arrays.cupy_availability()
         if not ok:
             raise RuntimeError(f"device={self.device!r} keeps the weights as CuPy arrays, but the "

@@ -1,5 +1,6 @@
-"""GPU kernel sources of the `conv` package (installed as `conv_kernels`).
-
-CUDA C sources (*.cu, *.cuh) are compiled at run time by CuPy (conv/_cupy_backend.py) and checked
-by NVRTC in CI; numba.cuda kernels (*.py) are imported by conv/_numba_backend.py.
+"""GPU kernel sources of the `conv` package, installed as `conv.kernels`:
+  cuda/         CUDA C (*.cu, *.cuh), compiled at run time by CuPy (conv/backend/cupy/) and
+                checked by NVRTC in CI;
+  numba_cuda/   numba.cuda kernels (*.py), imported by conv/backend/numba_cuda/.
+The kernel digest (conv.kernels_digest()) hashes every file under this folder.
 """

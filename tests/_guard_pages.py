@@ -58,12 +58,8 @@ def run_cases_in_child(cases: list[dict], tmp_path) -> None:
 
 def _run_case(case: dict) -> None:
     import conv
-    from tests._helpers import assert_matches_reference, random_array
-    rng = np.random.default_rng(case["seed"])
-    dtype = np.dtype(case["dtype"])
-    x = random_array(rng, tuple(case["x"]), dtype)
-    w = random_array(rng, tuple(case["w"]), dtype)
-    b = random_array(rng, (case["w"][0],), dtype) if case["bias"] else None
+    from tests._helpers import assert_matches_reference, make_operands
+    x, w, b = make_operands(case["seed"], case["x"], case["w"], case["dtype"], bias=case["bias"])
     side = case["side"]
     xg, wg = guarded(x, side), guarded(w, side)
     bg = None if b is None else guarded(b, side)
@@ -74,7 +70,7 @@ def _run_case(case: dict) -> None:
 
 
 def main(case_file: str) -> None:
-    from conv import _cpu
+    import conv.backend.cpu as _cpu
     # Poisoned outputs, as in the in-process tests: an element a kernel fails to write is NaN.
     _cpu._new_output = lambda shape, dtype: np.full(shape, np.nan if np.dtype(dtype).kind in "fc"
                                                     else 0, dtype)

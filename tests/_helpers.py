@@ -1,16 +1,26 @@
-"""The one comparison helper: run a backend, compare with the float64 NumPy reference.
+"""The test helpers every test file shares: the one operand builder (`make_operands`, seeded
+through `operand_rng`) and the one comparison helper (`assert_matches_reference`: run a backend,
+compare with the float64 NumPy reference).
+
+Seeds: a test's data is reproducible in every process. A str (a test's node id, a case string) or
+a tuple of parts is hashed with zlib.crc32 (`stable_seed`; Python's hash() of a str is salted per
+process); an int is a seed already (one a hypothesis strategy drew, one a child process was
+handed); a Generator (the `rng` fixture of tests/conftest.py, seeded from the test's node id) is
+drawn from, so several operand sets of one test differ.
 
 Tolerance is relative to the reference's magnitude (max |ref| over the output, and the size of the
 reduction), per dtype; the first mismatches are printed, a few at most.
 """
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 import conv
 from conv._arrays import to_numpy as to_host
-from conv._reference import conv_reference
 from conv._spec import make_spec
+from conv.backend.reference import conv_reference
 
 # Relative tolerance per dtype, scaled by sqrt(reduction length) and max|ref| below: the rounding
 # error of a sum of n terms of random sign grows like sqrt(n) units in the last place of the
@@ -28,15 +38,55 @@ RTOL = {
 FLOAT_AND_COMPLEX = ["float16", "float32", "float64", "complex64", "complex128"]
 
 
-def random_array(rng: np.random.Generator, shape, dtype) -> np.ndarray:
-    """Fresh random data (never zeros): normal floats, small integers for integer dtypes."""
-    dtype = np.dtype(dtype)
-    if dtype.kind == "c":
-        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
-    if dtype.kind in "iu":
-        lo = 0 if dtype.kind == "u" else -5
-        return rng.integers(lo, 6, size=shape).astype(dtype)
-    return rng.standard_normal(shape).astype(dtype)
+def stable_seed(*parts) -> int:
+    """A seed from `parts`, the same in every process: zlib.crc32 of their str() joined by '/'."""
+    return zlib.crc32("/".join(map(str, parts)).encode())
+
+
+def operand_rng(seed) -> np.random.Generator:
+    """The Generator operands are drawn from: `seed` a str or tuple of parts (hashed by
+    stable_seed), an int (used as is), or a Generator (returned as is, its stream continued)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, (str, tuple)):
+        seed = stable_seed(*seed) if isinstance(seed, tuple) else stable_seed(seed)
+    return np.random.default_rng(int(seed))
+
+
+def make_operands(seed, x_shape, w_shape=None, dtype="float32", *, bias=False, w_dtype=None,
+                  b_dtype=None) -> tuple:
+    """(x, w, b): fresh random operands of a conv call (never zeros, never uninitialised), drawn
+    in that order from operand_rng(seed).
+
+    x has shape x_shape and w has shape w_shape (either None: that operand is None); b is None for bias False/None,
+    shape (w_shape[0],) for bias True, or the shape `bias` names (a tuple: a wrong-sized bias).
+    Values by dtype (dtype for x, w_dtype / b_dtype for w / b, defaulting to dtype): standard
+    normal floats (and object / longdouble arrays of them), complex numbers with standard normal
+    real and imaginary parts, small integers (-5..5, unsigned 0..5), random booleans. Always
+    ndarrays, 0-d ones included."""
+    rng = operand_rng(seed)
+
+    def draw(shape, dt):
+        dt = np.dtype(dt)
+        shape = tuple(shape)
+        if dt.kind == "c":
+            values = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+        elif dt.kind in "iu":
+            values = rng.integers(0 if dt.kind == "u" else -5, 6, size=shape)
+        elif dt.kind == "b":
+            values = rng.integers(0, 2, size=shape)
+        else:
+            values = rng.standard_normal(shape)
+        return np.asarray(values).astype(dt)
+
+    x = None if x_shape is None else draw(x_shape, dtype)
+    w = None if w_shape is None else draw(w_shape, dtype if w_dtype is None else w_dtype)
+    if bias is None or bias is False:
+        b = None
+    else:
+        b_shape = (w_shape[0],) if bias is True else bias
+        b = draw(b_shape, dtype if b_dtype is None else b_dtype)
+    return x, w, b
 
 
 def assert_matches_reference(op: str, x, w, b=None, *, backend: str, algorithm: str = "auto",
@@ -51,13 +101,23 @@ def assert_matches_reference(op: str, x, w, b=None, *, backend: str, algorithm: 
     w_host = w if w_host is None else w_host
     b_host = b if b_host is None else b_host
     fn = getattr(conv, op)
-    out = to_host(fn(x, w, b, backend=backend, algorithm=algorithm, **kwargs))
+    out = fn(x, w, b, backend=backend, algorithm=algorithm, **kwargs)
+    where = f"{op}(backend={backend!r}, algorithm={algorithm!r}, x{tuple(x_host.shape)}, " \
+            f"w{tuple(w_host.shape)}, {kwargs})"
+    return assert_output_matches_reference(op, out, x_host, w_host, b_host, where=where, **kwargs)
+
+
+def assert_output_matches_reference(op: str, out, x_host, w_host, b_host=None, *,
+                                    where: str = "", **kwargs) -> np.ndarray:
+    """The comparison of assert_matches_reference, for an output `out` (host or device array)
+    already computed with conv.<op>(..., **kwargs) from arrays whose host copies are
+    x_host/w_host/b_host. Returns `out` on the host."""
+    out = to_host(out)
     spec = make_spec(op, x_host, w_host, b_host, kwargs.get("stride", 1), kwargs.get("padding", 0),
                      kwargs.get("dilation", 1), kwargs.get("groups", 1),
                      kwargs.get("padding_mode", "zeros"))
     ref = conv_reference(x_host, w_host, b_host, spec)
-    where = f"{op}(backend={backend!r}, algorithm={algorithm!r}, x{tuple(x_host.shape)}, " \
-            f"w{tuple(w_host.shape)}, {kwargs})"
+    where = where or f"{op}(x{tuple(x_host.shape)}, w{tuple(w_host.shape)}, {kwargs})"
     assert out.shape == ref.shape, f"{where}: shape {out.shape}, expected {ref.shape}"
     assert out.dtype == x_host.dtype, f"{where}: dtype {out.dtype}, expected {x_host.dtype}"
     if ref.size == 0:
@@ -95,11 +155,18 @@ def refused_by_pytorch(dtype, kwargs) -> bool:
         np.atleast_1d(dilation)) > 1
 
 
-# Every host (backend, algorithm) pair; "implicit" computes floating-point dtypes only.
+# Every host (backend, algorithm) pair (conv.registry lists them in this order); "implicit"
+# computes floating-point dtypes only.
 HOST_ALGORITHMS = [("cpu", "implicit"), ("cpu", "im2col"), ("cpu", "direct"), ("reference", "direct")]
 CPU_ALGORITHMS = [a for b, a in HOST_ALGORITHMS if b == "cpu"]
 
 
 def refused_by_algorithm(algorithm, dtype) -> bool:
-    """cpu:implicit raises TypeError for complex and integer inputs."""
+    """cpu:implicit raises TypeError for complex and integer inputs (implicit_refusal says how)."""
     return algorithm == "implicit" and np.dtype(dtype).kind not in "f"
+
+
+def implicit_refusal(dtype) -> str:
+    """The TypeError message of cpu:implicit for an input of `dtype` it has no kernel for."""
+    return (f"cpu algorithm 'implicit' has no kernels for dtype {np.dtype(dtype)} "
+            f"(supported: float16, float32, float64)")

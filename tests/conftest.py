@@ -1,11 +1,8 @@
 import importlib.util
 import os
 import warnings
-import zlib
 
-import numpy as np
 import pytest
-
 
 # The simulator tests run in their own pytest process (tests/test_numba_cudasim_suite.py sets
 # NUMBA_ENABLE_CUDASIM=1 there); this process does not collect them.
@@ -21,10 +18,11 @@ def torch_or_skip():
 
 @pytest.fixture
 def rng(request):
-    # Fresh data per test, reproducible per test id across processes (crc32: hash() of a str is
-    # salted per process).
-    seed = zlib.crc32(request.node.nodeid.encode())
-    return np.random.default_rng(seed)
+    # Fresh data per test, reproducible per test id across processes: the Generator that
+    # tests/_helpers.make_operands draws from, seeded with zlib.crc32 of the node id (hash() of a
+    # str is salted per process).
+    from tests._helpers import operand_rng
+    return operand_rng(request.node.nodeid)
 
 
 @pytest.fixture(autouse=True)

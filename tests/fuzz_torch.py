@@ -6,7 +6,7 @@ convolution and through ours and says how they compare (an `Outcome`):
 - both compute: same shape, same dtype, values within the tests/_helpers.py convention (per dtype
   RTOL * sqrt(reduction) * max|reference|, the reference being PyTorch's own result computed in
   float64 / complex128; integers exactly equal to PyTorch's wrapped result). Our CPU output
-  allocation (`conv._cpu._new_output`) is poisoned with NaN (float, complex) or a sentinel
+  allocation (`conv.backend.cpu._new_output`) is poisoned with NaN (float, complex) or a sentinel
   (integers) so an element no kernel wrote shows; the result must be a plain ndarray sharing no
   memory with an input, and no input (nor the buffer behind a view) may change.
 - both refuse: ours must be ValueError or TypeError (never another type, never a crash) with
@@ -65,9 +65,9 @@ import numpy as np
 from hypothesis import strategies as st
 
 import conv
-import conv._cpu
+import conv.backend.cpu
 from conv._spec import PADDING_MODES, same_padding
-from tests._helpers import RTOL, random_array
+from tests._helpers import RTOL, make_operands, operand_rng
 
 DTYPES = ("float16", "float32", "float64", "complex64", "complex128", "int8", "int16", "int32",
           "int64", "uint8")
@@ -133,14 +133,8 @@ class Outcome:
 # ----------------------------------------------------------------------------------------------
 
 def _data(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
-    """Fresh random values (tests/_helpers.random_array), for dtypes it does not know too."""
-    if dtype.kind == "b":
-        return rng.integers(0, 2, size=shape).astype(dtype)
-    if dtype.kind == "O" or dtype == np.longdouble:
-        return rng.standard_normal(shape).astype(dtype)
-    if dtype.kind == "u" and dtype.itemsize > 1:
-        return rng.integers(0, 6, size=shape).astype(dtype)
-    return random_array(rng, shape, dtype)
+    """Fresh random values of any dtype, from the one operand builder (tests/_helpers)."""
+    return make_operands(rng, shape, None, dtype)[0]
 
 
 def materialise(spec: Arr, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -196,7 +190,7 @@ def _in_layout(spec: Arr, rng: np.random.Generator) -> tuple[np.ndarray, list[np
 
 def build(call: Call) -> tuple[tuple, list[np.ndarray]]:
     """(x, w, b) for `call`, from its seed, and every array owning their memory."""
-    rng = np.random.default_rng(call.seed)
+    rng = operand_rng(call.seed)
     args, owners = [], []
     for spec in (call.x, call.w, call.b):
         if isinstance(spec, Arr):
@@ -254,7 +248,7 @@ def torch_conv(call: Call, x, w, b, upcast: bool = False) -> np.ndarray:
     F = torch.nn.functional
     tx, tw, tb = (_to_tensor(torch, v, upcast) for v in (x, w, b))
     nsp = 1 if call.op == "conv1d" else 2
-    if call.module or call.padding_mode not in PADDING_MODES:
+    if call.module or call.padding_mode not in tuple(PADDING_MODES):
         cls = torch.nn.Conv1d if nsp == 1 else torch.nn.Conv2d
         m = cls(tw.shape[1] * call.groups, tw.shape[0], tuple(tw.shape[2:]), call.stride,
                 call.padding, call.dilation, call.groups, bias=tb is not None,
@@ -286,7 +280,7 @@ _POISON_INT = 0x5A5A5A5A5A5A5A5A
 @contextlib.contextmanager
 def poisoned_outputs():
     """Every CPU output allocation filled with NaN (float/complex) or a sentinel (integers)."""
-    original = conv._cpu._new_output
+    original = conv.backend.cpu._new_output
 
     def poisoned(shape, dtype):
         out = original(shape, dtype)
@@ -295,11 +289,11 @@ def poisoned_outputs():
                  else 1)
         return out
 
-    conv._cpu._new_output = poisoned
+    conv.backend.cpu._new_output = poisoned
     try:
         yield
     finally:
-        conv._cpu._new_output = original
+        conv.backend.cpu._new_output = original
 
 
 def our_conv(call: Call, x, w, b):
@@ -564,7 +558,7 @@ def valid_calls(draw) -> Call:
     kernel = tuple(draw(st.integers(1, 5)) for _ in range(nsp))
     dilation = tuple(1 if dtype in NO_DILATED_KERNEL else draw(st.integers(1, 3))
                      for _ in range(nsp))
-    modes = ("zeros", "circular") if c == 0 else PADDING_MODES
+    modes = ("zeros", "circular") if c == 0 else tuple(PADDING_MODES)
     mode = draw(st.sampled_from(modes))
     padding_kind = draw(st.sampled_from(["int", "tuple", "same", "valid"]))
     if padding_kind == "same":

@@ -4,16 +4,15 @@ import pytest
 
 import conv
 from tests._helpers import HOST_ALGORITHMS as ALGOS
-from tests._helpers import assert_matches_reference, random_array
+from tests._helpers import assert_matches_reference, make_operands
 
 
 @pytest.mark.parametrize("backend,algorithm", ALGOS)
 def test_textcnn_transposed_embedding(backend, algorithm, rng):
     # (batch, length, dim) embedding transposed to (batch, dim, length): a non-contiguous view.
-    emb = random_array(rng, (3, 20, 8), "float32")
+    emb, w, _ = make_operands(rng, (3, 20, 8), (5, 8, 3), "float32")
     x = emb.transpose(0, 2, 1)
     assert not x.flags.c_contiguous
-    w = random_array(rng, (5, 8, 3), "float32")
     assert_matches_reference("conv1d", x, w, None, backend=backend, algorithm=algorithm)
 
 
@@ -21,8 +20,7 @@ def test_textcnn_transposed_embedding(backend, algorithm, rng):
 @pytest.mark.parametrize("view", ["negative-stride", "sliced", "fortran", "channels-last",
                                   "broadcast-weight"])
 def test_strided_views(view, backend, algorithm, rng):
-    base = random_array(rng, (2, 4, 9, 12), "float64")
-    w = random_array(rng, (6, 2, 3, 3), "float64")
+    base, w, _ = make_operands(rng, (2, 4, 9, 12), (6, 2, 3, 3), "float64")
     if view == "negative-stride":
         x = base[:, ::-1, :, ::-1]
     elif view == "sliced":
@@ -33,7 +31,8 @@ def test_strided_views(view, backend, algorithm, rng):
         x = np.ascontiguousarray(base.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     else:
         x = base
-        w = np.broadcast_to(random_array(rng, (1, 2, 3, 3), "float64"), (6, 2, 3, 3))
+        _, w1, _ = make_operands(rng, None, (1, 2, 3, 3), "float64")
+        w = np.broadcast_to(w1, (6, 2, 3, 3))
     assert_matches_reference("conv2d", x, w, None, backend=backend, algorithm=algorithm, groups=2,
                              padding=1, padding_mode="reflect")
 
@@ -41,9 +40,7 @@ def test_strided_views(view, backend, algorithm, rng):
 @pytest.mark.parametrize("backend,algorithm", ALGOS)
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
 def test_inputs_never_modified(mode, backend, algorithm, rng):
-    x = random_array(rng, (2, 4, 7, 8), "float32")
-    w = random_array(rng, (4, 2, 3, 3), "float32")
-    b = random_array(rng, (4,), "float32")
+    x, w, b = make_operands(rng, (2, 4, 7, 8), (4, 2, 3, 3), "float32", bias=True)
     copies = [v.copy() for v in (x, w, b)]
     out = conv.conv2d(x, w, b, padding=2, groups=2, padding_mode=mode, backend=backend,
                       algorithm=algorithm)
@@ -53,8 +50,7 @@ def test_inputs_never_modified(mode, backend, algorithm, rng):
 
 
 def test_read_only_inputs(rng):
-    x = random_array(rng, (1, 2, 5, 5), "float32")
-    w = random_array(rng, (3, 2, 3, 3), "float32")
+    x, w, _ = make_operands(rng, (1, 2, 5, 5), (3, 2, 3, 3), "float32")
     x.flags.writeable = False
     w.flags.writeable = False
     assert_matches_reference("conv2d", x, w, None, backend="cpu", padding=1)
@@ -67,10 +63,8 @@ def test_read_only_inputs(rng):
     ("conv1d", (0, 3, 5), (4, 3, 3), (0, 4, 3)),
     ("conv1d", (0, 5), (3, 0, 1), (0, 5)),
 ])
-def test_empty_shapes_like_pytorch(op, xs, ws, expected):
-    x = np.ones(xs, np.float32)
-    w = np.ones(ws, np.float32)
-    b = np.ones(ws[0], np.float32)
+def test_empty_shapes_like_pytorch(op, xs, ws, expected, rng):
+    x, w, b = make_operands(rng, xs, ws, "float32", bias=True)
     for backend in ("cpu", "reference"):
         out = getattr(conv, op)(x, w, b, backend=backend)
         assert out.shape == expected and out.dtype == np.float32
@@ -78,8 +72,7 @@ def test_empty_shapes_like_pytorch(op, xs, ws, expected):
 
 def test_output_dtype_and_kind_follow_input(rng):
     for dtype in ("float16", "float32", "float64", "complex64", "complex128", "int64"):
-        x = random_array(rng, (1, 2, 6), dtype)
-        w = random_array(rng, (3, 2, 3), dtype)
+        x, w, _ = make_operands(rng, (1, 2, 6), (3, 2, 3), dtype)
         out = conv.conv1d(x, w)
         assert isinstance(out, np.ndarray) and out.dtype == np.dtype(dtype)
 
@@ -93,21 +86,21 @@ def test_backends_report():
 
 
 def test_explain_names_backend_algorithm_and_reason(rng):
-    x = random_array(rng, (1, 8, 9, 9), "float32")
-    dw = conv.explain("conv2d", x, random_array(rng, (8, 1, 3, 3), "float32"), groups=8)
+    x, w_dw, _ = make_operands(rng, (1, 8, 9, 9), (8, 1, 3, 3), "float32")
+    _, w_dense, _ = make_operands(rng, None, (16, 8, 3, 3), "float32")
+    dw = conv.explain("conv2d", x, w_dw, groups=8)
+    assert isinstance(dw, conv.Plan)
     assert (dw.backend, dw.algorithm) == ("cpu", "direct") and "depthwise" in dw.reason
-    dense = conv.explain("conv2d", x, random_array(rng, (16, 8, 3, 3), "float32"))
+    dense = conv.explain("conv2d", x, w_dense)
     assert (dense.backend, dense.algorithm) == ("cpu", "implicit")
-    forced = conv.explain("conv2d", x, random_array(rng, (16, 8, 3, 3), "float32"),
-                          backend="reference")
+    forced = conv.explain("conv2d", x, w_dense, backend="reference")
     assert forced.backend == "reference" and "asked for" in forced.reason
     with pytest.raises(ValueError, match="op must be"):
         conv.explain("conv3d", x, x)
 
 
 def test_gpu_backend_refuses_clearly_without_gpu(rng):
-    x = random_array(rng, (1, 2, 6), "float32")
-    w = random_array(rng, (3, 2, 3), "float32")
+    x, w, _ = make_operands(rng, (1, 2, 6), (3, 2, 3), "float32")
     ok, why = conv.backends()["cupy"]
     if ok:
         pytest.skip("a GPU is usable here")
@@ -132,8 +125,9 @@ def test_kernels_digest_known_answer(tmp_path):
 
 
 def test_kernels_digest_covers_the_installed_kernels():
-    import pathlib
-    root = pathlib.Path(conv.__file__).resolve().parent.parent / "kernels"
+    from conv._digest import kernels_root
+    root = kernels_root()
+    assert (root / "cuda" / "common.cuh").is_file() and (root / "numba_cuda").is_dir()
     assert conv.kernels_digest() == conv.kernels_digest(root)
     assert len(conv.kernels_digest()) == 64
 
@@ -158,7 +152,7 @@ class _OnDevice(_PointerOnly):
 
 
 def test_same_device_rule_like_pytorch():
-    from conv._dispatch import check_same_device
+    from conv.plan import check_same_device
     x = np.ones((1, 2, 5), np.float32)
     assert check_same_device(x, x, None) == "cpu"
     assert check_same_device(_OnDevice((1,), 0), _PointerOnly((1,))) == "cuda:0"

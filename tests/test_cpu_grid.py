@@ -1,22 +1,30 @@
 """Every backend on the host (reference, cpu:implicit, cpu:im2col, cpu:direct) against the float64 reference, over
 the shared grid and every dtype."""
+import re
+
 import numpy as np
 import pytest
 
 import conv
+import conv.backend.cpu
 from tests._cases import CASE_IDS, CASES
-from tests._helpers import (FLOAT_AND_COMPLEX, HOST_ALGORITHMS, CPU_ALGORITHMS,
-                            assert_matches_reference, random_array, refused_by_algorithm,
-                            refused_by_pytorch)
+from tests._helpers import (
+    CPU_ALGORITHMS,
+    FLOAT_AND_COMPLEX,
+    HOST_ALGORITHMS,
+    assert_matches_reference,
+    implicit_refusal,
+    make_operands,
+    refused_by_algorithm,
+    refused_by_pytorch,
+)
 
 DTYPES = FLOAT_AND_COMPLEX + ["int32", "int64", "int8", "uint8", "int16"]
 
 
 def _arrays(rng, case, dtype):
     op, xs, ws, has_bias, kwargs = case
-    x = random_array(rng, xs, dtype)
-    w = random_array(rng, ws, dtype)
-    b = random_array(rng, (ws[0],), dtype) if has_bias else None
+    x, w, b = make_operands(rng, xs, ws, dtype, bias=has_bias)
     return op, x, w, b, kwargs
 
 
@@ -30,7 +38,7 @@ def test_grid(case, dtype, backend, algorithm, rng):
             getattr(conv, op)(x, w, b, backend=backend, algorithm=algorithm, **kwargs)
         return
     if refused_by_algorithm(algorithm, dtype):
-        with pytest.raises(TypeError, match="'implicit' computes floating-point inputs only"):
+        with pytest.raises(TypeError, match=re.escape(implicit_refusal(dtype))):
             getattr(conv, op)(x, w, b, backend=backend, algorithm=algorithm, **kwargs)
         return
     assert_matches_reference(op, x, w, b, backend=backend, algorithm=algorithm, **kwargs)
@@ -39,8 +47,8 @@ def test_grid(case, dtype, backend, algorithm, rng):
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_auto_backend_is_cpu_and_correct(case, rng):
     op, x, w, b, kwargs = _arrays(rng, case, "float32")
-    choice = conv.explain(op, x, w, b, **kwargs)
-    assert choice.backend == "cpu" and choice.algorithm in CPU_ALGORITHMS and choice.reason
+    plan = conv.explain(op, x, w, b, **kwargs)
+    assert plan.backend == "cpu" and plan.algorithm in CPU_ALGORITHMS and plan.reason
     assert_matches_reference(op, x, w, b, backend="auto", **kwargs)
 
 
@@ -70,8 +78,7 @@ def test_integer_overflow_wraps_like_pytorch():
 def test_float16_accumulates_in_float32(rng):
     # A long reduction in pure float16 would lose ~3 digits; float32 accumulation keeps the error
     # at float16 output rounding.
-    x = random_array(rng, (1, 512, 4, 4), "float16")
-    w = random_array(rng, (2, 512, 3, 3), "float16")
+    x, w, _ = make_operands(rng, (1, 512, 4, 4), (2, 512, 3, 3), "float16")
     ref = conv.conv2d(x.astype(np.float64), w.astype(np.float64), backend="reference")
     for algorithm in CPU_ALGORITHMS:
         out = conv.conv2d(x, w, backend="cpu", algorithm=algorithm).astype(np.float64)
@@ -80,9 +87,8 @@ def test_float16_accumulates_in_float32(rng):
 
 @pytest.mark.parametrize("limit", [1, 4096, 1 << 20])
 def test_workspace_limit_chunks_without_changing_results(limit, rng):
-    from conv import _cpu
-    x = random_array(rng, (3, 4, 12, 13), "float32")
-    w = random_array(rng, (5, 4, 3, 3), "float32")
+    _cpu = conv.backend.cpu
+    x, w, _ = make_operands(rng, (3, 4, 12, 13), (5, 4, 3, 3), "float32")
     old = _cpu.workspace_limit()
     try:
         _cpu.set_workspace_limit(limit)
@@ -115,10 +121,9 @@ EXCLUSIVE_GROUP_CASES = [
 @pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "int64", "float16"])
 @pytest.mark.parametrize("case", range(len(EXCLUSIVE_GROUP_CASES)))
 def test_direct_with_one_output_channel_per_group(case, dtype, rng, monkeypatch):
-    from conv import _cpu
-    monkeypatch.setattr(_cpu, "_new_output", lambda shape, dt: np.full(shape, 7, dt))  # poison
+    monkeypatch.setattr(conv.backend.cpu, "_new_output",
+                        lambda shape, dt: np.full(shape, 7, dt))  # poison
     xs, ws, kwargs = EXCLUSIVE_GROUP_CASES[case]
     op = "conv1d" if len(xs) == 3 else "conv2d"
-    x, w = random_array(rng, xs, dtype), random_array(rng, ws, dtype)
-    b = random_array(rng, (ws[0],), dtype)
+    x, w, b = make_operands(rng, xs, ws, dtype, bias=True)
     assert_matches_reference(op, x, w, b, backend="cpu", algorithm="direct", **kwargs)

@@ -2,6 +2,7 @@
 task splits, the in-place and copied input layouts, the zero slack), with outputs poisoned so an
 element it fails to write shows up as NaN."""
 import os
+import re
 import subprocess
 import sys
 
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 
 import conv
-from conv import _cpu, _cpu_implicit
-from tests._helpers import assert_matches_reference, random_array
+import conv.backend.cpu as _cpu
+import conv.backend.cpu.implicit as _cpu_implicit
+import conv.backend.cpu.layout
+from tests._helpers import assert_matches_reference, implicit_refusal, make_operands
 
 MR = _cpu_implicit.MR
 NR32 = _cpu_implicit.tile_columns(np.float32)
@@ -64,8 +67,7 @@ CASES = {
 def test_tiling_edges(name, dtype, rng):
     xs, ws, kwargs = CASES[name]
     op = "conv1d" if len(xs) == 3 else "conv2d"
-    x, w = random_array(rng, xs, dtype), random_array(rng, ws, dtype)
-    b = random_array(rng, (ws[0],), dtype)
+    x, w, b = make_operands(rng, xs, ws, dtype, bias=True)
     copies = (x.copy(), w.copy(), b.copy())
     assert_matches_reference(op, x, w, b, backend="cpu", algorithm="implicit", **kwargs)
     assert_matches_reference(op, x, w, None, backend="cpu", algorithm="implicit", **kwargs)
@@ -77,21 +79,22 @@ def test_tiling_edges(name, dtype, rng):
 def test_in_place_cases_read_the_input_without_a_copy(name, rng, monkeypatch):
     def no_copy(*args):
         raise AssertionError("the input was copied")
-    monkeypatch.setattr(conv._cpu_direct.PhaseLayout, "fill", no_copy)
+    monkeypatch.setattr(conv.backend.cpu.layout.PhaseLayout, "fill", no_copy)
     xs, ws, kwargs = CASES[name]
     op = "conv1d" if len(xs) == 3 else "conv2d"
-    x, w = random_array(rng, xs, "float32"), random_array(rng, ws, "float32")
+    x, w, _ = make_operands(rng, xs, ws, "float32")
     assert_matches_reference(op, x, w, None, backend="cpu", algorithm="implicit", **kwargs)
 
 
 @pytest.mark.parametrize("name", [n for n in CASES if "per-task" in n])
 def test_per_task_cases_take_the_grouped_path(name, rng):
     import numba
+
     from conv._spec import make_spec
     if 4 * numba.get_num_threads() > 64:
         pytest.skip("more than 16 numba threads: 64 (image, group) pairs do not take the path")
     xs, ws, kwargs = CASES[name]
-    x, w = random_array(rng, xs, "float32"), random_array(rng, ws, "float32")
+    x, w, _ = make_operands(rng, xs, ws, "float32")
     spec = make_spec("conv2d", x, w, None, kwargs.get("stride", 1), kwargs.get("padding", 0),
                      kwargs.get("dilation", 1), kwargs["groups"],
                      kwargs.get("padding_mode", "zeros"))
@@ -99,16 +102,14 @@ def test_per_task_cases_take_the_grouped_path(name, rng):
 
 
 def test_read_only_input_read_in_place(rng):
-    x = random_array(rng, (2, 6, 4, NR32 // 4), "float32")
-    w = random_array(rng, (9, 6, 1, 1), "float32")
+    x, w, _ = make_operands(rng, (2, 6, 4, NR32 // 4), (9, 6, 1, 1), "float32")
     x.flags.writeable = False
     out = assert_matches_reference("conv2d", x, w, None, backend="cpu", algorithm="implicit")
     assert not np.shares_memory(out, x)
 
 
 def test_non_contiguous_views(rng):
-    base = random_array(rng, (2, 8, 12, 40), "float32")
-    w = random_array(rng, (5, 4, 3, 3), "float32")
+    base, w, _ = make_operands(rng, (2, 8, 12, 40), (5, 4, 3, 3), "float32")
     for x in (base[:, ::2], base[:, :4, :, ::-1], np.asfortranarray(base[:, 4:])):
         assert_matches_reference("conv2d", x, w, None, backend="cpu", algorithm="implicit",
                                  padding=1)
@@ -116,14 +117,13 @@ def test_non_contiguous_views(rng):
 
 @pytest.mark.parametrize("dtype", ["complex64", "int32"])
 def test_refuses_complex_and_integer(dtype, rng):
-    x = random_array(rng, (1, 2, 5, 5), dtype)
-    with pytest.raises(TypeError, match="'implicit' computes floating-point inputs only"):
+    x, _, _ = make_operands(rng, (1, 2, 5, 5), None, dtype)
+    with pytest.raises(TypeError, match=re.escape(implicit_refusal(dtype))):
         conv.conv2d(x, x[:1], backend="cpu", algorithm="implicit")
 
 
 def test_auto_picks_implicit_for_dense_float(rng):
-    x = random_array(rng, (1, 64, 16, 16), "float32")
-    w = random_array(rng, (64, 64, 3, 3), "float32")
+    x, w, _ = make_operands(rng, (1, 64, 16, 16), (64, 64, 3, 3), "float32")
     assert conv.explain("conv2d", x, w, padding=1).algorithm == "implicit"
 
 
@@ -138,8 +138,8 @@ def test_avx2_variant_in_a_child_process():
     # when told the target is a Haswell, so its tiling edges are checked on this machine too.
     env = dict(os.environ, CONV_TEST_CHILD="1", NUMBA_CPU_NAME="haswell",
                NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+popcnt,+sse4.1,+sse4.2,+ssse3,+sse3,+cx16")
-    code = ("import conv._cpu_implicit as m; assert (m._VECTOR_BYTES, m.MR, m.NV) == (32, 4, 3), "
-            "(m._VECTOR_BYTES, m.MR, m.NV)")
+    code = ("import conv.backend.cpu.implicit as m; "
+            "assert (m._VECTOR_BYTES, m.MR, m.NV) == (32, 4, 3), (m._VECTOR_BYTES, m.MR, m.NV)")
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              os.path.abspath(__file__), "-k", "tiling_edges"],

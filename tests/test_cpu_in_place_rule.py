@@ -4,16 +4,16 @@ never reads past the input: the rule (`layout_is_input`) and the read bound
 plus the reproducers of the wrong results it once gave (padding and stride silently ignored).
 """
 import itertools
-import zlib
 
 import numba
 import numpy as np
 import pytest
 
 import conv
-from conv import _cpu, _cpu_implicit
+import conv.backend.cpu as _cpu
+import conv.backend.cpu.implicit as _cpu_implicit
 from conv._spec import make_spec
-from tests._helpers import assert_matches_reference, random_array
+from tests._helpers import assert_matches_reference, make_operands, operand_rng
 
 MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -49,7 +49,7 @@ def _conv1d_specs(channels=1):
 
 
 def _conv2d_specs(count=1500, seed=20261201):
-    rng = np.random.default_rng(seed)
+    rng = operand_rng(seed)           # draws shapes, not data
     found = 0
     while found < count:
         h = int(rng.integers(1, 5))
@@ -116,15 +116,14 @@ def test_rule_agrees_with_explicit_layout_and_bounds(specs, dtype):
 def test_every_small_conv1d_that_looks_like_its_input_is_right():
     # The configurations the old shape-only rule read in place: the padded, stride-split plane
     # has the raw input's size. Each is run and compared with the reference.
-    rng = np.random.default_rng(zlib.crc32(b"looks-like-input"))
+    rng = operand_rng("looks-like-input")
     nr = _cpu_implicit.tile_columns(np.dtype(np.float32))
     count = 0
     for spec in _conv1d_specs(channels=2):
         plan = _cpu_implicit._plan(spec, nr, numba.get_num_threads())
         if spec.is_empty or plan.layout.shape[2:] != (1, spec.h, spec.w):
             continue
-        x = random_array(rng, (1, spec.c, spec.w), "float32")
-        w = random_array(rng, (1, spec.c, spec.s), "float32")
+        x, w, _ = make_operands(rng, (1, spec.c, spec.w), (1, spec.c, spec.s), "float32")
         assert_matches_reference("conv1d", x, w, None, backend="cpu", algorithm="implicit",
                                  stride=spec.stride[1], padding=spec.pad[2],
                                  dilation=spec.dilation[1], padding_mode=spec.padding_mode)
@@ -149,7 +148,6 @@ def test_reproducer_padding_and_stride_not_ignored():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_reproducers_match_the_reference(x_shape, w_shape, kwargs, dtype, rng):
     op = "conv1d" if len(x_shape) == 3 else "conv2d"
-    x, w = random_array(rng, x_shape, dtype), random_array(rng, w_shape, dtype)
-    b = random_array(rng, (w_shape[0],), dtype)
+    x, w, b = make_operands(rng, x_shape, w_shape, dtype, bias=True)
     for algorithm in ("auto", "implicit"):
         assert_matches_reference(op, x, w, b, backend="cpu", algorithm=algorithm, **kwargs)

@@ -1,8 +1,9 @@
 """Bounded memory on every CPU algorithm: a call allocates at most its output plus the workspace
 limit (conv.set_workspace_limit) plus a small constant, for every dtype, by running the same
-algorithm on chunks of the call (conv/_cpu.py: _chunk_plan, _run_chunked). Peaks are measured with
-tracemalloc (NumPy reports its allocations to it); chunked results are compared with the reference,
-outputs and chunk buffers poisoned; and >2**31-element inputs check 64-bit indexing."""
+algorithm on chunks of the call (planned by conv/backend/cpu/chunks.py, run by _run_chunked in
+conv/backend/cpu/__init__.py). Peaks are measured with tracemalloc (NumPy reports its allocations
+to it); chunked results are compared with the reference, outputs and chunk buffers poisoned; and
+>2**31-element inputs check 64-bit indexing."""
 from __future__ import annotations
 
 import os
@@ -12,9 +13,9 @@ import numpy as np
 import pytest
 
 import conv
-from conv import _cpu
-from conv._spec import make_spec
-from tests._helpers import assert_matches_reference, random_array
+import conv.backend.cpu as _cpu
+import conv.registry
+from tests._helpers import assert_matches_reference, make_operands
 
 LIMIT = 8 << 20
 # What a chunked call may allocate beyond its output and the limit: index maps, weight pieces,
@@ -23,12 +24,13 @@ SLACK = 1 << 20
 ALL_DTYPES = ["float16", "float32", "float64", "complex64", "complex128",
               "int8", "int16", "int32", "int64", "uint8"]
 FLOAT_DTYPES = ["float16", "float32", "float64"]
+CPU_ALGORITHMS = [a.name for a in conv.registry.algorithms("cpu")]      # implicit, im2col, direct
 
 
 @pytest.fixture(autouse=True)
 def poisoned_outputs(monkeypatch):
-    """Every output and chunk buffer (all come from _cpu._new_output) starts poisoned: NaN, or
-    the integer dtype's minimum, which no test's small random data produces."""
+    """Every output and chunk buffer (all come from conv.backend.cpu._new_output) starts
+    poisoned: NaN, or the integer dtype's minimum, which no test's small random data produces."""
     def poisoned(shape, dtype):
         dtype = np.dtype(dtype)
         fill = np.iinfo(dtype).min if dtype.kind in "iu" else np.nan
@@ -44,16 +46,13 @@ def limit():
     _cpu.set_workspace_limit(old)
 
 
-def _spec(op, x, w, b, kwargs):
-    return make_spec(op, x, w, b, kwargs.get("stride", 1), kwargs.get("padding", 0),
-                     kwargs.get("dilation", 1), kwargs.get("groups", 1),
-                     kwargs.get("padding_mode", "zeros"))
+def _chunks(op, x, w, b, algorithm, kwargs):
+    """The chunking the call's plan runs (None: the whole call at once, within the limit)."""
+    return conv.explain(op, x, w, b, backend="cpu", algorithm=algorithm, **kwargs).chunks
 
 
 def _unchunked_would_exceed(op, x, w, b, algorithm, kwargs) -> bool:
-    spec = _spec(op, x, w, b, kwargs)
-    return not _cpu._fits(spec, algorithm, x.dtype, x.flags.c_contiguous, _cpu.numba_threads(),
-                          _cpu.workspace_limit())
+    return _chunks(op, x, w, b, algorithm, kwargs) is not None
 
 
 def _peak_of(fn):
@@ -81,8 +80,7 @@ def _assert_bounded(op, x, w, b, algorithm, **kwargs):
 
 def test_conv1d_im2col_is_chunked_along_the_row(limit, rng):
     # One output row: chunking images and rows alone left the 1.88 GB column buffer whole.
-    x = random_array(rng, (1, 64, 2**20), "float32")
-    w = random_array(rng, (8, 64, 7), "float32")
+    x, w, _ = make_operands(rng, (1, 64, 2**20), (8, 64, 7), "float32")
     limit(LIMIT)
     assert _unchunked_would_exceed("conv1d", x, w, None, "im2col", {})
     out = _assert_bounded("conv1d", x, w, None, "im2col")
@@ -94,9 +92,7 @@ def test_conv1d_im2col_is_chunked_along_the_row(limit, rng):
 
 
 def test_conv1d_im2col_chunked_matches_reference(limit, rng):
-    x = random_array(rng, (1, 64, 2**16), "float32")
-    w = random_array(rng, (8, 64, 7), "float32")
-    b = random_array(rng, (8,), "float32")
+    x, w, b = make_operands(rng, (1, 64, 2**16), (8, 64, 7), "float32", bias=True)
     limit(LIMIT)
     assert _unchunked_would_exceed("conv1d", x, w, b, "im2col", {})
     assert_matches_reference("conv1d", x, w, b, backend="cpu", algorithm="im2col")
@@ -105,12 +101,10 @@ def test_conv1d_im2col_chunked_matches_reference(limit, rng):
 @pytest.mark.parametrize("stride", [12001, 6001])
 def test_huge_padding_is_not_materialised(stride, limit, rng):
     # A 2x2 output of a 4x4 int8 input padded by 6000: the whole padded input in int64 was 1 GiB.
-    x = random_array(rng, (1, 1, 4, 4), "int8")
-    w = random_array(rng, (1, 1, 3, 3), "int8")
-    b = random_array(rng, (1,), "int8")
+    x, w, b = make_operands(rng, (1, 1, 4, 4), (1, 1, 3, 3), "int8", bias=True)
     limit(LIMIT)
     assert _unchunked_would_exceed("conv2d", x, w, b, "im2col", {"padding": 6000, "stride": stride})
-    for algorithm in _cpu.ALGORITHMS[1:]:
+    for algorithm in CPU_ALGORITHMS[1:]:
         out = _assert_bounded("conv2d", x, w, b, algorithm, padding=6000, stride=stride)
         assert out.shape == (1, 1, 2, 2)
         # Output (i, j) reads padded rows/columns i*stride + 0..2: input i*stride - 6000 + 0..2.
@@ -146,8 +140,7 @@ MATRIX = (
                          ids=[f"{a}-{d}-{c[1]}-{sorted(c[2])}" for a, d, c in MATRIX])
 def test_memory_bounded_per_algorithm_and_dtype(algorithm, dtype, case, limit, rng):
     xs, ws, kwargs = case
-    x, w = random_array(rng, xs, dtype), random_array(rng, ws, dtype)
-    b = random_array(rng, (ws[0],), dtype)
+    x, w, b = make_operands(rng, xs, ws, dtype, bias=True)
     limit(LIMIT)
     assert _unchunked_would_exceed("conv2d", x, w, b, algorithm, kwargs)
     copies = (x.copy(), w.copy(), b.copy())
@@ -161,9 +154,8 @@ def test_fitting_calls_are_not_chunked(monkeypatch, rng):
     def no_chunks(*args):
         raise AssertionError("a call that fits was chunked")
     monkeypatch.setattr(_cpu, "_run_chunked", no_chunks)
-    x = random_array(rng, (2, 16, 20, 20), "float32")
-    w = random_array(rng, (8, 16, 3, 3), "float32")
-    for algorithm in _cpu.ALGORITHMS:
+    x, w, _ = make_operands(rng, (2, 16, 20, 20), (8, 16, 3, 3), "float32")
+    for algorithm in CPU_ALGORITHMS:
         assert_matches_reference("conv2d", x, w, None, backend="cpu", algorithm=algorithm,
                                  padding=1)
 
@@ -201,10 +193,9 @@ def test_chunked_results_match_reference(name, dtype, workspace, limit, rng):
         pytest.skip("one output per chunk on a long row: covered by the larger limits")
     if dtype == "int32" and "dilation" in kwargs:
         pytest.skip("PyTorch has no dilated int32 kernel")
-    x, w = random_array(rng, xs, dtype), random_array(rng, ws, dtype)
-    b = random_array(rng, (ws[0],), dtype)
+    x, w, b = make_operands(rng, xs, ws, dtype, bias=True)
     limit(workspace)
-    for algorithm in _cpu.ALGORITHMS:
+    for algorithm in CPU_ALGORITHMS:
         if algorithm == "implicit" and dtype[0] != "f":
             continue
         if workspace < LIMITS[-1]:      # the largest limit leaves some small calls whole
@@ -216,22 +207,23 @@ def test_chunked_results_match_reference(name, dtype, workspace, limit, rng):
 @pytest.mark.parametrize("name", ["kernel-split", "kernel-split-2d"])
 def test_huge_dilation_splits_the_kernel(name, limit, rng):
     op, xs, ws, kwargs = CHUNK_CASES[name]
-    x, w = random_array(rng, xs, "float32"), random_array(rng, ws, "float32")
+    x, w, _ = make_operands(rng, xs, ws, "float32")
     limit(64 << 10)
     # im2col reads the input through a strided view: one output's columns are tiny, whole kernel.
     for algorithm in ("implicit", "direct"):
-        plan = _cpu._chunk_plan(_spec(op, x, w, None, kwargs), algorithm, x.dtype,
-                                _cpu.numba_threads(), _cpu.workspace_limit())
-        assert plan.kernel_rows < ws[2] if op == "conv2d" else plan.kernel_cols < ws[-1], plan
+        chunks = _chunks(op, x, w, None, algorithm, kwargs)
+        assert chunks is not None, algorithm
+        assert chunks.kernel_rows < ws[2] if op == "conv2d" else chunks.kernel_cols < ws[-1], \
+            chunks
 
 
 def test_chunks_repeat_their_specs(limit, rng):
     # Equal chunk sizes: the pieces' specs (and the layouts cached per spec) are few.
-    x = random_array(rng, (1, 3, 4000), "float32")
-    w = random_array(rng, (4, 3, 5), "float32")
+    x, w, _ = make_operands(rng, (1, 3, 4000), (4, 3, 5), "float32")
     limit(4 << 10)
-    spec = _spec("conv1d", x, w, None, {"padding": 2})
-    plan = _cpu._chunk_plan(spec, "implicit", x.dtype, _cpu.numba_threads(), _cpu.workspace_limit())
+    explained = conv.explain("conv1d", x, w, None, padding=2, backend="cpu", algorithm="implicit")
+    spec, plan = explained.spec, explained.chunks
+    assert plan is not None
     chunks = -(-spec.q // plan.cols)
     assert chunks > 4
     assert spec.q - (chunks - 1) * plan.cols <= plan.cols
@@ -239,11 +231,10 @@ def test_chunks_repeat_their_specs(limit, rng):
 
 
 def test_non_contiguous_input_chunked(limit, rng):
-    base = random_array(rng, (2, 8, 30, 40), "float32")
-    w = random_array(rng, (5, 4, 3, 3), "float32")
+    base, w, _ = make_operands(rng, (2, 8, 30, 40), (5, 4, 3, 3), "float32")
     limit(4 << 10)
     for x in (base[:, ::2], base[:, :4, :, ::-1]):
-        for algorithm in _cpu.ALGORITHMS:
+        for algorithm in CPU_ALGORITHMS:
             assert_matches_reference("conv2d", x, w, None, backend="cpu", algorithm=algorithm,
                                      padding=1)
 
@@ -253,16 +244,14 @@ def test_non_contiguous_input_chunked(limit, rng):
 def test_allocation_failure_in_numba_loops_is_memory_error(limit, rng):
     # A 2**41-column phase plane per task of the direct loops: numba's allocation fails (numba
     # reports it as SystemError); with an unbounded limit nothing chunks it first.
-    x = random_array(rng, (1, 1, 8), "float64")
-    w = random_array(rng, (1, 1, 2), "float64")
+    x, w, _ = make_operands(rng, (1, 1, 8), (1, 1, 2), "float64")
     limit(1 << 62)
     with pytest.raises(MemoryError):
         conv.conv1d(x, w, padding=2**40, dilation=2**41, backend="cpu", algorithm="direct")
 
 
 def test_same_call_chunked_instead_of_failing(limit, rng):
-    x = random_array(rng, (1, 1, 8), "float64")
-    w = random_array(rng, (1, 1, 2), "float64")
+    x, w, _ = make_operands(rng, (1, 1, 8), (1, 1, 2), "float64")
     limit(LIMIT)
     out = conv.conv1d(x, w, padding=2**40, dilation=2**41, backend="cpu", algorithm="direct")
     # Output j reads padded elements j and j + 2**41, input j - 2**40 and j + 2**40: all padding.
@@ -297,7 +286,7 @@ def _big_signal(dtype, channels, rng, need):
     q = (BIG - BIG_TAPS) // BIG_STRIDE + 1
     read = (np.arange(q)[:, None] * BIG_STRIDE + np.arange(BIG_TAPS)[None, :]).reshape(-1)
     for c in range(channels):
-        x[0, c, read] = random_array(rng, read.shape, dtype)
+        x[0, c, read] = make_operands(rng, read.shape, None, dtype)[0]
     return x, q
 
 
@@ -319,7 +308,7 @@ def _big_expected(x, w, q):
                                                 ("direct", 1, 1)])
 def test_int8_input_beyond_2_31_elements(algorithm, k, groups, limit, rng):
     x, q = _big_signal(np.int8, 1, rng, need=1 << 30)
-    w = random_array(rng, (k, 1, BIG_TAPS), "int8")
+    _, w, _ = make_operands(rng, None, (k, 1, BIG_TAPS), "int8")
     limit(LIMIT)
     _warm_up(x, w, algorithm)
     out, peak = _peak_of(lambda: conv.conv1d(x, w, stride=BIG_STRIDE, backend="cpu",
@@ -332,10 +321,10 @@ def test_int8_input_beyond_2_31_elements(algorithm, k, groups, limit, rng):
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_float_input_beyond_2_31_elements(dtype, limit, rng):
     x, q = _big_signal(dtype, 1, rng, need=2 << 30)
-    w = random_array(rng, (2, 1, BIG_TAPS), dtype)
+    _, w, _ = make_operands(rng, None, (2, 1, BIG_TAPS), dtype)
     limit(LIMIT)
     expected = _big_expected(x, w, q)
-    for algorithm in _cpu.ALGORITHMS:
+    for algorithm in CPU_ALGORITHMS:
         _warm_up(x, w, algorithm)
         out, peak = _peak_of(lambda: conv.conv1d(x, w, stride=BIG_STRIDE, backend="cpu",
                                                  algorithm=algorithm))

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 
 import conv
-from tests._helpers import HOST_ALGORITHMS, random_array, refused_by_algorithm
+from tests._helpers import HOST_ALGORITHMS, make_operands, refused_by_algorithm
 from tests.conftest import torch_or_skip
-
-r = np.random.default_rng(0)
 
 
 def a(*shape, dtype=np.float32):
-    return np.asarray(r.standard_normal(shape), dtype)
+    """One fresh random array (tests/_helpers.make_operands), seeded by its shape and dtype."""
+    return make_operands(("test_errors.a", shape, np.dtype(dtype).str), shape, dtype=dtype)[0]
 
 
 def zero_d_view():
@@ -391,8 +390,7 @@ def test_big_endian_arrays_are_read_as_their_type():
 def test_memoised_specs_never_bypass_a_check():
     # conv._spec caches specs of NumPy calls by shapes, dtypes and plain-int arguments; a bool or
     # float argument equal to a cached int, or a changed dtype, must still be checked afresh.
-    x = r.standard_normal((1, 2, 5, 5)).astype(np.float32)
-    w = r.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    x, w, _ = make_operands("memoised-specs", (1, 2, 5, 5), (4, 2, 3, 3), "float32")
     for _ in range(2):
         conv.conv2d(x, w, stride=1, padding=1, groups=1)
         conv.conv2d(x, w, stride=(1, 1), padding=(1, 1))
@@ -409,8 +407,8 @@ def test_memoised_specs_never_bypass_a_check():
 
 def _poison_cpu_output(monkeypatch):
     # Every CPU algorithm writes every output element: start them from NaN (a sentinel for ints).
-    from conv import _cpu
-    monkeypatch.setattr(_cpu, "_new_output", lambda shape, dtype: np.full(
+    import conv.backend.cpu
+    monkeypatch.setattr(conv.backend.cpu, "_new_output", lambda shape, dtype: np.full(
         shape, np.nan if np.dtype(dtype).kind in "fc" else 77, dtype))
 
 
@@ -425,8 +423,7 @@ def test_huge_stride_computes(backend, algorithm, dtype, stride, rng, monkeypatc
     if refused_by_algorithm(algorithm, dtype):
         pytest.skip("cpu:implicit computes floating point only")
     _poison_cpu_output(monkeypatch)
-    x, w = random_array(rng, (2, 3, 5, 6), dtype), random_array(rng, (4, 3, 3, 2), dtype)
-    b = random_array(rng, (4,), dtype)
+    x, w, b = make_operands(rng, (2, 3, 5, 6), (4, 3, 3, 2), dtype, bias=True)
     sane = tuple(7 if s > 1 else 1 for s in np.broadcast_to(np.array(stride, dtype=object), 2))
     out = conv.conv2d(x, w, b, stride=stride, backend=backend, algorithm=algorithm)
     expected = conv.conv2d(x, w, b, stride=sane, backend="reference")
@@ -436,7 +433,7 @@ def test_huge_stride_computes(backend, algorithm, dtype, stride, rng, monkeypatc
 
 @pytest.mark.parametrize("backend,algorithm", HOST_ALGORITHMS)
 def test_huge_dilation_of_a_one_tap_kernel_computes(backend, algorithm, rng):
-    x, w = random_array(rng, (2, 3, 5, 6), "float64"), random_array(rng, (4, 3, 1, 2), "float64")
+    x, w, _ = make_operands(rng, (2, 3, 5, 6), (4, 3, 1, 2), "float64")
     out = conv.conv2d(x, w, dilation=(2**63 - 1, 3), backend=backend, algorithm=algorithm)
     np.testing.assert_allclose(out, conv.conv2d(x, w, dilation=(1, 3), backend="reference"),
                                rtol=1e-12, atol=1e-12)
@@ -486,7 +483,7 @@ def test_bool_input_is_refused_even_when_empty():
 
 
 def test_integer_like_arguments_are_ints(rng):
-    x, w = random_array(rng, (2, 4, 7, 7), "float32"), random_array(rng, (6, 2, 3, 3), "float32")
+    x, w, _ = make_operands(rng, (2, 4, 7, 7), (6, 2, 3, 3), "float32")
     expected = conv.conv2d(x, w, stride=(2, 1), padding=1, groups=2)
     for kwargs in (dict(groups=np.array(2)), dict(groups=np.int64(2), stride=(np.array(2), 1)),
                    dict(groups=np.uint8(2), stride=(np.int32(2), np.array(1)), padding=np.int16(1))):
@@ -523,11 +520,9 @@ def test_masked_arrays_are_refused_by_every_algorithm(backend, algorithm):
 def test_complex_inf_gives_pytorchs_nan(backend, algorithm, dtype, rng):
     # PyTorch convolves complex arrays as three real convolutions (Gauss's trick):
     # inf * (1+1j) comes out nan+nanj there, inf+infj from a complex multiply-add.
-    x = random_array(rng, (2, 2, 9), dtype)
+    x, w, b = make_operands(rng, (2, 2, 9), (3, 2, 3), dtype, bias=True)
     x[1, 0, 4] = np.inf
-    w = random_array(rng, (3, 2, 3), dtype)
     w[2, 1, 0] = complex(1, np.inf)
-    b = random_array(rng, (3,), dtype)
     copies = [v.copy() for v in (x, w, b)]
     out = conv.conv1d(x, w, b, backend=backend, algorithm=algorithm)
     for v, c in zip((x, w, b), copies):
@@ -553,10 +548,11 @@ def _huge_arguments(big):
 def test_huge_parameters_compute_or_refuse_cleanly(big, algorithm):
     # The call either computes (PyTorch's result: the differential tests) or refuses with
     # ValueError/MemoryError (an output or padded copy no machine holds), never OverflowError or
-    # another type from index arithmetic in the planners (once: _fits building an int64 plan).
-    rng = np.random.default_rng(big % 1000)
-    operands = (("conv2d", rng.standard_normal((2, 2, 5, 6)), rng.standard_normal((3, 2, 3, 2))),
-                ("conv1d", rng.standard_normal((2, 2, 6)), rng.standard_normal((3, 2, 3))))
+    # another type from index arithmetic in the planners (once: the fit check building an int64
+    # plan).
+    operands = (("conv2d",) + make_operands(("huge", big), (2, 2, 5, 6), (3, 2, 3, 2),
+                                            "float64")[:2],
+                ("conv1d",) + make_operands(("huge", big, 1), (2, 2, 6), (3, 2, 3), "float64")[:2])
     for op, x, w in operands:
         for dtype in ("float32", "int64"):
             if algorithm == "implicit" and dtype == "int64":

@@ -3,8 +3,7 @@ otherwise names the backend and algorithm the call runs, with a reason that fits
 import pytest
 
 import conv
-from conv import _dispatch
-from tests._helpers import HOST_ALGORITHMS, random_array
+from tests._helpers import HOST_ALGORITHMS, make_operands
 
 DTYPES = ["float16", "float32", "float64", "complex64", "complex128", "int8", "int16", "int32",
           "int64", "uint8", "bool", "uint16"]
@@ -27,22 +26,20 @@ def _outcome(fn):
                                                                  ("auto", "auto")])
 def test_explain_raises_exactly_when_the_call_does(dtype, backend, algorithm, rng):
     for op, xs, ws, kwargs in CALLS:
-        x = random_array(rng, xs, dtype if dtype != "bool" else "uint8").astype(dtype)
-        w = random_array(rng, ws, dtype if dtype != "bool" else "uint8").astype(dtype)
-        choice, explain_error = _outcome(lambda: conv.explain(
+        x, w, _ = make_operands(rng, xs, ws, dtype)
+        plan, explain_error = _outcome(lambda: conv.explain(
             op, x, w, backend=backend, algorithm=algorithm, **kwargs))
         _, call_error = _outcome(lambda: getattr(conv, op)(
             x, w, backend=backend, algorithm=algorithm, **kwargs))
         assert explain_error is call_error, (op, dtype, backend, algorithm, explain_error,
                                              call_error)
-        if choice is not None:
-            assert isinstance(choice, _dispatch.Choice)
-            assert algorithm in ("auto", choice.algorithm)
+        if plan is not None:
+            assert isinstance(plan, conv.Plan)
+            assert algorithm in ("auto", plan.algorithm)
 
 
 def test_one_output_channel_per_group_is_not_called_depthwise(rng):
-    x = random_array(rng, (1, 6, 9, 9), "float32")
-    w = random_array(rng, (3, 2, 3, 3), "float32")
-    choice = conv.explain("conv2d", x, w, groups=3)
-    assert choice.algorithm == "direct"
-    assert "one output channel per group (2 input channel(s) each" in choice.reason
+    x, w, _ = make_operands(rng, (1, 6, 9, 9), (3, 2, 3, 3), "float32")
+    plan = conv.explain("conv2d", x, w, groups=3)
+    assert plan.algorithm == "direct"
+    assert "one output channel per group (2 input channels each" in plan.reason

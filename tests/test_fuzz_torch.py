@@ -13,9 +13,19 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from tests._helpers import operand_rng
 from tests.conftest import torch_or_skip
-from tests.fuzz_torch import (OK, Arr, Call, Outcome, check, invalid_calls, materialise,
-                              run_isolated, valid_calls)
+from tests.fuzz_torch import (
+    OK,
+    Arr,
+    Call,
+    Outcome,
+    check,
+    invalid_calls,
+    materialise,
+    run_isolated,
+    valid_calls,
+)
 
 pytestmark = pytest.mark.torch
 
@@ -57,8 +67,8 @@ def test_check_reports_wrong_values(monkeypatch) -> None:
 def test_check_reports_unwritten_elements(monkeypatch) -> None:
     # A kernel that leaves its (poisoned) output alone is caught: the NaN counts as wrong.
     torch_or_skip()
-    import conv._cpu
-    monkeypatch.setattr(conv._cpu, "_direct", lambda *args: None)
+    import conv.backend.cpu.direct
+    monkeypatch.setattr(conv.backend.cpu.direct, "direct_conv", lambda *args: None)
     assert check(Call("conv1d", X, W, algorithm="direct")).kind == "wrong_values"
 
 
@@ -91,8 +101,8 @@ def test_check_reports_a_refusal_torch_does_not_make(monkeypatch) -> None:
 @pytest.mark.parametrize("layout", ["negative", "slice", "transposed", "fortran", "broadcast",
                                     "readonly", "bigendian", "unaligned"])
 def test_layouts_hold_the_values_they_claim(layout: str) -> None:
-    contiguous, _ = materialise(Arr((2, 3, 4), "float64"), np.random.default_rng(5))
-    arr, _ = materialise(Arr((2, 3, 4), "float64", layout), np.random.default_rng(5))
+    contiguous, _ = materialise(Arr((2, 3, 4), "float64"), operand_rng(5))
+    arr, _ = materialise(Arr((2, 3, 4), "float64", layout), operand_rng(5))
     assert arr.shape == (2, 3, 4)
     if layout != "broadcast":          # broadcast draws a smaller array
         np.testing.assert_array_equal(arr, contiguous)

@@ -12,13 +12,19 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import conv
-from conv import _cupy_backend, _gpu_arrays
-from conv._dispatch import backend_availability
+from conv import _gpu_arrays, registry
+from conv.backend import cupy as _cupy_backend
+from conv.plan import backend_availability
 from tests._cases import CASE_IDS, CASES
-from tests._helpers import (FLOAT_AND_COMPLEX, assert_matches_reference, random_array,
-                            refused_by_pytorch)
+from tests._helpers import (
+    FLOAT_AND_COMPLEX,
+    assert_matches_reference,
+    make_operands,
+    refused_by_pytorch,
+)
 
 _OK, _WHY = backend_availability("cupy")
+ALGORITHMS = [a.name for a in registry.algorithms("cupy")]
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not _OK, reason=f"CuPy backend not usable: {_WHY}"),
@@ -49,10 +55,7 @@ def workspace():
 
 def _host_operands(case, dtype, seed=0):
     op, x_shape, w_shape, has_bias, kwargs = case
-    rng = np.random.default_rng(seed)
-    x = random_array(rng, x_shape, dtype)
-    w = random_array(rng, w_shape, dtype)
-    b = random_array(rng, (w_shape[0],), dtype) if has_bias else None
+    x, w, b = make_operands(("cupy", case, dtype, seed), x_shape, w_shape, dtype, bias=has_bias)
     return op, x, w, b, kwargs
 
 
@@ -63,7 +66,7 @@ def _to_device(cupy, *arrays):
 # --- the shared grid ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("algorithm", _cupy_backend.ALGORITHMS)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_grid(cupy, case, algorithm, dtype):
     op, x, w, b, kwargs = _host_operands(case, dtype)
@@ -108,13 +111,13 @@ def test_numpy_in_numpy_out(cupy):
     assert type(out) is np.ndarray
 
 
-@pytest.mark.parametrize("algorithm", _cupy_backend.ALGORITHMS)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_views_negative_strides_and_transposes(cupy, algorithm):
     rng = np.random.default_rng(3)
-    base = cupy.asarray(random_array(rng, (4, 6, 11, 13), "float32"))
+    base = cupy.asarray(make_operands(rng, (4, 6, 11, 13), None, "float32")[0])
     x = base[::-1, :, ::2, ::-1]                                   # negative and stepped strides
-    w = cupy.asarray(random_array(rng, (6, 3, 3, 4), "float32")).transpose(0, 1, 3, 2)
-    b = cupy.asarray(random_array(rng, (12,), "float32"))[::2]
+    w = cupy.asarray(make_operands(rng, (6, 3, 3, 4), None, "float32")[0]).transpose(0, 1, 3, 2)
+    b = cupy.asarray(make_operands(rng, (12,), None, "float32")[0])[::2]
     before = base.get()
     assert_matches_reference("conv2d", x, w, b, backend="cupy", algorithm=algorithm,
                              x_host=x.get(), w_host=w.get(), b_host=b.get(), padding=(1, 2),
@@ -122,16 +125,16 @@ def test_views_negative_strides_and_transposes(cupy, algorithm):
     np.testing.assert_array_equal(base.get(), before)
 
 
-@pytest.mark.parametrize("algorithm", _cupy_backend.ALGORITHMS)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_views_pointwise_and_conv1d(cupy, algorithm):
     rng = np.random.default_rng(4)
-    x = cupy.asarray(random_array(rng, (3, 6, 9, 7), "float32"))[:, :, ::-1, :]
-    w = cupy.asarray(random_array(rng, (8, 6, 1, 1), "float32"))
+    x = cupy.asarray(make_operands(rng, (3, 6, 9, 7), None, "float32")[0])[:, :, ::-1, :]
+    w = cupy.asarray(make_operands(rng, (8, 6, 1, 1), None, "float32")[0])
     assert_matches_reference("conv2d", x, w, None, backend="cupy", algorithm=algorithm,
                              x_host=x.get(), w_host=w.get(), stride=2)
-    x1 = cupy.asarray(random_array(rng, (6, 40), "complex64"))[:, ::-2]      # unbatched conv1d
-    w1 = cupy.asarray(random_array(rng, (9, 2, 3), "complex64"))
-    b1 = cupy.asarray(random_array(rng, (9,), "complex64"))[::-1]
+    x1 = cupy.asarray(make_operands(rng, (6, 40), None, "complex64")[0])[:, ::-2]      # unbatched conv1d
+    w1 = cupy.asarray(make_operands(rng, (9, 2, 3), None, "complex64")[0])
+    b1 = cupy.asarray(make_operands(rng, (9,), None, "complex64")[0])[::-1]
     assert_matches_reference("conv1d", x1, w1, b1, backend="cupy", algorithm=algorithm,
                              x_host=x1.get(), w_host=w1.get(), b_host=b1.get(), groups=3,
                              padding=2, padding_mode="circular", dilation=2)
@@ -202,8 +205,8 @@ ERROR_CALLS = [
 @pytest.mark.parametrize("op,x_shape,w_shape,kwargs", ERROR_CALLS)
 def test_errors_match_cpu(cupy, op, x_shape, w_shape, kwargs):
     rng = np.random.default_rng(0)
-    x = random_array(rng, x_shape, "float32")
-    w = random_array(rng, w_shape, "float32")
+    x = make_operands(rng, x_shape, None, "float32")[0]
+    w = make_operands(rng, w_shape, None, "float32")[0]
     fn = getattr(conv, op)
     with pytest.raises((ValueError, TypeError)) as cpu_err:
         fn(x, w, **kwargs)
@@ -245,19 +248,29 @@ def test_unknown_algorithm(cupy):
 @pytest.mark.parametrize("algorithm", ["im2col", "im2col_naive", "im2col_cublas"])
 def test_workspace_cap_chunks_the_batch(cupy, workspace, algorithm):
     rng = np.random.default_rng(5)
-    x = random_array(rng, (5, 3, 9, 10), "float32")
-    w = random_array(rng, (4, 3, 3, 3), "float32")
-    b = random_array(rng, (4,), "float32")
+    x = make_operands(rng, (5, 3, 9, 10), None, "float32")[0]
+    w = make_operands(rng, (4, 3, 3, 3), None, "float32")[0]
+    b = make_operands(rng, (4,), None, "float32")[0]
     per_image = 3 * 3 * 3 * 9 * 10 * 4          # C*R*S*P*Q*itemsize with padding=1
     workspace(2 * per_image)                    # two images per chunk -> 3 chunks
     assert_matches_reference("conv2d", *_to_device(cupy, x, w, b), backend="cupy",
                              algorithm=algorithm, x_host=x, w_host=w, b_host=b, padding=1)
-    plan = _cupy_backend.last_plan()
-    assert plan["chunks"] == 3 and plan["workspace_bytes"] <= 2 * per_image
-    workspace(per_image - 1)                    # not even one image: the direct kernel runs
+    plan = conv.explain("conv2d", *_to_device(cupy, x, w, b), backend="cupy", algorithm=algorithm,
+                        padding=1)
+    assert plan.chunks.count(plan.spec) == 3 and plan.workspace_bytes <= 2 * per_image
+    per_row = per_image // 9
+    workspace(3 * per_row)                      # not one image: bands of 3 output rows
+    plan = conv.explain("conv2d", *_to_device(cupy, x, w, b), backend="cupy", algorithm=algorithm,
+                        padding=1)
+    assert plan.algorithm == algorithm and plan.chunks.rows == 3 and plan.chunks.count(plan.spec) == 15
+    assert plan.workspace_bytes <= 3 * per_row
     assert_matches_reference("conv2d", *_to_device(cupy, x, w, b), backend="cupy",
                              algorithm=algorithm, x_host=x, w_host=w, b_host=b, padding=1)
-    assert "fallback" in _cupy_backend.last_plan()
+    workspace(per_row - 1)                      # less than a row: one row runs, above the cap
+    for mode in ("zeros", "reflect", "circular"):
+        assert_matches_reference("conv2d", *_to_device(cupy, x, w, b), backend="cupy",
+                                 algorithm=algorithm, x_host=x, w_host=w, b_host=b, padding=1,
+                                 padding_mode=mode)
 
 
 def test_workspace_limit_default_and_validation(cupy, workspace):
@@ -280,7 +293,7 @@ def _configs(draw):
         padding=(draw(st.integers(0, 2)), draw(st.integers(0, 2))),
         padding_mode=draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"])),
         bias=draw(st.booleans()), dtype=draw(st.sampled_from(["float32", "float64", "complex64"])),
-        algorithm=draw(st.sampled_from(_cupy_backend.ALGORITHMS)))
+        algorithm=draw(st.sampled_from(ALGORITHMS)))
     return cfg
 
 
@@ -289,9 +302,9 @@ def _configs(draw):
 def test_property_random_configs(cupy, cfg):
     from conv._spec import make_spec
     rng = np.random.default_rng(0)
-    x = random_array(rng, (cfg["n"], cfg["c"], cfg["h"], cfg["w"]), cfg["dtype"])
-    w = random_array(rng, (cfg["k"], cfg["c"] // cfg["groups"], cfg["r"], cfg["s"]), cfg["dtype"])
-    b = random_array(rng, (cfg["k"],), cfg["dtype"]) if cfg["bias"] else None
+    x = make_operands(rng, (cfg["n"], cfg["c"], cfg["h"], cfg["w"]), None, cfg["dtype"])[0]
+    w = make_operands(rng, (cfg["k"], cfg["c"] // cfg["groups"], cfg["r"], cfg["s"]), None, cfg["dtype"])[0]
+    b = make_operands(rng, (cfg["k"],), None, cfg["dtype"])[0] if cfg["bias"] else None
     kwargs = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"],
                   groups=cfg["groups"], padding_mode=cfg["padding_mode"])
     try:
@@ -308,14 +321,14 @@ def test_modules_on_cuda(cupy):
     layer = conv.Conv2d(3, 8, 3, padding=1, padding_mode="replicate", device="cuda", seed=0)
     assert isinstance(layer.weight, cupy.ndarray) and isinstance(layer.bias, cupy.ndarray)
     rng = np.random.default_rng(6)
-    x = random_array(rng, (2, 3, 10, 11), "float32")
+    x = make_operands(rng, (2, 3, 10, 11), None, "float32")[0]
     out = layer(cupy.asarray(x))
     assert isinstance(out, cupy.ndarray)
     assert_matches_reference("conv2d", cupy.asarray(x), layer.weight, layer.bias, backend="cupy",
                              x_host=x, w_host=layer.weight.get(), b_host=layer.bias.get(),
                              padding=1, padding_mode="replicate")
     layer1 = conv.Conv1d(4, 6, 5, groups=2, device="cuda:0", dtype="float64", seed=1)
-    x1 = random_array(rng, (4, 30), "float64")
+    x1 = make_operands(rng, (4, 30), None, "float64")[0]
     out1 = layer1(cupy.asarray(x1))
     assert isinstance(out1, cupy.ndarray) and out1.shape == (6, 26)
     assert_matches_reference("conv1d", cupy.asarray(x1), layer1.weight, layer1.bias,
@@ -331,15 +344,15 @@ def test_compile_times_recorded(cupy):
     assert all(t >= 0 for t in times.values())
 
 
-def test_choose_algorithm_rule():
+def test_auto_rule():
     from conv._spec import make_spec
     rng = np.random.default_rng(0)
-    dense = make_spec("conv2d", random_array(rng, (1, 16, 8, 8), "float32"),
-                      random_array(rng, (32, 16, 3, 3), "float32"), None, 1, 1, 1, 1)
-    depthwise = make_spec("conv2d", random_array(rng, (1, 16, 8, 8), "float32"),
-                          random_array(rng, (16, 1, 3, 3), "float32"), None, 1, 1, 1, 16)
-    ints = make_spec("conv2d", random_array(rng, (1, 16, 8, 8), "int32"),
-                     random_array(rng, (32, 16, 3, 3), "int32"), None, 1, 1, 1, 1)
-    assert _cupy_backend.choose_algorithm(dense)[0] == "im2col"
-    assert _cupy_backend.choose_algorithm(depthwise)[0] == "direct"
-    assert _cupy_backend.choose_algorithm(ints)[0] == "direct"
+    dense = make_spec("conv2d", make_operands(rng, (1, 16, 8, 8), None, "float32")[0],
+                      make_operands(rng, (32, 16, 3, 3), None, "float32")[0], None, 1, 1, 1, 1)
+    depthwise = make_spec("conv2d", make_operands(rng, (1, 16, 8, 8), None, "float32")[0],
+                          make_operands(rng, (16, 1, 3, 3), None, "float32")[0], None, 1, 1, 1, 16)
+    ints = make_spec("conv2d", make_operands(rng, (1, 16, 8, 8), None, "int32")[0],
+                     make_operands(rng, (32, 16, 3, 3), None, "int32")[0], None, 1, 1, 1, 1)
+    assert registry.auto_algorithm("cupy", dense)[0].name == "im2col"
+    assert registry.auto_algorithm("cupy", depthwise)[0].name == "direct"
+    assert registry.auto_algorithm("cupy", ints)[0].name == "direct"

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 import conv
-from conv import _arrays, _gpu_arrays, _numba_backend
-from conv._kernel_sources import import_kernel_module
+from conv import _arrays, _gpu_arrays, registry
+from conv.backend import numba_cuda as _numba_backend
 from tests._cases import CASE_IDS, CASES
-from tests._helpers import assert_matches_reference, random_array
+from tests._helpers import assert_matches_reference, make_operands
 
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-ALGORITHMS = _numba_backend.ALGORITHMS
+ALGORITHMS = tuple(a.name for a in registry.algorithms("numba"))
 
 
 def _numba_cuda():
@@ -47,10 +47,8 @@ def gpu():
 
 def _signatures():
     """(kernel, argument types) for every kernel family and the dtypes it serves."""
+    from conv.kernels.numba_cuda import common, copy, direct, gemm, im2col
     from numba import from_dtype, types
-    common = import_kernel_module("numba_common")
-    direct, im2col = import_kernel_module("numba_direct"), import_kernel_module("numba_im2col")
-    gemm, copy = import_kernel_module("numba_gemm"), import_kernel_module("numba_copy")
     i64, flag = types.int64, types.boolean
     for dtype, (acc_dtype, widen) in common.ACCUMULATOR.items():
         dt, acc = from_dtype(dtype), from_dtype(acc_dtype)
@@ -87,9 +85,7 @@ def test_kernels_compile_to_ptx():
 # ---- on a GPU ------------------------------------------------------------------------------------
 
 def _arrays_for(op, xs, ws, bias, dtype="float32", seed=0):
-    rng = np.random.default_rng(seed)
-    x, w = random_array(rng, xs, dtype), random_array(rng, ws, dtype)
-    return x, w, (random_array(rng, (ws[0],), dtype) if bias else None)
+    return make_operands(("numba", op, xs, ws, bias, dtype, seed), xs, ws, dtype, bias=bias)
 
 
 @pytest.mark.gpu

@@ -1,17 +1,12 @@
 """No algorithm reads outside the caller's arrays: input, weight and bias each end (then start)
 at an inaccessible page, so one element read past them is a crash (in a child process, reported
 with the case that was running), not a discarded value. Outputs are NaN-poisoned there too."""
-import zlib
-
 import pytest
 
 from tests._cases import CASES
 from tests._guard_pages import PAGE, run_cases_in_child
 from tests._helpers import HOST_ALGORITHMS, refused_by_algorithm, refused_by_pytorch
-
-
-def _seed(*parts) -> int:
-    return zlib.crc32("/".join(map(str, parts)).encode())
+from tests._helpers import stable_seed as _seed
 
 
 def _grid_cases(backend, algorithm, dtypes):

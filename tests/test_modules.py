@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import conv
-from tests._helpers import assert_matches_reference, random_array
+from tests._helpers import assert_matches_reference, make_operands
 
 REPRS = [
     (lambda: conv.Conv1d(1, 3, 1), "Conv1d(1, 3, kernel_size=(1,), stride=(1,))"),
@@ -57,9 +57,8 @@ def test_init_bounds_and_seed():
 
 def test_weight_and_bias_are_assignable(rng):
     m = conv.Conv1d(3, 4, 3, padding=1)
-    m.weight = random_array(rng, (4, 3, 3), "float32")
+    x, m.weight, _ = make_operands(rng, (2, 3, 10), (4, 3, 3), "float32")
     m.bias = None
-    x = random_array(rng, (2, 3, 10), "float32")
     np.testing.assert_allclose(m(x), conv.conv1d(x, m.weight, None, padding=1), rtol=1e-6)
 
 
@@ -67,7 +66,7 @@ def test_weight_and_bias_are_assignable(rng):
 @pytest.mark.parametrize("padding", [1, "same", "valid", (2, 1)])
 def test_forward_matches_reference(mode, padding, rng):
     m = conv.Conv2d(4, 6, (3, 4), padding=padding, groups=2, padding_mode=mode, seed=3)
-    x = random_array(rng, (2, 4, 7, 8), "float32")
+    x, _, _ = make_operands(rng, (2, 4, 7, 8), None, "float32")
     out = assert_matches_reference("conv2d", x, m.weight, m.bias, backend="cpu", padding=padding,
                                    groups=2, padding_mode=mode)
     np.testing.assert_array_equal(m(x), out)
@@ -78,7 +77,7 @@ def test_forward_matches_reference(mode, padding, rng):
 
 def test_unbatched_forward(rng):
     m = conv.Conv1d(3, 5, 3, padding=1, padding_mode="reflect", seed=4)
-    x = random_array(rng, (3, 11), "float32")
+    x, _, _ = make_operands(rng, (3, 11), None, "float32")
     out = m(x)
     assert out.shape == (5, 11) and out.dtype == np.float32
     # The unbatched call is the batched one on a batch of one, and matches the reference.
@@ -153,7 +152,7 @@ def test_groups_taken_as_pytorch_takes_them(rng):
     m = conv.Conv2d(4, 6, 3, groups=np.array(2), seed=0)
     assert m.groups == 2 and type(m.groups) is int and m.weight.shape == (6, 2, 3, 3)
     assert repr(m) == "Conv2d(4, 6, kernel_size=(3, 3), stride=(1, 1), groups=2)"
-    x = random_array(rng, (1, 4, 5, 5), "float32")
+    x, _, _ = make_operands(rng, (1, 4, 5, 5), None, "float32")
     np.testing.assert_array_equal(m(x), conv.conv2d(x, m.weight, m.bias, groups=2))
     flagged = conv.Conv2d(4, 6, 3, groups=True)
     assert flagged.groups is True and flagged.weight.shape == (6, 4, 3, 3)

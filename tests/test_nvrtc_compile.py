@@ -1,8 +1,8 @@
 """CI without a GPU: every CUDA C specialisation the CuPy backend can launch compiles with NVRTC.
 
-Each (source, compile options) module of conv._cupy_backend.specialisations() is compiled for sm_80
+Each (source, compile options) module of conv.backend.cupy.sources.specialisations() is compiled for sm_80
 and sm_90 with the options CuPy's RawModule uses, from the very text CuPy compiles
-(conv._cupy_backend.kernel_source). Every entry point must come out in a non-empty cubin. ptxas's
+(conv.backend.cupy.sources.kernel_source). Every entry point must come out in a non-empty cubin. ptxas's
 registers / spills / stack per entry are printed as a table (shown in the CI log, also recorded as
 a junit property); spills are reported, not judged.
 """
@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conv import _cupy_backend, _nvrtc
+from conv import _nvrtc
+from conv.backend.cupy import sources as _cupy_sources
 
 ARCHS = ("sm_80", "sm_90")
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.skipif(not _ok, reason=f"NVRTC not usable: {_why}")
 def _modules() -> dict[tuple[str, tuple[str, ...]], list[str]]:
     """(source, options) -> entry points, from the backend's list of specialisations."""
     modules: dict[tuple[str, tuple[str, ...]], list[str]] = {}
-    for source, entry, options in _cupy_backend.specialisations():
+    for source, entry, options in _cupy_sources.specialisations():
         modules.setdefault((source, options), []).append(entry)
     return modules
 
@@ -45,7 +46,7 @@ def compiled() -> dict:
     def build(key):
         source, options, arch = key
         opts = options + _nvrtc.CUPY_IMPLICIT_OPTIONS
-        return key, _nvrtc.compile_source(_cupy_backend.kernel_source(source), arch, opts,
+        return key, _nvrtc.compile_source(_cupy_sources.kernel_source(source), arch, opts,
                                           name=source)
     with ThreadPoolExecutor(max_workers=4) as pool:
         return dict(pool.map(build, MODULE_KEYS))
@@ -53,16 +54,16 @@ def compiled() -> dict:
 
 def test_specialisations_cover_every_algorithm_and_dtype():
     from conv._spec import SUPPORTED_DTYPES
-    entries = {entry for _, entry, _ in _cupy_backend.specialisations()}
+    entries = {entry for _, entry, _ in _cupy_sources.specialisations()}
     for dt in SUPPORTED_DTYPES:
         for base in ("conv2d_direct_naive", "im2col", "gemm_naive", "gemm_tiled",
-                     *(f"conv2d_direct_kb{kb}" for kb in _cupy_backend.DIRECT_KBS)):
+                     *(f"conv2d_direct_kb{kb}" for kb in _cupy_sources.DIRECT_KBS)):
             assert f"{base}_{dt.name}" in entries
 
 
-@pytest.mark.parametrize("source", _cupy_backend.SOURCES)
+@pytest.mark.parametrize("source", _cupy_sources.SOURCES)
 def test_sources_are_self_contained(source):
-    text = _cupy_backend.kernel_source(source)
+    text = _cupy_sources.kernel_source(source)
     assert not re.search(r"^\s*#\s*include", text, re.MULTILINE), \
         f"{source}: the compiled text must not #include anything (CuPy and CI NVRTC differ in headers)"
     assert "extern \"C\"" in text

@@ -5,8 +5,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import conv
-from tests._helpers import (CPU_ALGORITHMS, assert_matches_reference, random_array,
-                            refused_by_algorithm)
+from tests._helpers import (
+    CPU_ALGORITHMS,
+    assert_matches_reference,
+    make_operands,
+    refused_by_algorithm,
+)
 from tests.strategies import conv_configs
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -17,9 +21,7 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
        algorithm=st.sampled_from(CPU_ALGORITHMS), seed=st.integers(0, 2**32 - 1))
 def test_cpu_matches_reference(cfg, algorithm, seed):
     op, xs, ws, has_bias, kwargs, dtype = cfg
-    rng = np.random.default_rng(seed)
-    x, w = random_array(rng, xs, dtype), random_array(rng, ws, dtype)
-    b = random_array(rng, (ws[0],), dtype) if has_bias else None
+    x, w, b = make_operands(seed, xs, ws, dtype, bias=has_bias)
     if refused_by_algorithm(algorithm, dtype):
         algorithm = "im2col"
     assert_matches_reference(op, x, w, b, backend="cpu", algorithm=algorithm, **kwargs)
@@ -29,10 +31,8 @@ def test_cpu_matches_reference(cfg, algorithm, seed):
 @given(cfg=conv_configs(), seed=st.integers(0, 2**32 - 1))
 def test_unbatched_equals_batch_of_one(cfg, seed):
     op, xs, ws, has_bias, kwargs, dtype = cfg
-    rng = np.random.default_rng(seed)
     nsp = 1 if op == "conv1d" else 2
-    x = random_array(rng, xs, dtype)
-    w = random_array(rng, ws, dtype)
+    x, w, _ = make_operands(seed, xs, ws, dtype)
     single = x if len(xs) == nsp + 1 else x[0]
     fn = getattr(conv, op)
     np.testing.assert_array_equal(fn(single, w, **kwargs), fn(single[None], w, **kwargs)[0])
@@ -45,8 +45,7 @@ def test_conv1d_is_conv2d_with_unit_height(cfg, algorithm, seed):
     op, xs, ws, has_bias, kwargs, dtype = cfg
     backend = "reference" if algorithm == "reference" else "cpu"
     algorithm = "auto" if algorithm == "reference" else algorithm
-    rng = np.random.default_rng(seed)
-    x, w = random_array(rng, xs, "float64"), random_array(rng, ws, "float64")
+    x, w, _ = make_operands(seed, xs, ws, "float64")
     kw2 = dict(kwargs)
     for name in ("stride", "dilation"):
         kw2[name] = (1,) + tuple(kwargs[name])

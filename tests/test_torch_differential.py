@@ -6,7 +6,7 @@ import pytest
 
 import conv
 from tests._cases import CASE_IDS, CASES
-from tests._helpers import CPU_ALGORITHMS, random_array, refused_by_algorithm
+from tests._helpers import CPU_ALGORITHMS, make_operands, refused_by_algorithm
 from tests.conftest import torch_or_skip
 from tests.test_errors import ERRORS
 
@@ -45,8 +45,7 @@ def _torch_conv(torch, op, x, w, b, kwargs):
 def test_grid_against_pytorch(case, dtype, rng):
     torch = torch_or_skip()
     op, xs, ws, has_bias, kwargs = case
-    x, w = random_array(rng, xs, dtype), random_array(rng, ws, dtype)
-    b = random_array(rng, (ws[0],), dtype) if has_bias else None
+    x, w, b = make_operands(rng, xs, ws, dtype, bias=has_bias)
     expected = _torch_conv(torch, op, x, w, b, kwargs)
     for algorithm in CPU_ALGORITHMS:
         if refused_by_algorithm(algorithm, dtype):
@@ -155,7 +154,7 @@ ACCEPTED = [
                          ids=[c[0] for c in ACCEPTED])
 def test_accepted_where_pytorch_accepts(op, xs, ws, dtype, wdtype, kwargs, rng):
     torch = torch_or_skip()
-    x, w = random_array(rng, xs, dtype), random_array(rng, ws, wdtype or dtype)
+    x, w, _ = make_operands(rng, xs, ws, dtype, w_dtype=wdtype)
     expected = getattr(torch.nn.functional, op)(torch.from_numpy(x), torch.from_numpy(w),
                                                 **kwargs).numpy()
     for algorithm in CPU_ALGORITHMS:
@@ -174,9 +173,7 @@ def test_complex_inf_and_nan_like_pytorch(dtype, batch, rng):
     torch = torch_or_skip()
     specials = [np.inf, -np.inf, np.nan]
     for trial in range(20):
-        x = random_array(rng, (batch, 4, 7, 6), dtype)
-        w = random_array(rng, (4, 2, 2, 3), dtype)
-        b = random_array(rng, (4,), dtype)
+        x, w, b = make_operands(rng, (batch, 4, 7, 6), (4, 2, 2, 3), dtype, bias=True)
         for arr in (x, w, b):
             for _ in range(int(rng.integers(0, 3))):
                 idx = tuple(int(rng.integers(0, s)) for s in arr.shape)

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 import conv
-from conv import _arrays, _numba_backend
+from conv import _arrays
+from conv.backend import numba_cuda as numba_backend
 from tests._cases import pytest_id
-from tests._helpers import assert_matches_reference, random_array, to_host
+from tests._helpers import assert_matches_reference, make_operands, to_host
 
 pytestmark = pytest.mark.cudasim
 
@@ -65,11 +66,7 @@ REFUSED = ["int8", "int16", "int32", "int64", "uint8"]
 
 
 def _arrays_for(op, xs, ws, bias, dtype="float32", seed=0):
-    rng = np.random.default_rng(seed)
-    x = random_array(rng, xs, dtype)
-    w = random_array(rng, ws, dtype)
-    b = random_array(rng, (ws[0],), dtype) if bias else None
-    return x, w, b
+    return make_operands(("cudasim", op, xs, ws, bias, dtype, seed), xs, ws, dtype, bias=bias)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -100,17 +97,19 @@ def test_integer_dtypes_are_refused_by_name(dtype):
         conv.conv2d(x, w, b, backend="numba")
 
 
-def test_unsupported_dtype_is_refused_before_any_work():
+def test_unsupported_dtype_is_refused_while_planning(monkeypatch):
+    # Refused by the plan (so conv.explain refuses it too), before any launch.
+    monkeypatch.setattr(numba_backend, "_launch_on_numba", lambda *a: pytest.fail("launched"))
     x, w, b = _arrays_for("conv2d", (1, 2, 5, 6), (3, 2, 3, 3), True)
     spec = dataclasses.replace(conv._spec.make_spec("conv2d", x, w, b, 1, 0, 1, 1),
                                dtype=np.dtype(np.int16))
-    untouchable = object()          # any use of the "arrays" would raise something else
-    with pytest.raises(TypeError, match="dtype int16"):
-        _numba_backend.run(untouchable, untouchable, None, spec, "direct")
+    for algorithm in ALGORITHMS + ("direct_naive",):
+        with pytest.raises(TypeError, match="dtype int16"):
+            conv.plan.make_plan(spec, x, w, b, "numba", algorithm)
 
 
 def test_patch_too_large_for_shared_memory_falls_back_to_naive():
-    # 128 threads x stride 17 needs a 2160-column patch (> PATCH): version 1 runs instead.
+    # 128 threads x stride 17 needs a 2160-column patch (> PATCH): version 0 runs instead.
     x, w, b = _arrays_for("conv1d", (1, 1, 2200), (2, 1, 3), True)
     assert_matches_reference("conv1d", x, w, b, backend="numba", algorithm="direct", stride=17)
 
@@ -123,15 +122,17 @@ def test_patch_too_large_for_shared_memory_falls_back_to_naive():
 def test_im2col_workspace_is_capped_by_chunking(monkeypatch, limit, launches):
     x, w, b = _arrays_for("conv2d", (2, 3, 8, 8), (4, 3, 3, 3), True)
     calls = []
-    real = _numba_backend._launch
-    monkeypatch.setattr(_numba_backend, "_launch", lambda *a: (calls.append(a[0]), real(*a)))
-    before = _numba_backend.workspace_limit()
-    _numba_backend.set_workspace_limit(limit)
+    real = numba_backend._launch_on_numba
+    monkeypatch.setattr(numba_backend, "_launch_on_numba", lambda s: (calls.append(s), real(s)))
+    numba_backend.set_workspace_limit(limit)
     try:
+        plan = conv.explain("conv2d", x, w, b, backend="numba", algorithm="im2col")
         assert_matches_reference("conv2d", x, w, b, backend="numba", algorithm="im2col")
     finally:
-        _numba_backend.set_workspace_limit(before)
+        numba_backend.set_workspace_limit(None)
     assert len(calls) == launches
+    assert plan.chunks is not None and plan.chunks.count(plan.spec) * 2 == launches
+    assert plan.workspace_bytes <= max(limit, 648)      # one row runs even above the cap
 
 
 @pytest.mark.parametrize("op, xs, ws", [("conv2d", (0, 2, 5, 6), (3, 2, 3, 3)),
@@ -139,7 +140,7 @@ def test_im2col_workspace_is_capped_by_chunking(monkeypatch, limit, launches):
                                         ("conv1d", (0, 3, 17), (4, 3, 3))])
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_empty_output_launches_nothing(monkeypatch, op, xs, ws, algorithm):
-    monkeypatch.setattr(_numba_backend, "_launch", lambda *a: pytest.fail("launched a kernel"))
+    monkeypatch.setattr(numba_backend, "_launch_on_numba", lambda *a: pytest.fail("launched"))
     x, w, b = _arrays_for(op, xs, ws, True)
     out = getattr(conv, op)(*_to_device(x, w, b), backend="numba", algorithm=algorithm)
     expected = conv._spec.make_spec(op, x, w, b, 1, 0, 1, 1).output_shape
@@ -215,6 +216,6 @@ def test_auto_rule_picks_im2col_for_dense_and_direct_for_depthwise():
 
 
 def test_availability_reports_the_simulator():
-    ok, why = _numba_backend.availability()
+    ok, why = numba_backend.availability()
     assert ok and "simulator" in why
     assert conv.backends()["numba"][0]

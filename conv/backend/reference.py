@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _arrays
-from ._padding import as_4d, pad_input, weight_4d
-from ._spec import ConvSpec
-
-ALGORITHMS = ("direct",)
-ACCEPTS = (_arrays.NUMPY,)
+from .._padding import as_4d, pad_input, weight_4d
+from .._spec import ConvSpec
 
 
 def availability() -> tuple[bool, str]:
     return True, "plain NumPy, always available"
 
 
-def choose_algorithm(spec: ConvSpec) -> tuple[str, str]:
-    return "direct", "the reference has one algorithm"
+def plan_workspace(spec: ConvSpec, algorithm: str, x) -> tuple[int, None, str]:
+    """The padded input and the accumulator (float64 / complex128 / int64) are its copies; it has
+    no cap (it is the oracle, written for clarity)."""
+    acc = accumulation_dtype(spec.dtype).itemsize
+    top, bottom, left, right = spec.pad
+    padded = spec.n * spec.c * (spec.h + top + bottom) * (spec.w + left + right)
+    return (2 * padded + spec.n * spec.k * spec.p * spec.q) * acc, None, ""
 
 
 def accumulation_dtype(dtype: np.dtype) -> np.dtype:
@@ -66,5 +67,5 @@ def _conv_reference(x, weight, bias, spec: ConvSpec, out_dtype=None) -> np.ndarr
     return out if out_dtype is None else out.astype(out_dtype)
 
 
-def run(x, weight, bias, spec: ConvSpec, algorithm: str) -> np.ndarray:
-    return conv_reference(x, weight, bias, spec, out_dtype=spec.dtype)
+def run(plan, x, weight, bias) -> np.ndarray:
+    return conv_reference(x, weight, bias, plan.spec, out_dtype=plan.spec.dtype)

@@ -10,11 +10,14 @@
 //        For the im2col workspace (im2col.cu) b_g = CRS*M, b_row = M, b_n = PQ, b_p = Q, b_q = 1;
 //        a pointwise (1x1, unpadded) convolution passes the input itself: b_row = the channel
 //        stride, b_n/b_p/b_q = the image/row/column strides times the conv stride (no workspace).
-//   out: contiguous (N, K, P, Q): element (m, j) at out + (j / PQ)*o_n + (g*kg + m)*PQ + j % PQ.
+//   out: element (m, j) at out + (j / PQ)*o_n + (g*kg + m)*o_k + j % PQ. For whole images of the
+//        contiguous (N, K, P, Q) output o_n = K*P*Q, o_k = P*Q = PQ; for a band of output rows
+//        [p0, p0 + Pb) of one image (the workspace cap's chunks) out points at row p0, PQ = Pb*Q
+//        and o_k stays P*Q.
 // The bias add and the cast back to the storage type are fused in the epilogue; accumulation is in
 // Traits<T>::Acc (float16 in float32, integers exactly in 64 bits).
 //
-// Versions (same parameters, picked by name in conv/_cupy_backend.py):
+// Versions (same parameters, picked by name in conv/backend/cupy/__init__.py):
 //   version 0, gemm_naive_<dtype>  (algorithm "im2col_naive"): one thread per output (m, j); block
 //       (32, 8) with x over j, y over m, z over groups; loops over i reading A and B from global
 //       memory.
@@ -24,15 +27,15 @@
 //       shared-memory reads are broadcasts (A) or consecutive (B) and its stores are coalesced.
 //       Per BK step the block stages A (transposed, padded against bank conflicts) and B in shared
 //       memory, converting to Acc once on the way in. Tile sizes come from -DCONV_GEMM_BM etc.
-//       (conv/_cupy_backend.py:GEMM_TILES per dtype: 128x128x8 with 8x8 per thread for
+//       (conv/backend/cupy/sources.py:GEMM_TILES per dtype: 128x128x8 with 8x8 per thread for
 //       float16/float32, 64x64x16 with 4x4 for the 8- and 16-byte accumulators).
 // 64-bit indices throughout; partial tiles at every edge are zero-filled on load and masked on store.
 #include "common.cuh"
 
-// The tile shape has one home, GEMM_TILES in conv/_cupy_backend.py, which passes it as -D options.
+// The tile shape has one home, GEMM_TILES in conv/backend/cupy/sources.py, which passes it as -D options.
 #if !defined(CONV_GEMM_BM) || !defined(CONV_GEMM_BN) || !defined(CONV_GEMM_BK) || \
     !defined(CONV_GEMM_TM) || !defined(CONV_GEMM_TN)
-#error "CONV_GEMM_BM/BN/BK/TM/TN are defined by the host (conv/_cupy_backend.py: GEMM_TILES)"
+#error "CONV_GEMM_BM/BN/BK/TM/TN are defined by the host (conv/backend/cupy/sources.py: GEMM_TILES)"
 #endif
 #define CONV_GEMM_THREADS ((CONV_GEMM_BM / CONV_GEMM_TM) * (CONV_GEMM_BN / CONV_GEMM_TN))
 
@@ -40,10 +43,10 @@
     const T *__restrict__ A, const T *__restrict__ B, const T *__restrict__ bias,                \
         T *__restrict__ out, long long kg, long long M, long long CRS, long long PQ, long long Q, \
         long long b_g, long long b_row, long long b_n, long long b_p, long long b_q, long long o_n, \
-        long long bs, long long has_bias, long long g0
+        long long o_k, long long bs, long long has_bias, long long g0
 
 #define CONV_GEMM_ARGS                                                                           \
-    A, B, bias, out, kg, M, CRS, PQ, Q, b_g, b_row, b_n, b_p, b_q, o_n, bs, has_bias, g0
+    A, B, bias, out, kg, M, CRS, PQ, Q, b_g, b_row, b_n, b_p, b_q, o_n, o_k, bs, has_bias, g0
 
 // Offset of column j = (n, p, q) in B.
 __device__ __forceinline__ long long conv_gemm_col_off(long long j, long long PQ, long long Q,
@@ -70,7 +73,7 @@ __device__ __forceinline__ void gemm_naive_body(CONV_GEMM_PARAMS(T)) {
     const long long k = g * kg + m;
     if (has_bias) acc = acc + Traits<T>::load(bias[k * bs]);
     const long long n = j / PQ;
-    out[n * o_n + k * PQ + (j - n * PQ)] = Traits<T>::store(acc);
+    out[n * o_n + k * o_k + (j - n * PQ)] = Traits<T>::store(acc);
 }
 
 // Version 1: shared-memory tiles, TM x TN register blocking.
@@ -151,7 +154,7 @@ __device__ __forceinline__ void gemm_tiled_body(CONV_GEMM_PARAMS(T)) {
             const long long k = g * kg + m;
             Acc v = acc[ii][jj];
             if (has_bias) v = v + Traits<T>::load(bias[k * bs]);
-            o[k * PQ] = Traits<T>::store(v);
+            o[k * o_k] = Traits<T>::store(v);
         }
     }
 }

@@ -1,4 +1,4 @@
-"""Device helpers shared by the numba.cuda kernels (numba_direct, numba_im2col, numba_gemm).
+"""Device helpers shared by the numba.cuda kernels (direct.py, im2col.py, gemm.py).
 
 Padding is index arithmetic, never a padded copy: `source_index` maps a padded coordinate
 i in [-lo, size + hi) to the unpadded coordinate it reads, or -1 where padding_mode="zeros" gives 0.
@@ -13,9 +13,12 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, float32
 
-# padding_mode -> the integer the kernels branch on.
-ZEROS, REFLECT, REPLICATE, CIRCULAR = 0, 1, 2, 3
-MODE_CODES = {"zeros": ZEROS, "reflect": REFLECT, "replicate": REPLICATE, "circular": CIRCULAR}
+from conv._dtypes import ACCUMULATOR as _ACCUMULATOR
+from conv._padding import PADDING_MODES
+
+# The numbers the kernels branch on: conv/_padding.py's table (numba freezes them as constants).
+ZEROS, REFLECT, REPLICATE, CIRCULAR = (PADDING_MODES[m] for m in
+                                       ("zeros", "reflect", "replicate", "circular"))
 
 
 @cuda.jit(device=True, inline=True)
@@ -42,14 +45,11 @@ def to_float32(v):
     return float32(v)
 
 
-# Accumulator dtype per input dtype, and the widen function (by name) that reaches it.
-ACCUMULATOR = {
-    np.dtype(np.float16): (np.dtype(np.float32), "to_float32"),
-    np.dtype(np.float32): (np.dtype(np.float32), "keep"),
-    np.dtype(np.float64): (np.dtype(np.float64), "keep"),
-    np.dtype(np.complex64): (np.dtype(np.complex64), "keep"),
-    np.dtype(np.complex128): (np.dtype(np.complex128), "keep"),
-}
+# Accumulator dtype per input dtype (conv/_dtypes.py's table, floating point and complex only),
+# and the widen function (by name) that reaches it.
+ACCUMULATOR = {dt: (acc, "keep" if acc == dt else "to_float32")
+               for dt, acc in _ACCUMULATOR.items() if dt.kind in "fc"}
+assert all(acc == dt or acc == np.float32 for dt, (acc, _) in ACCUMULATOR.items())
 # Not here: integers. PyTorch has no CUDA integer convolution, and the simulator cannot mirror the
 # GPU's wrapping store; integer inputs run on the CPU backend. The backend refuses them by name.
 WIDEN = {"keep": keep, "to_float32": to_float32}

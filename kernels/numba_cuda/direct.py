@@ -1,7 +1,7 @@
 """numba.cuda direct convolution:
     out[n, k, p, q] = sum over c, r, s of x[n, c, h, w] * wgt[k, c - g*Cg, r, s]  (+ bias[k])
 with h = p*stride_h - top + r*dil_h, w = q*stride_w - left + s*dil_w mapped through the padding
-mode (numba_common.source_index), c over the input channels of k's group g.
+mode (common.source_index), c over the input channels of k's group g.
 
 Coordinates and ranges: n in [0, N) image, k in [0, K) output channel, g = k // Kg its group,
 c in [g*Cg, (g+1)*Cg) input channel (cl = c - g*Cg in [0, Cg)), h in [0, H) / w in [0, W) input
@@ -9,10 +9,10 @@ row / column, p in [0, P) / q in [0, Q) output row / column, r in [0, R) / s in 
 All arrays are 4-D (N, C, H, W), (K, Cg, R, S), (N, K, P, Q); conv1d has H = R = P = 1. Inputs
 may be strided; `acc` is a 1-element array holding the accumulator's zero (and giving its dtype).
 
-version 1  direct_naive: one thread per output (n, k, p, q). Flat index over N*K*P*Q with q fastest
+version 0  direct_naive: one thread per output (n, k, p, q). Flat index over N*K*P*Q with q fastest
            (neighbouring threads read neighbouring input columns), grid-stride loop; each thread
            loops over cl, r, s reading x and wgt from global memory. The baseline.
-version 2  direct_tiled: a block of (TQ, TP) threads = blockDim (x, y) owns a TP x TQ tile of output
+version 1  direct_tiled: a block of (TQ, TP) threads = blockDim (x, y) owns a TP x TQ tile of output
            positions (p, q) and KT consecutive output channels k0 .. k0+KT-1 of one group, for one
            image n.  blockIdx.x in [0, tiles_p * tiles_q) picks the tile (q tiles fastest);
            blockIdx.y (grid-stride) in [0, G * ceil(Kg / KT)) picks (g, k0); blockIdx.z
@@ -23,26 +23,24 @@ version 2  direct_tiled: a block of (TQ, TP) threads = blockDim (x, y) owns a TP
            Each thread then accumulates its (p, q) for all KT channels in registers, so a staged
            value serves up to R*S*KT multiply-adds instead of one global read each.
            The host picks (TQ, TP) = (16, 8), or (128, 1) when P == 1 (conv1d), and falls back to
-           version 1 when the patch exceeds PATCH elements.
+           version 0 when the patch exceeds PATCH elements.
 """
 from __future__ import annotations
 
+from conv.kernels.numba_cuda import common as _common
 from numba import cuda
 
-from conv._kernel_sources import import_kernel_module
-
-_common = import_kernel_module("numba_common")
 build_families, source_index = _common.build_families, _common.source_index
 
-KT = 4            # output channels per thread in version 2
+KT = 4            # output channels per thread in version 1
 PATCH = 2048      # shared-memory patch capacity (elements of the accumulator type)
-BLOCK_2D = (16, 8)    # (TQ, TP) threads for version 2
+BLOCK_2D = (16, 8)    # (TQ, TP) threads for version 1
 BLOCK_1D = (128, 1)   # ... when P == 1
 BLOCK_NAIVE = 128
 
 
 def patch_elements(spec, block) -> int:
-    """Shared-memory elements version 2 needs for `spec` with block (TQ, TP)."""
+    """Shared-memory elements version 1 needs for `spec` with block (TQ, TP)."""
     tq, tp = block
     rows = (tp - 1) * spec.stride[0] + (spec.r - 1) * spec.dilation[0] + 1
     cols = (tq - 1) * spec.stride[1] + (spec.s - 1) * spec.dilation[1] + 1

@@ -4,7 +4,7 @@ A conv1d input (N, C, L) / (C, L) or an unbatched conv2d input (C, H, W) that is
 device array cannot be reshaped to (N, C, H, W) without a copy; these make that copy on the device
 (the caller's array is only read).
 
-version 1  copy_2d / copy_3d: one thread per element of dst, flat index in dst's C order (last
+version 0  copy_2d / copy_3d: one thread per element of dst, flat index in dst's C order (last
            coordinate fastest, so writes coalesce), grid-stride loop; src may have any strides.
 """
 from __future__ import annotations

@@ -2,32 +2,34 @@
 // convolution kernels (conv2d_direct.cu, im2col.cu, gemm.cu).
 //
 // Self-contained on purpose: no CUDA toolkit header is included, so the same text compiles in
-// CuPy's RawModule and with the PyPI NVRTC in CI. The loader (conv/_cupy_backend.py:kernel_source)
+// CuPy's RawModule and with the PyPI NVRTC in CI. The loader (conv/backend/cupy/sources.py:kernel_source)
 // pastes this file in place of `#include "common.cuh"`, so the text CuPy hashes for its kernel cache
 // is the whole program.
 //
-// Storage type T -> accumulation type Acc (Traits<T>):
+// Storage type T -> accumulation type Acc (Traits<T>), as the host's one table says
+// (conv/_dtypes.py, pasted before this file as the CONV_ACC_<dtype> macros):
 //   float16 (conv_half, raw IEEE bits) -> float   (converted with cvt.f32.f16 / cvt.rn.f16.f32)
 //   float32 -> float, float64 -> double
 //   complex64 -> conv_complex<float>, complex128 -> conv_complex<double> (no conjugation, as PyTorch)
 //   int8/int16/int32/int64/uint8 -> long long: exact, wrapping on the cast back (PyTorch/CPU)
 //
 // Compile-time dtype selection: a module is built for one dtype with -DCONV_WANT_<dtype> (e.g.
-// -DCONV_WANT_float32), always given by the host (conv/_cupy_backend.py:module_options).
+// -DCONV_WANT_float32), always given by the host (conv/backend/cupy/sources.py:module_options).
 #pragma once
 
 #if !defined(CONV_WANT_float16) && !defined(CONV_WANT_float32) && !defined(CONV_WANT_float64) && \
     !defined(CONV_WANT_complex64) && !defined(CONV_WANT_complex128) && !defined(CONV_WANT_int8) && \
     !defined(CONV_WANT_int16) && !defined(CONV_WANT_int32) && !defined(CONV_WANT_int64) && \
     !defined(CONV_WANT_uint8)
-#error "a module is built for one dtype: -DCONV_WANT_<dtype> (conv/_cupy_backend.py:module_options)"
+#error "a module is built for one dtype: -DCONV_WANT_<dtype> (conv/backend/cupy/sources.py:module_options)"
 #endif
 
-// Padding modes, numbered as conv/_cupy_backend.py:_PAD_MODES.
-#define CONV_PAD_ZEROS 0
-#define CONV_PAD_REFLECT 1
-#define CONV_PAD_REPLICATE 2
-#define CONV_PAD_CIRCULAR 3
+// The host's tables, pasted before this file by the loader: padding modes (conv/_padding.py) as
+// CONV_PAD_<MODE>, accumulation types (conv/_dtypes.py) as CONV_ACC_<dtype>.
+#if !defined(CONV_PAD_ZEROS) || !defined(CONV_PAD_REFLECT) || !defined(CONV_PAD_REPLICATE) || \
+    !defined(CONV_PAD_CIRCULAR) || !defined(CONV_ACC_float16)
+#error "compile the loader's text (conv/backend/cupy/sources.py:kernel_source), not this file"
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // float16 as raw bits; arithmetic happens in float32.
@@ -85,7 +87,7 @@ struct Traits;
 
 template <>
 struct Traits<conv_half> {
-    typedef float Acc;
+    typedef CONV_ACC_float16 Acc;
     static __device__ __forceinline__ Acc load(conv_half v) { return conv_half_to_float(v.bits); }
     static __device__ __forceinline__ conv_half store(Acc a) {
         conv_half h;
@@ -95,19 +97,19 @@ struct Traits<conv_half> {
     static __device__ __forceinline__ Acc zero() { return 0.0f; }
 };
 
-template <typename F>
+template <typename F, typename A>
 struct ConvRealTraits {
-    typedef F Acc;
+    typedef A Acc;
     static __device__ __forceinline__ Acc load(F v) { return v; }
     static __device__ __forceinline__ F store(Acc a) { return a; }
     static __device__ __forceinline__ Acc zero() { return F(0); }
 };
-template <> struct Traits<float> : ConvRealTraits<float> {};
-template <> struct Traits<double> : ConvRealTraits<double> {};
+template <> struct Traits<float> : ConvRealTraits<float, CONV_ACC_float32> {};
+template <> struct Traits<double> : ConvRealTraits<double, CONV_ACC_float64> {};
 
-template <typename F>
-struct Traits<conv_complex<F> > {
-    typedef conv_complex<F> Acc;
+template <typename F, typename A>
+struct ConvComplexTraits {
+    typedef A Acc;
     static __device__ __forceinline__ Acc load(conv_complex<F> v) { return v; }
     static __device__ __forceinline__ conv_complex<F> store(Acc a) { return a; }
     static __device__ __forceinline__ Acc zero() {
@@ -118,19 +120,24 @@ struct Traits<conv_complex<F> > {
     }
 };
 
+template <> struct Traits<conv_complex<float> >
+    : ConvComplexTraits<float, CONV_ACC_complex64> {};
+template <> struct Traits<conv_complex<double> >
+    : ConvComplexTraits<double, CONV_ACC_complex128> {};
+
 // Integers: exact sums in 64 bits; the cast back keeps the low bits (two's-complement wrap).
-template <typename I>
+template <typename I, typename A>
 struct ConvIntTraits {
-    typedef long long Acc;
+    typedef A Acc;
     static __device__ __forceinline__ Acc load(I v) { return (long long)v; }
     static __device__ __forceinline__ I store(Acc a) { return (I)(unsigned long long)a; }
     static __device__ __forceinline__ Acc zero() { return 0; }
 };
-template <> struct Traits<signed char> : ConvIntTraits<signed char> {};
-template <> struct Traits<short> : ConvIntTraits<short> {};
-template <> struct Traits<int> : ConvIntTraits<int> {};
-template <> struct Traits<long long> : ConvIntTraits<long long> {};
-template <> struct Traits<unsigned char> : ConvIntTraits<unsigned char> {};
+template <> struct Traits<signed char> : ConvIntTraits<signed char, CONV_ACC_int8> {};
+template <> struct Traits<short> : ConvIntTraits<short, CONV_ACC_int16> {};
+template <> struct Traits<int> : ConvIntTraits<int, CONV_ACC_int32> {};
+template <> struct Traits<long long> : ConvIntTraits<long long, CONV_ACC_int64> {};
+template <> struct Traits<unsigned char> : ConvIntTraits<unsigned char, CONV_ACC_uint8> {};
 
 // ---------------------------------------------------------------------------------------------
 // Padding by index arithmetic (no padded copy). `i` is a coordinate of the unpadded input that may

@@ -3,7 +3,7 @@
 Per group g:  out[n0 + nl, g*Kg + m, p0 + pl, q] = sum_i  wgt[g*Kg + m, i] * cols[g, i, j]  (+ bias)
     m in [0, Kg) output channel within the group     (GEMM row)
     i in [0, Cg*R*S) reduction index = (cl*R + r)*S + s, read from wgt (K, Cg, R, S) as (cl, r, s)
-    j in [0, nb*pb*Q) = (nl*pb + pl)*Q + q            (GEMM column; see numba_im2col.py)
+    j in [0, nb*pb*Q) = (nl*pb + pl)*Q + q            (GEMM column; see im2col.py)
 cols (G, Cg*R*S, J) is in the accumulator's dtype; `acc` is a 1-element array holding its zero.
 
 version 1  gemm_tiled: a (BN, BM) = (16, 16) thread block computes a BM x BN tile of one group's
@@ -17,11 +17,9 @@ version 1  gemm_tiled: a (BN, BM) = (16, 16) thread block computes a BM x BN til
 """
 from __future__ import annotations
 
+from conv.kernels.numba_cuda import common as _common
 from numba import cuda
 
-from conv._kernel_sources import import_kernel_module
-
-_common = import_kernel_module("numba_common")
 build_families = _common.build_families
 
 BM = BN = BK = 16

@@ -1,27 +1,25 @@
-"""numba.cuda im2col: unfold a chunk of images into the column matrix of a GEMM (numba_gemm.py).
+"""numba.cuda im2col: unfold a chunk of images into the column matrix of a GEMM (gemm.py).
 
 cols[g, i, j] = x[n, g*Cg + cl, h, w] with
     i = (cl*R + r)*S + s          range [0, Cg*R*S)   (the weight's own memory order)
     j = (nl*pb + pl)*Q + q         range [0, nb*pb*Q)  images n = n0 + nl, output rows p = p0 + pl
     h = p*stride_h - top + r*dil_h,  w = q*stride_w - left + s*dil_w  through the padding mode
-(numba_common.source_index; a zero-padded position stores 0). cols has the accumulator's dtype:
+(common.source_index; a zero-padded position stores 0). cols has the accumulator's dtype:
 values are widened once here (float16 -> float32), not in the GEMM loop.
 
 Coordinates: n in [0, N), g in [0, G), cl in [0, Cg), h in [0, H), w in [0, W), p in [0, P),
 q in [0, Q), r in [0, R), s in [0, S); x is (N, C, H, W), possibly strided.
 
-version 1  im2col: one thread per element of cols (g, i, j), flat index with j fastest so a warp
+version 0  im2col: one thread per element of cols (g, i, j), flat index with j fastest so a warp
            writes one contiguous run of cols and reads neighbouring input columns; grid-stride loop.
            The batch chunk [n0, n0+nb) and row band [p0, p0+pb) are chosen by the host so that cols
            stays under the workspace limit.
 """
 from __future__ import annotations
 
+from conv.kernels.numba_cuda import common as _common
 from numba import cuda
 
-from conv._kernel_sources import import_kernel_module
-
-_common = import_kernel_module("numba_common")
 build_families, source_index = _common.build_families, _common.source_index
 
 BLOCK = 256

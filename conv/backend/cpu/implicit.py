@@ -1,11 +1,12 @@
-"""Implicit-GEMM convolution on the host: an explicit SIMD micro-kernel, no im2col buffer.
+"""Implicit-GEMM convolution on the host: an explicit SIMD micro-kernel, no im2col buffer
+(algorithm "implicit", version 0, the only one).
 
 Why: numpy's BLAS (OpenBLAS here, held to its AVX2 kernels by OPENBLAS_CORETYPE=Haswell) reached
 about half of what PyTorch's oneDNN gets from the same cores, and im2col adds a copy of the input
 per tap. This path builds its own register-tiled kernel with LLVM (through numba, already a
 dependency) for the target's widest vectors, and reads the input where it lies.
 
-The layout is PhaseLayout's (conv/_cpu_direct.py): the padded input split into its stride phases
+The layout is PhaseLayout's (layout.py): the padded input split into its stride phases
 (N, C, PH, Hph, row_len), and each output plane seen on the "wide grid" of P rows of Wph columns,
 flat index j = p*Wph + q, where tap t of channel c reads the layout at flat offset
     c*(PH*Hph*row_len) + tap_offset[t] + cs*j     (cs = 1: unit stride, any stride/dilation)
@@ -39,10 +40,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._cpu_direct import PhaseLayout, fill_planes, phase_layout
-from ._spec import ConvSpec
-from ._threads import serialised_if_needed
-from ._workspace import ScratchBuffers
+from ..._spec import ConvSpec
+from ..._threads import serialised_if_needed
+from ..._workspace import ScratchBuffers
+from .layout import PhaseLayout, fill_planes, phase_layout
 
 
 def _target_features() -> str:

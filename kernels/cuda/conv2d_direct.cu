@@ -7,7 +7,7 @@
 // [0, K) (kg = K / groups per group), h/w input row/column [0, H)/[0, W), p/q output row/column
 // [0, P)/[0, Q), r/s kernel taps [0, R)/[0, S).
 //
-// Versions (same parameters, picked by name in conv/_cupy_backend.py):
+// Versions (same parameters, picked by name in conv/backend/cupy/__init__.py):
 //   version 0, conv2d_direct_naive_<dtype>  (algorithm "direct_naive"):
 //       one thread per output (n, k, p, q), q fastest; loops over c, r, s, resolving the padded
 //       index of every tap for every channel. The baseline every other version is checked against.

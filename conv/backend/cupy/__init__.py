@@ -1,0 +1,366 @@
+"""The CuPy backend: hand-written CUDA C kernels (kernels/cuda/*.cu) compiled with ``cupy.RawModule``.
+
+Algorithms (rows in conv/registry.py, which also holds the auto rule):
+  "direct"         conv2d_direct.cu version 1: each thread computes KB output channels of one
+                   output position in registers (KB = 1 depthwise specialisation, 4 or 8).
+  "direct_naive"   conv2d_direct.cu version 0: one thread per output, the baseline.
+  "im2col"         im2col.cu writes a column workspace, then gemm.cu version 1 (shared-memory
+                   tiles, register blocking, bias fused). Pointwise (1x1, unpadded) convolutions
+                   skip the workspace: the GEMM reads the input in place.
+  "im2col_naive"   the same with gemm.cu version 0 (one thread per output).
+  "im2col_cublas"  the same columns multiplied by ``cupy.matmul`` (cuBLAS): the vendor baseline.
+Workspace: the column buffer, capped (`conv.set_workspace_limit(nbytes, "cupy")`, env
+CONV_CUPY_WORKSPACE_BYTES, default 1/8 of the device's free memory counting CuPy's pool, at most
+1 GiB) and chunked by conv/_workspace.py's policy: whole images, then bands of output rows of
+one image (one row runs even when it alone exceeds the cap).
+
+How a call runs: `_prepare` (the launch helper) makes the operands: zero-copy device views of the
+caller's arrays, the output (poisoned when tests ask), the workspace. `launches(plan, ops)` says
+what to launch, as data (`Launch`: source, entry point, compile options, grid, block, arguments;
+`HostStep` for the one step that is not our kernel, cuBLAS's matmul). `_launch_on_cupy` is who
+launches them: on CuPy's current stream. Another executor (a CPU emulator of the kernels) can run
+the very launches `launches` computed.
+
+Every kernel is compiled per (device, source, dtype) with the options of
+sources.module_options; the first compile (or load from CuPy's disk cache) of each is timed in
+`compile_times()`. This module imports CuPy only when a GPU path runs.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ... import _gpu_arrays
+from ..._dtypes import accumulator_dtype
+from ..._padding import PADDING_MODES
+from ..._spec import ConvSpec
+from ..._workspace import Chunks, WorkspaceLimit, plan_column_chunks
+from .sources import DIRECT_KBS, GEMM_TILES, dtype_name, kernel_source, module_options
+
+_BLOCK = 256                    # threads per block of the 1-D kernels (their __launch_bounds__)
+_MAX_GRID_X, _, _MAX_GRID_Z = _gpu_arrays.GRID_LIMITS
+
+
+def availability() -> tuple[bool, str]:
+    return _gpu_arrays.cupy_availability()
+
+
+# ---------------------------------------------------------------------------------------------
+# Workspace
+
+def _default_limit() -> int:
+    try:
+        cupy = _gpu_arrays.import_cupy()
+    except ImportError:         # no device to ask (the CPU emulator): the cap's largest value
+        return 1 << 30
+    free, _ = cupy.cuda.runtime.memGetInfo()
+    free += cupy.get_default_memory_pool().free_bytes()
+    return int(max(1 << 20, min(1 << 30, free // 8)))
+
+
+_limit = WorkspaceLimit("CONV_CUPY_WORKSPACE_BYTES", _default_limit)
+set_workspace_limit = _limit.set
+workspace_limit = _limit.get
+
+
+def _is_pointwise(spec: ConvSpec) -> bool:
+    return spec.r == 1 and spec.s == 1 and not any(spec.pad)
+
+
+def _column_bytes(spec: ConvSpec, chunk: Chunks) -> int:
+    return spec.c * spec.r * spec.s * chunk.images * chunk.rows * spec.q * spec.dtype.itemsize
+
+
+def plan_workspace(spec: ConvSpec, algorithm: str, x) -> tuple[int, Chunks | None, str]:
+    if not algorithm.startswith("im2col") or spec.is_empty or (
+            _is_pointwise(spec) and algorithm != "im2col_cublas"):
+        return 0, None, ""
+    return plan_column_chunks(spec, lambda c: _column_bytes(spec, c), _limit.get())
+
+
+# ---------------------------------------------------------------------------------------------
+# What to launch
+
+@dataclass(frozen=True)
+class Launch:
+    """One launch of entry point `entry` of kernels/cuda/<source> compiled with `options`."""
+
+    source: str
+    entry: str
+    options: tuple[str, ...]
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    args: tuple
+
+
+@dataclass(frozen=True)
+class HostStep:
+    """A step that is not one of our kernels (the cuBLAS baseline's matmul and bias add)."""
+
+    what: str
+    run: Callable[[], None]
+
+
+@dataclass
+class Operands:
+    """Device views of one call: x/w/b in the caller's layout with 4-D element strides, the
+    weights as a (K, cg*R*S) matrix, the freshly allocated contiguous (N, K, P, Q) output and the
+    column workspace (or None)."""
+
+    x: object
+    xs: tuple                    # element strides of x as (n, c, h, w)
+    w: object
+    ws: tuple                    # element strides of w as (k, c, r, s)
+    wmat: object                 # row-major (K, cg*R*S)
+    b: object                    # bias, or None
+    bs: int                      # element stride of the bias
+    out: object
+    cols: object                 # the column workspace, or None
+    xp: object                   # the array module of these arrays: cupy (or numpy, emulated)
+
+
+def _i64(*values) -> tuple:
+    return tuple(np.int64(v) for v in values)
+
+
+def _kernel_launch(source: str, kernel: str, dtype, args: tuple, *, total: int | None = None,
+                   grid: tuple | None = None, block: tuple = (_BLOCK, 1, 1)) -> Launch:
+    """<kernel>_<dtype> from `source`, either over `total` work items (a 1-D grid of _BLOCK
+    threads, the kernels' grid-stride loops cover the rest) or on an explicit `grid`."""
+    if total is not None:
+        grid = (max(1, min(_MAX_GRID_X, math.ceil(total / _BLOCK))), 1, 1)
+    return Launch(source, f"{kernel}_{dtype_name(dtype)}", module_options(source, dtype),
+                  tuple(grid), tuple(block), args)
+
+
+def _direct(ops: Operands, spec: ConvSpec, naive: bool) -> list:
+    n, k, p, q = spec.output_shape_4d
+    kg = spec.k_per_group
+    top, _, left, _ = spec.pad
+    args = (ops.x, ops.w, ops.b if ops.b is not None else ops.out, ops.out) + _i64(
+        n, spec.c, spec.h, spec.w, k, p, q, spec.r, spec.s, *ops.xs, *ops.ws, ops.bs, spec.groups,
+        spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1], top, left,
+        PADDING_MODES[spec.padding_mode], ops.b is not None)
+    if naive:
+        return [_kernel_launch("conv2d_direct.cu", "conv2d_direct_naive", spec.dtype, args,
+                               total=n * k * p * q)]
+    kb = next(v for v in DIRECT_KBS if v >= min(kg, DIRECT_KBS[-1]))
+    total = n * spec.groups * (-(-kg // kb)) * p * q
+    return [_kernel_launch("conv2d_direct.cu", f"conv2d_direct_kb{kb}", spec.dtype, args,
+                           total=total)]
+
+
+def _gemm(variant: str, spec: ConvSpec, ops: Operands, bmat, out, ncols: int, rows: int,
+          b_strides: tuple) -> list:
+    """out[n, g*kg + m, p, q] = sum_i wmat[g*kg + m, i] * B_g[i, (n, p, q)] + bias, all groups,
+    for `ncols` columns (n, p, q) with `rows` output rows per image (P, or a band's length; out
+    then points at the band's first row).
+
+    b_strides = (b_g, b_row, b_n, b_p, b_q): where B_g's element (i, j = (n, p, q)) lies.
+    """
+    kg, groups = spec.k_per_group, spec.groups
+    crs = spec.c_per_group * spec.r * spec.s
+    k = spec.output_shape_4d[1]
+    pq = spec.p * spec.q
+    bias = ops.b if ops.b is not None else out
+    steps = []
+    for g0 in range(0, groups, _MAX_GRID_Z):
+        gz = min(_MAX_GRID_Z, groups - g0)
+        args = (ops.wmat, bmat, bias, out) + _i64(kg, ncols, crs, rows * spec.q, spec.q,
+                                                   *b_strides, k * pq, pq, ops.bs,
+                                                   ops.b is not None, g0)
+        if variant == "naive":
+            steps.append(_kernel_launch("gemm.cu", "gemm_naive", spec.dtype, args,
+                                        grid=(math.ceil(ncols / 32), math.ceil(kg / 8), gz),
+                                        block=(32, 8, 1)))
+        else:
+            bm, bn, _, tm, tn = GEMM_TILES[spec.dtype]
+            steps.append(_kernel_launch("gemm.cu", "gemm_tiled", spec.dtype, args,
+                                        grid=(math.ceil(ncols / bn), math.ceil(kg / bm), gz),
+                                        block=((bm // tm) * (bn // tn), 1, 1)))
+    return steps
+
+
+def _cublas_gemm(spec: ConvSpec, ops: Operands, cols, out, nb: int, rows: int) -> HostStep:
+    """The comparison variant: the same columns multiplied by cupy.matmul (cuBLAS), for nb images
+    of `rows` output rows each (out: their (nb, K, rows, Q) slice of the output)."""
+    def run() -> None:
+        xp = ops.xp
+        groups, kg = spec.groups, spec.k_per_group
+        crs = spec.c_per_group * spec.r * spec.s
+        ncols = nb * rows * spec.q
+        a = ops.wmat.reshape(groups, kg, crs)
+        b = cols[:groups * crs * ncols].reshape(groups, crs, ncols)
+        if spec.dtype.kind in "iu":            # exact int64 products and sums, as the kernels
+            a, b = a.astype(np.int64), b.astype(np.int64)
+        res = xp.matmul(a, b)                  # (groups, kg, nb*rows*Q)
+        res = res.reshape(groups, kg, nb, rows, spec.q).transpose(2, 0, 1, 3, 4).reshape(
+            out.shape)
+        if ops.b is not None:
+            acc = np.promote_types(accumulator_dtype(spec.dtype), res.dtype)
+            res = res.astype(acc) + ops.b.astype(acc)[None, :, None, None]
+        out[...] = res.astype(spec.dtype)      # integers wrap on the cast, as PyTorch
+    return HostStep(f"matmul (cuBLAS) of {nb} image(s) x {rows} row(s) of columns", run)
+
+
+def _im2col(ops: Operands, plan, variant: str) -> list:
+    spec = plan.spec
+    n, _, p, q = spec.output_shape_4d
+    if ops.cols is None and variant != "cublas":
+        # 1x1 unpadded: the input is the column matrix (channel rows, (n, p, q) columns).
+        xs_n, xs_c, xs_h, xs_w = ops.xs
+        sh, sw = spec.stride
+        return _gemm(variant, spec, ops, ops.x, ops.out, n * p * q, p,
+                     (spec.c_per_group * xs_c, xs_c, xs_n, xs_h * sh, xs_w * sw))
+    chunks = plan.chunks or Chunks(n, p, q, spec.r, spec.s)
+    top, _, left, _ = spec.pad
+    crs = spec.c_per_group * spec.r * spec.s
+    steps = []
+    for n0 in range(0, n, chunks.images):
+        nb = min(n, n0 + chunks.images) - n0
+        for p0 in range(0, p, chunks.rows):
+            rows = min(p, p0 + chunks.rows) - p0
+            ncols = nb * rows * q
+            x = ops.x[n0:n0 + nb] if spec.batched else ops.x
+            out = ops.out[n0:n0 + nb, :, p0:p0 + rows]
+            # A band of output rows is the im2col of P = rows outputs whose first row is p0:
+            # the same input, its top padding moved up by p0 strides (coordinates stay exact,
+            # so every padding mode reads what the whole call would).
+            steps.append(_kernel_launch(
+                "im2col.cu", "im2col", spec.dtype,
+                (x, ops.cols) + _i64(nb, spec.c, spec.h, spec.w, rows, q, spec.r, spec.s,
+                                     *ops.xs, spec.stride[0], spec.stride[1], spec.dilation[0],
+                                     spec.dilation[1], top - p0 * spec.stride[0], left,
+                                     PADDING_MODES[spec.padding_mode]),
+                total=spec.c * ncols))
+            if variant == "cublas":
+                steps.append(_cublas_gemm(spec, ops, ops.cols, out, nb, rows))
+            else:
+                steps.extend(_gemm(variant, spec, ops, ops.cols, out, ncols, rows,
+                                   (crs * ncols, ncols, rows * q, q, 1)))
+    return steps
+
+
+_LAUNCHES = {
+    "direct": lambda ops, plan: _direct(ops, plan.spec, naive=False),
+    "direct_naive": lambda ops, plan: _direct(ops, plan.spec, naive=True),
+    "im2col": lambda ops, plan: _im2col(ops, plan, "tiled"),
+    "im2col_naive": lambda ops, plan: _im2col(ops, plan, "naive"),
+    "im2col_cublas": lambda ops, plan: _im2col(ops, plan, "cublas"),
+}
+
+
+def launches(plan, ops: Operands) -> list:
+    """Every step of `plan` on `ops`, in order: Launch records (and HostSteps)."""
+    return _LAUNCHES[plan.algorithm](ops, plan)
+
+
+# ---------------------------------------------------------------------------------------------
+# The launch helper: operands; and who launches
+
+def _element_strides(a, xp):
+    """(array, element strides); a copy only when a byte stride is not a whole element."""
+    item = a.itemsize
+    if any(s % item for s in a.strides):
+        a = xp.ascontiguousarray(a)
+    return a, tuple(s // item for s in a.strides)
+
+
+def _as_4d_strides(strides: tuple, batched: bool, op: str) -> tuple:
+    """Element strides of an input/weight as 4-D (n, c, h, w): unbatched -> n stride 0, conv1d ->
+    h (or r) stride 0; the size-1 axes are never stepped along."""
+    st = list(strides)
+    if not batched:
+        st.insert(0, 0)
+    if op == "conv1d":
+        st.insert(2, 0)
+    return tuple(st)
+
+
+def _new_device_array(size_or_shape, dtype, xp):
+    a = xp.empty(size_or_shape, dtype=dtype)
+    if _gpu_arrays.poison_enabled():        # unwritten elements then fail the tests
+        a.fill(_gpu_arrays.poison_value(dtype))
+    return a
+
+
+def _prepare(plan, input, weight, bias, xp=None) -> Operands:
+    """Zero-copy device views of the caller's arrays (never modified), the output and the
+    workspace plan.workspace_bytes says. xp=numpy: NumPy arrays stand for device memory (the CPU
+    emulator of the kernels, conv/emulator/)."""
+    spec = plan.spec
+    if xp is None:
+        xp = _gpu_arrays.import_cupy()
+        device = _gpu_arrays.to_cupy
+    else:
+        def device(a, kind=None):
+            return a
+    x, xs = _element_strides(device(input, plan.kind), xp)
+    w, ws = _element_strides(device(weight), xp)
+    b, bs = (None, (0,)) if bias is None else _element_strides(device(bias), xp)
+    wmat = xp.ascontiguousarray(w).reshape(spec.k, -1)      # a copy only for odd views
+    out = _new_device_array(spec.output_shape_4d, spec.dtype, xp)
+    cols = (_new_device_array(plan.workspace_bytes // spec.dtype.itemsize, spec.dtype, xp)
+            if plan.workspace_bytes else None)
+    return Operands(x, _as_4d_strides(xs, spec.batched, spec.op), w,
+                    _as_4d_strides(ws, True, spec.op), wmat, b, bs[0], out, cols, xp)
+
+
+_modules: dict = {}             # (device, source, options) -> cupy.RawModule
+_functions: dict = {}           # (device, source, options, entry) -> kernel
+_compile_times: dict[str, float] = {}
+
+
+def compile_times() -> dict[str, float]:
+    """Seconds the first use of each specialisation took ("source[dtype]" -> seconds): NVRTC
+    compile plus module load, or only the load where CuPy's disk cache already had it."""
+    return dict(_compile_times)
+
+
+def _kernel(source: str, entry: str, options: tuple):
+    cupy = _gpu_arrays.import_cupy()
+    device = cupy.cuda.Device().id
+    fkey = (device, source, options, entry)
+    fn = _functions.get(fkey)
+    if fn is None:
+        mkey = (device, source, options)
+        start = time.perf_counter()
+        module = _modules.get(mkey)
+        first = module is None
+        if first:
+            module = cupy.RawModule(code=kernel_source(source), options=options)
+            _modules[mkey] = module
+        fn = module.get_function(entry)          # compiles (or loads) on first use
+        if first:
+            dtype = entry.rsplit("_", 1)[1]
+            _compile_times.setdefault(f"{source}[{dtype}]", time.perf_counter() - start)
+        _functions[fkey] = fn
+    return fn
+
+
+def _launch_on_cupy(step) -> None:
+    """Who launches: CuPy, on its current stream (it raises on a failed launch)."""
+    if isinstance(step, HostStep):
+        step.run()
+        return
+    _kernel(step.source, step.entry, step.options)(step.grid, step.block, step.args)
+
+
+def run(plan, input, weight, bias):
+    """The convolution on the input's CUDA device (the current one for NumPy input), on CuPy's
+    current stream; returns the input's kind of array, shape spec.output_shape, dtype spec.dtype."""
+    spec = plan.spec
+    cupy = _gpu_arrays.import_cupy()
+    with cupy.cuda.Device(_gpu_arrays.input_device(input)):
+        if spec.is_empty:                  # nothing to compute: no conversion, no launch
+            out = cupy.empty(spec.output_shape, dtype=spec.dtype)
+        else:
+            ops = _prepare(plan, input, weight, bias)
+            for step in launches(plan, ops):
+                _launch_on_cupy(step)
+            out = ops.out.reshape(spec.output_shape)
+    return _gpu_arrays.from_cupy(out, plan.kind)

@@ -1,0 +1,151 @@
+"""Planning: what a call runs, decided once. `make_plan` is the one function that turns a checked
+call (a ConvSpec and the caller's arrays) into a Plan; `conv.explain` returns that Plan and
+`conv.conv1d/conv2d` execute exactly it (`execute`). Every check that can refuse a call happens
+while planning (argument checks in conv._spec.make_spec, devices, backend availability and the
+array kinds it takes, the algorithm's name and dtypes, from conv.registry), so explain raises
+exactly when the call would.
+
+A backend module (conv/backend/*, listed in conv.registry.BACKENDS) defines:
+    availability() -> (bool, str)      whether it can run here, and if not, why
+    plan_workspace(spec, algorithm, input) -> (bytes, Chunks | None, note)
+        the workspace the call allocates beyond its output and its chunking under the cap
+        (conv/_workspace.py), None when it runs whole; note: "" or a sentence for the reason
+    run(plan, input, weight, bias) -> output   (the caller's arrays: possibly non-contiguous,
+        never modified; the output has shape spec.output_shape, dtype spec.dtype, and is the same
+        kind of array as the input, on its device)
+    set_workspace_limit(nbytes), workspace_limit()   where it has a workspace
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import _arrays, registry
+from ._spec import ConvSpec
+from ._workspace import Chunks
+
+BACKEND_NAMES = tuple(registry.BACKENDS)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a call runs, and why: returned by conv.explain, executed by the call."""
+
+    spec: ConvSpec
+    kind: str                   # the input's array kind (conv._arrays)
+    device: str                 # "cpu", "cuda:<index>", or "cuda" (the current device)
+    backend: str
+    algorithm: str
+    version: int                # the algorithm's version (conv.registry)
+    reason: str
+    workspace_bytes: int        # what it allocates beyond the output (per chunk when chunked)
+    chunks: Chunks | None       # None: the whole call at once
+
+    def __str__(self) -> str:
+        chunked = "whole" if self.chunks is None else \
+            f"{self.chunks.count(self.spec)} chunks of {tuple(self.chunks)}"
+        return (f"{self.spec.op} on {self.device}: {self.backend}:{self.algorithm} "
+                f"v{self.version} ({chunked}, workspace {self.workspace_bytes} bytes): "
+                f"{self.reason}")
+
+
+def backend_module(name: str):
+    if name not in registry.BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected 'auto' or one of {list(BACKEND_NAMES)}")
+    return registry.BACKENDS[name].load()
+
+
+def backend_availability(name: str) -> tuple[bool, str]:
+    try:
+        module = backend_module(name)
+    except ImportError as exc:      # an optional dependency is missing
+        return False, f"cannot import its module: {exc}"
+    return module.availability()
+
+
+def backends() -> dict[str, tuple[bool, str]]:
+    """Every backend name -> (usable on this machine, why / why not)."""
+    return {name: backend_availability(name) for name in BACKEND_NAMES}
+
+
+def check_same_device(*arrays) -> str:
+    """PyTorch's rule: every tensor of one call on one device. Returns that device's name."""
+    names = []
+    for a in arrays:
+        if a is not None:
+            name = _arrays.device_name(a)
+            if name not in names:
+                names.append(name)
+    if any(n.startswith("cuda:") for n in names):
+        # "cuda" alone: an array that carries only a pointer (numba device arrays and other
+        # __cuda_array_interface__ producers), which lives on the current device: no conflict.
+        names = [n for n in names if n != "cuda"]
+    if len(names) > 1:
+        gpu = [n for n in names if n != "cpu"]
+        first, second = (gpu[0], "cpu") if "cpu" in names else (names[0], names[1])
+        raise ValueError(f"Expected all tensors to be on the same device, but found at least two "
+                         f"devices, {first} and {second}!")
+    return names[0]
+
+
+def _choose_backend(kind: str, backend: str, input) -> tuple[str, str]:
+    if backend == "auto":
+        if kind == _arrays.NUMPY:
+            return "cpu", "NumPy input runs on the fast CPU path"
+        if kind in _arrays.GPU_KINDS:
+            reasons = []
+            for name in registry.GPU_PRIORITY:
+                ok, why_not = backend_availability(name)
+                if ok and kind in registry.BACKENDS[name].kinds:
+                    return name, (f"input lives on a CUDA device ({kind}); {name} is the first "
+                                  f"usable GPU backend")
+                reasons.append(f"{name}: {why_not}")
+            raise RuntimeError(f"input lives on a CUDA device ({kind}) but no GPU backend is "
+                               f"usable: " + "; ".join(reasons))
+        raise TypeError(f"cannot tell where an input of type {type(input).__name__} lives")
+    ok, why_not = backend_availability(backend)     # unknown names raise ValueError here
+    if not ok:
+        raise RuntimeError(f"backend {backend!r} is not usable here: {why_not}")
+    kinds = registry.BACKENDS[backend].kinds
+    if kind not in kinds:
+        raise ValueError(f"backend {backend!r} does not take {kind} arrays "
+                         f"(it takes {', '.join(kinds)})")
+    return backend, f"backend {backend!r} was asked for"
+
+
+def make_plan(spec: ConvSpec, input, weight, bias, backend: str = "auto",
+              algorithm: str = "auto", *, emulated: bool = False) -> Plan:
+    """The Plan of a call whose arguments make_spec has checked into spec. emulated: the plan of
+    the named GPU backend for NumPy arrays, without asking for a GPU (conv.emulator runs it)."""
+    device = check_same_device(input, weight, bias)
+    kind = _arrays.array_kind(input)
+    if emulated:
+        if backend not in registry.BACKENDS or kind != _arrays.NUMPY:
+            raise ValueError("an emulated plan needs a backend name and NumPy arrays")
+        name, why, device = backend, "the CUDA C kernels on the CPU emulator", "emulator"
+    else:
+        name, why = _choose_backend(kind, backend, input)
+    if algorithm == "auto":
+        row, algo_why = registry.auto_algorithm(name, spec)
+    else:
+        row, algo_why = registry.algorithm(name, algorithm), "algorithm was asked for"
+    refusal = row.refusal(spec)
+    if refusal is not None:
+        raise refusal
+    nbytes, chunks, note = backend_module(name).plan_workspace(spec, row.name, input)
+    reason = f"{why}; {algo_why}" + (f"; {note}" if note else "")
+    return Plan(spec, kind, device, name, row.name, row.version, reason, nbytes, chunks)
+
+
+def execute(plan: Plan, input, weight, bias):
+    """Run `plan` on the arrays it was made for."""
+    return backend_module(plan.backend).run(plan, input, weight, bias)
+
+
+def set_workspace_limit(nbytes: int | None, backend: str = "cpu") -> None:
+    """Cap (bytes) on a backend's workspace ("cpu", "cupy" or "numba"); None restores the
+    backend's default. Calls whose workspace exceeds it run as chunks of themselves, the same
+    algorithm on each (conv/_workspace.py says how)."""
+    module = backend_module(backend)
+    if not hasattr(module, "set_workspace_limit"):
+        raise ValueError(f"backend {backend!r} has no workspace")
+    module.set_workspace_limit(nbytes)

@@ -1,0 +1,1 @@
+"""CUDA C kernel sources (read as text through importlib.resources; nothing to import here)."""

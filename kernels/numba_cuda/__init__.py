@@ -1,0 +1,1 @@
+"""numba.cuda kernels: common.py (padding, accumulation), direct.py, im2col.py, gemm.py, copy.py."""

@@ -1,0 +1,47 @@
+"""The wheel: one top-level name (conv, with the GPU kernel sources as conv.kernels and the
+benchmark runner as conv.bench), every kernel source inside, no benchmark results."""
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel_names(tmp_path_factory) -> list[str]:
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                           "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode:
+        pytest.skip(f"cannot build a wheel here (no setuptools/wheel?): {proc.stderr[-500:]}")
+    (wheel,) = out.glob("conv-*.whl")
+    return zipfile.ZipFile(wheel).namelist()
+
+
+def test_wheel_has_only_the_projects_top_level_name(wheel_names):
+    tops = {name.split("/", 1)[0] for name in wheel_names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"conv"}
+
+
+def test_wheel_holds_every_kernel_source_and_no_results(wheel_names):
+    kernels = ROOT / "kernels"
+    sources = {f"conv/kernels/{p.relative_to(kernels).as_posix()}" for p in kernels.rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts}
+    assert sources <= set(wheel_names)
+    assert "conv/bench/__main__.py" in wheel_names
+    assert not [n for n in wheel_names if "/results/" in n or n.endswith((".png", ".json"))]
+
+
+def test_kernels_and_bench_import_inside_conv():
+    import conv.bench
+    import conv.kernels
+    assert pathlib.Path(conv.kernels.__file__).parent == conv._digest.kernels_root()
+    assert conv.bench.__name__ == "conv.bench"
+    import conv.backend.cpu  # noqa: F401  (the backend package must not shadow conv.backends())
+    assert callable(conv.backends) and "cpu" in conv.backends()
