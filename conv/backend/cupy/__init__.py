@@ -55,9 +55,9 @@ def availability() -> tuple[bool, str]:
 def _default_limit() -> int:
     try:
         cupy = _gpu_arrays.import_cupy()
-    except ImportError:         # no device to ask (the CPU emulator): the cap's largest value
+        free, _ = cupy.cuda.runtime.memGetInfo()
+    except Exception:           # no device to ask (the CPU emulator): the cap's largest value
         return 1 << 30
-    free, _ = cupy.cuda.runtime.memGetInfo()
     free += cupy.get_default_memory_pool().free_bytes()
     return int(max(1 << 20, min(1 << 30, free // 8)))
 
@@ -65,6 +65,16 @@ def _default_limit() -> int:
 _limit = WorkspaceLimit("CONV_CUPY_WORKSPACE_BYTES", _default_limit)
 set_workspace_limit = _limit.set
 workspace_limit = _limit.get
+
+
+def _limit_for(x) -> int:
+    """The cap for a call on x: the default asks x's device (the current one for NumPy input)."""
+    try:
+        device = _gpu_arrays.import_cupy().cuda.Device(_gpu_arrays.input_device(x))
+    except Exception:           # no CuPy or no device (the CPU emulator)
+        return _limit.get()
+    with device:
+        return _limit.get()
 
 
 def _is_pointwise(spec: ConvSpec) -> bool:
@@ -79,7 +89,7 @@ def plan_workspace(spec: ConvSpec, algorithm: str, x) -> tuple[int, Chunks | Non
     if not algorithm.startswith("im2col") or spec.is_empty or (
             _is_pointwise(spec) and algorithm != "im2col_cublas"):
         return 0, None, ""
-    return plan_column_chunks(spec, lambda c: _column_bytes(spec, c), _limit.get())
+    return plan_column_chunks(spec, lambda c: _column_bytes(spec, c), _limit_for(x))
 
 
 # ---------------------------------------------------------------------------------------------

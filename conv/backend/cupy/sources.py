@@ -44,13 +44,13 @@ def dtype_name(dtype) -> str:
 # ---------------------------------------------------------------------------------------------
 # Sources and specialisations (no CuPy needed)
 
-def kernel_source(name: str) -> str:
+def kernel_source(name: str, text: str | None = None) -> str:
     """The self-contained text of kernels/<name>: each ``#include "x.cuh"`` replaced by that file.
 
     CuPy and NVRTC both compile this very text, and CuPy's kernel cache hashes all of it (a change
     to common.cuh recompiles every module).
     """
-    text = read_source(name)
+    text = read_source(name) if text is None else text     # text: a changed copy (tests)
 
     def paste(match: re.Match) -> str:
         header = read_source(match.group(1)).replace("#pragma once\n", "")
