@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 
+from . import _dask
 from . import plan as _plan
 from ._spec import ConvSpec, make_spec, make_spec_cached
 
@@ -35,6 +36,12 @@ def _conv(op, input, weight, bias, stride, padding, dilation, groups, padding_mo
           algorithm):
     if type(backend) is not str or type(algorithm) is not str:
         _check_names(backend, algorithm)
+    if type(input) is not np.ndarray and _dask.is_dask_array(input):
+        # Lazily, chunk by chunk (conv/_dask.py); each chunk comes back through here.
+        out, spec = _dask.conv(op, input, weight, bias, stride, padding, dilation, groups,
+                               padding_mode, backend, algorithm)
+        _same_padding_warning(spec, padding)
+        return out
     spec = make_spec_cached(op, input, weight, bias, stride, padding, dilation, groups,
                             padding_mode)
     plan = _plan.make_plan(spec, input, weight, bias, backend, algorithm)
@@ -116,5 +123,8 @@ def explain(op: str, input, weight, bias=None, stride=1, padding=0, dilation=1, 
     if op not in ("conv1d", "conv2d"):
         raise ValueError(f"op must be 'conv1d' or 'conv2d', got {op!r}")
     _check_names(backend, algorithm)
+    if _dask.is_dask_array(input):
+        raise TypeError("conv.explain plans one in-memory call; a Dask array runs one such call "
+                        "per output block (conv/_dask.py): explain one block's arrays instead")
     spec = make_spec(op, input, weight, bias, stride, padding, dilation, groups, padding_mode)
     return _plan.make_plan(spec, input, weight, bias, backend, algorithm)
