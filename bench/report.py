@@ -88,9 +88,15 @@ def header(result: dict) -> str:
     return "\n".join(parts)
 
 
+# Version of the results files' layout (rows, geomeans, versions, threads, peaks, ...): raised
+# whenever a field changes meaning or goes away, so that readers of old files can tell.
+SCHEMA_VERSION = 1
+
+
 def write_json(result: dict, path) -> pathlib.Path:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    result = {"schema_version": SCHEMA_VERSION, **result}
     path.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
     return path
 

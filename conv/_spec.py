@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._arrays import TORCH_CPU, array_kind, dtype_of, shape_of
+from ._arrays import dtype_of, shape_of
 from ._padding import PADDING_MODES
 
 # PyTorch's C++ scalar-type names, used in its dtype-mismatch messages.
@@ -219,10 +219,6 @@ def _check_array(a, name: str, pos: int, op: str) -> None:
         # Every path would read the data under the mask (and numba cannot read it at all).
         raise TypeError(f"{op}() argument '{name}' (position {pos}) is a numpy.ma.MaskedArray: "
                         f"masked arrays are not supported (pass {name}.filled(value) or {name}.data)")
-    if not isinstance(a, np.ndarray) and array_kind(a) == TORCH_CPU:
-        raise TypeError(f"{op}() argument '{name}' (position {pos}) is a PyTorch CPU tensor: PyTorch "
-                        f"CPU tensors are not accepted yet (pass {name}.numpy(), or use "
-                        f"torch.nn.functional.{op})")
     dtype = dtype_of(a)
     if dtype not in _TORCH_TYPE_NAMES:
         # A dtype PyTorch has no tensors of (object, strings, datetimes, float128, ...).

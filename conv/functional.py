@@ -6,11 +6,12 @@ https://pytorch.org/docs/stable/generated/torch.nn.functional.conv2d.html
 from __future__ import annotations
 
 import dataclasses
+import sys
 import warnings
 
 import numpy as np
 
-from . import _dask
+from . import _arrays, _dask
 from . import plan as _plan
 from ._spec import ConvSpec, make_spec, make_spec_cached
 
@@ -32,10 +33,34 @@ def _check_names(backend, algorithm) -> None:
                             f"{type(value).__name__}")
 
 
+def _torch_cpu_as_numpy(input, weight, bias):
+    """(input, weight, bias) with every PyTorch CPU tensor as the NumPy array over its memory
+    (zero-copy; detached, lazy conjugate/negative bits resolved first), and whether the input was
+    one (then the result goes back as a tensor)."""
+    converted, was_tensor = [], False
+    for i, a in enumerate((input, weight, bias)):
+        if a is not None and type(a) is not np.ndarray and _arrays.array_kind(a) == _arrays.TORCH_CPU:
+            from ._gpu_arrays import _plain_torch
+            try:
+                a = _plain_torch(a).numpy()
+            except TypeError:       # a dtype NumPy has no equivalent of (bfloat16, ...)
+                raise TypeError(f"conv has no kernels for PyTorch dtype {a.dtype}") from None
+            was_tensor |= i == 0
+        converted.append(a)
+    return (*converted, was_tensor)
+
+
 def _conv(op, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend,
           algorithm):
     if type(backend) is not str or type(algorithm) is not str:
         _check_names(backend, algorithm)
+    if "torch" in sys.modules and not (type(input) is type(weight) is np.ndarray and (
+            bias is None or type(bias) is np.ndarray)):
+        input, weight, bias, was_tensor = _torch_cpu_as_numpy(input, weight, bias)
+        if was_tensor:              # a PyTorch CPU tensor in, one out (over the result's memory)
+            out = _conv(op, input, weight, bias, stride, padding, dilation, groups, padding_mode,
+                        backend, algorithm)
+            return sys.modules["torch"].from_numpy(out)
     if type(input) is not np.ndarray and _dask.is_dask_array(input):
         # Lazily, chunk by chunk (conv/_dask.py); each chunk comes back through here.
         out, spec = _dask.conv(op, input, weight, bias, stride, padding, dilation, groups,
@@ -123,6 +148,8 @@ def explain(op: str, input, weight, bias=None, stride=1, padding=0, dilation=1, 
     if op not in ("conv1d", "conv2d"):
         raise ValueError(f"op must be 'conv1d' or 'conv2d', got {op!r}")
     _check_names(backend, algorithm)
+    if "torch" in sys.modules:
+        input, weight, bias, _ = _torch_cpu_as_numpy(input, weight, bias)
     if _dask.is_dask_array(input):
         raise TypeError("conv.explain plans one in-memory call; a Dask array runs one such call "
                         "per output block (conv/_dask.py): explain one block's arrays instead")

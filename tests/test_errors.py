@@ -493,19 +493,48 @@ def test_integer_like_arguments_are_ints(rng):
     assert conv.explain("conv2d", x, w, groups=np.array(2)).backend == "cpu"
 
 
-def test_torch_cpu_tensors_are_refused_clearly():
+def test_torch_cpu_tensors_in_give_torch_cpu_tensors_out():
     torch = torch_or_skip()
     x, w, b = a(2, 4, 6, 6), a(6, 4, 3, 3), a(6)
-    for position, (name, args) in enumerate((("input", (torch.from_numpy(x), w, b)),
-                                             ("weight", (x, torch.from_numpy(w), b)),
-                                             ("bias", (x, w, torch.from_numpy(b)))), start=1):
-        for call in (lambda: conv.conv2d(*args), lambda: conv.explain("conv2d", *args)):
-            with pytest.raises(TypeError) as info:
-                call()
-            assert str(info.value) == (
-                f"conv2d() argument '{name}' (position {position}) is a PyTorch CPU tensor: PyTorch "
-                f"CPU tensors are not accepted yet (pass {name}.numpy(), or use "
-                f"torch.nn.functional.conv2d)")
+    expected = conv.conv2d(x, w, b, padding=1)
+    for args in ((torch.from_numpy(x), w, b), (x, torch.from_numpy(w), b),
+                 (x, w, torch.from_numpy(b)), tuple(map(torch.from_numpy, (x, w, b)))):
+        out = conv.conv2d(*args, padding=1)
+        # The input's kind comes back: a tensor for a tensor input, NumPy otherwise.
+        assert type(out) is (torch.Tensor if isinstance(args[0], torch.Tensor) else np.ndarray)
+        np.testing.assert_array_equal(np.asarray(out), expected)
+        assert conv.explain("conv2d", *args, padding=1).backend == "cpu"
+    # Zero-copy both ways: the kernels read the tensor's memory; the result is a tensor over
+    # the output's memory (torch.from_numpy).
+    seen = []
+    real = conv.plan.execute
+
+    def recording(plan, x_, w_, b_):
+        seen.append(x_)
+        return real(plan, x_, w_, b_)
+
+    tx = torch.from_numpy(x.copy())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conv.plan, "execute", recording)
+        out = conv.conv2d(tx, w, b, padding=1)
+    assert np.shares_memory(seen[0], tx.numpy())
+    assert not out.requires_grad and out.dtype == torch.float32
+    # Tensors that require grad, and lazily conjugated ones, are read as their values.
+    xg = torch.from_numpy(x.copy()).requires_grad_()
+    np.testing.assert_array_equal(conv.conv2d(xg, w, b, padding=1).numpy(), expected)
+    xc = torch.from_numpy((x + 1j * x[::-1]).astype(np.complex64))
+    out = conv.conv2d(xc.conj(), w.astype(np.complex64), padding=1)
+    np.testing.assert_allclose(out.numpy(), conv.conv2d(np.conj(xc.numpy()), w.astype(
+        np.complex64), padding=1), rtol=1e-6)
+
+
+def test_torch_cpu_dtypes_numpy_lacks_are_refused_clearly():
+    torch = torch_or_skip()
+    x, w = torch.zeros(1, 2, 5, 5, dtype=torch.bfloat16), torch.zeros(3, 2, 3, 3,
+                                                                       dtype=torch.bfloat16)
+    for call in (lambda: conv.conv2d(x, w), lambda: conv.explain("conv2d", x, w)):
+        with pytest.raises(TypeError, match="no kernels for PyTorch dtype torch.bfloat16"):
+            call()
 
 
 @pytest.mark.parametrize("backend,algorithm", [h for h in HOST_ALGORITHMS if h[1] != "implicit"])

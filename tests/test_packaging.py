@@ -13,15 +13,32 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def wheel_names(tmp_path_factory) -> list[str]:
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                            "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
                           capture_output=True, text=True, timeout=600)
     if proc.returncode:
         pytest.skip(f"cannot build a wheel here (no setuptools/wheel?): {proc.stderr[-500:]}")
-    (wheel,) = out.glob("conv-*.whl")
-    return zipfile.ZipFile(wheel).namelist()
+    (path,) = out.glob("conv-*.whl")
+    return zipfile.ZipFile(path)
+
+
+@pytest.fixture(scope="module")
+def wheel_names(wheel) -> list[str]:
+    return wheel.namelist()
+
+
+def test_wheel_metadata_spdx_license_one_version_and_the_extras(wheel, wheel_names):
+    import conv
+    (metadata,) = [n for n in wheel_names if n.endswith(".dist-info/METADATA")]
+    text = wheel.read(metadata).decode()
+    assert "License-Expression: MIT" in text and "License-File: LICENSE" in text
+    assert f"Version: {conv.__version__}" in text
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in wheel_names)
+    extras = {line.split(": ", 1)[1] for line in text.splitlines()
+              if line.startswith("Provides-Extra: ")}
+    assert {"cuda", "cuda12", "test", "bench", "dask"} <= extras
 
 
 def test_wheel_has_only_the_projects_top_level_name(wheel_names):
