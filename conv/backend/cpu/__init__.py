@@ -21,11 +21,15 @@ import dataclasses
 
 import numpy as np
 
-from ..._dtypes import accumulator_dtype as compute_dtype
-from ..._padding import as_4d, gather_padded, pad_input, source_index, weight_4d
-from ..._spec import ConvSpec
-from ..._workspace import ScratchBuffers, WorkspaceLimit
-from . import chunks
+from ..._numba_cache import ensure_writable_cache
+
+ensure_writable_cache()         # before any kernel module (cache=True) is imported
+
+from ..._dtypes import accumulator_dtype as compute_dtype  # noqa: E402
+from ..._padding import as_4d, gather_padded, pad_input, source_index, weight_4d  # noqa: E402
+from ..._spec import ConvSpec  # noqa: E402
+from ..._workspace import ScratchBuffers, WorkspaceLimit  # noqa: E402
+from . import chunks  # noqa: E402
 
 # Cap on each call's workspace (bytes): conv.set_workspace_limit(nbytes, "cpu"), default 64 MiB.
 _DEFAULT_LIMIT = 64 << 20
