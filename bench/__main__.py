@@ -154,8 +154,18 @@ def main(argv=None) -> int:
                                max_reps=args.repeats, use_torch=use_torch, budget_s=args.budget)
     bar = _progress(len(cases) * len(precisions), args.no_progress)
     run = runner.Runner(settings, impls, peaks, progress=bar)
+    def show(rows: list[dict]) -> None:
+        # Each row as its case finishes, above the progress bar; flushed, so a pipe sees it too.
+        for r in rows:
+            line = report.row_line(r)
+            if bar is not None:
+                bar.write(line, file=sys.stdout)
+            else:
+                print(line, flush=True)
+        sys.stdout.flush()
+
     try:
-        rows = run.run(cases)
+        rows = run.run(cases, on_rows=show)
     finally:
         if bar is not None:
             bar.close()

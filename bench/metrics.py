@@ -17,6 +17,7 @@ Peaks are measured on the machine of the run, never taken from a data sheet:
 from __future__ import annotations
 
 import math
+import statistics
 import time
 
 import numpy as np
@@ -55,8 +56,8 @@ def rate(amount: float, seconds: float) -> float:
 
 def geomean(values) -> float:
     """Geometric mean of the positive finite values, NaN when there are none."""
-    logs = [math.log(v) for v in values if v and v > 0 and math.isfinite(v)]
-    return math.exp(sum(logs) / len(logs)) if logs else float("nan")
+    kept = [v for v in values if v and v > 0 and math.isfinite(v)]
+    return statistics.geometric_mean(kept) if kept else float("nan")
 
 
 # ----------------------------------------------------------------------------------------- CPU peaks

@@ -34,6 +34,16 @@ def _rate(row: dict) -> str:
     return f"{g / 1e3:.2f} TFLOP/s" if g >= 1e3 else f"{g:.1f} GFLOP/s"
 
 
+def row_line(r: dict) -> str:
+    """One row as a line, printed as soon as its case finishes (also when output is piped)."""
+    if r["status"] != "ok":
+        return f"{r['suite']}/{r['case']} {r['impl']} {r['precision']}: {r['status']} {r['note'][:80]}"
+    ratio = "" if r.get("ratio") is None else f", x{r['ratio']:.2f} torch"
+    return (f"{r['suite']}/{r['case']} {r['impl']} {r['precision']}: "
+            f"{_fmt(r['median_ms'], '.3f')} ms ({_rate(r)}{ratio})" + (" auto" if r.get("auto")
+                                                                      else ""))
+
+
 def table(result: dict) -> str:
     """The rows as an aligned text table (one block per suite), then the geomean ratios."""
     rows = result["rows"]

@@ -450,12 +450,16 @@ class Runner:
         return row, to_time, context
 
     # -- all cases ----------------------------------------------------------------------------
-    def run(self, cases: list[Case]) -> list[dict]:
+    def run(self, cases: list[Case], on_rows=None) -> list[dict]:
+        """Every case at every precision; on_rows(rows) as each finishes."""
         for case in cases:
             for precision in self.settings.precisions:
                 if self.progress is not None:
                     self.progress.set_postfix_str(f"{case.label} {precision}", refresh=False)
-                self.rows.extend(self.run_case(case, precision))
+                rows = self.run_case(case, precision)
+                self.rows.extend(rows)
+                if on_rows is not None:
+                    on_rows(rows)
                 if self.progress is not None:
                     self.progress.update(1)
         return self.rows
