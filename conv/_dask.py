@@ -15,7 +15,9 @@ elements its outputs' windows cover (the halo: (taps - 1) * dilation past the bl
 input blocks deep), mapped through the padding mode at the global boundary only
 (conv._padding.source_index: PyTorch's reflect excludes the edge, circular wraps to the far end),
 assembles them into one padded piece and convolves it with no padding. Weight and bias enter the
-graph once each (sent to each worker once); Dask-array weights or biases stay lazy.
+graph once each (sent to each worker once); Dask-array weights or biases stay lazy. What a
+block's call would refuse (arguments, backend, algorithm, dtypes, devices) is refused at the call:
+make_spec on stand-ins of the whole input, make_plan on a stand-in of one block's piece.
 """
 from __future__ import annotations
 
@@ -76,10 +78,16 @@ def _source_ranges(first: int, stop: int, size: int, mode: str) -> list[tuple[in
 
 def _touched_blocks(first: int, length: int, size: int, mode: str, starts: list) -> list:
     """(block, start, stop) of the input blocks a piece of padded coordinates [first,
-    first + length) reads."""
-    ranges = _source_ranges(first, first + length, size, mode)
-    return [(b, starts[b], starts[b + 1]) for b in range(len(starts) - 1)
-            if any(lo < starts[b + 1] and starts[b] < hi for lo, hi in ranges)]
+    first + length) reads: each source range is a run of blocks, found by bisection (graph
+    building stays linear in the number of blocks)."""
+    edges = np.asarray(starts)
+    touched: set[int] = set()
+    for lo, hi in _source_ranges(first, first + length, size, mode):
+        a = int(np.searchsorted(edges, lo, side="right")) - 1
+        b = int(np.searchsorted(edges, hi, side="left"))
+        touched.update(i for i in range(max(a, 0), min(b, len(starts) - 1))
+                       if starts[i] < starts[i + 1])     # zero-size blocks supply nothing
+    return [(i, starts[i], starts[i + 1]) for i in sorted(touched)]
 
 
 def _axis_reads(first: int, length: int, size: int, mode: str, blocks: list) -> list:
@@ -152,8 +160,12 @@ def conv(op: str, input, weight, bias, stride, padding, dilation, groups, paddin
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
+    if any(np.isnan(c) for axis in input.chunks for c in axis):
+        raise ValueError("the input's chunk sizes are unknown (nan); call "
+                         "input.compute_chunk_sizes() first")
     spec: ConvSpec = make_spec(op, _stand_in(input), _stand_in(weight), _stand_in(bias), stride,
                                padding, dilation, groups, padding_mode)
+    _check_plan(spec, input, weight, bias, backend, algorithm)
     if is_dask_array(weight) or is_dask_array(bias):
         weight, bias = (a.rechunk(a.shape) if is_dask_array(a) else a for a in (weight, bias))
     top, _, left, _ = spec.pad
@@ -243,6 +255,24 @@ def conv(op: str, input, weight, bias, stride, padding, dilation, groups, paddin
     meta = input._meta[(slice(0, 0),) * nd].astype(spec.dtype)
     graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
     return da.Array(graph, name, out_chunks, meta=meta), spec
+
+
+def _check_plan(spec: ConvSpec, input, weight, bias, backend: str, algorithm: str) -> None:
+    """Plan one block's call now (a piece of one output, on stand-ins of the chunks' kind), so
+    that what the blocks' calls would refuse (backend, algorithm, its dtypes, devices) is
+    refused at the call, not when the graph runs."""
+    from .plan import make_plan
+    xp = _xp(input._meta)
+    window = ((spec.r - 1) * spec.dilation[0] + 1, (spec.s - 1) * spec.dilation[1] + 1)
+    shape = ((1,) if spec.batched else ()) + (spec.c,) + \
+        ((window[0],) if spec.op == "conv2d" else ()) + (window[1],)
+    piece = xp.broadcast_to(xp.zeros((), spec.dtype), shape)
+    w, b = (None if a is None else (_stand_in(a) if is_dask_array(a) else a)
+            for a in (weight, bias))
+    kwargs = (spec.stride, 0, spec.dilation, spec.groups) if spec.op == "conv2d" else \
+        (spec.stride[1], 0, spec.dilation[1], spec.groups)
+    piece_spec = make_spec(spec.op, piece, w, b, *kwargs, "zeros")
+    make_plan(piece_spec, piece, w, b, backend, algorithm)
 
 
 def _block_shape(spec: ConvSpec, nb, rows: int, cols: int) -> tuple:

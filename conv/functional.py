@@ -143,7 +143,8 @@ def explain(op: str, input, weight, bias=None, stride=1, padding=0, dilation=1, 
     and its version, why, workspace bytes and chunking.
 
     Plans exactly as the call does (the call executes this very plan), so it raises exactly what
-    the call would raise before computing; computes nothing.
+    the call would raise before computing; computes nothing. A Dask array input runs one such
+    call per output block: explain raises TypeError there and says so.
     """
     if op not in ("conv1d", "conv2d"):
         raise ValueError(f"op must be 'conv1d' or 'conv2d', got {op!r}")

@@ -10,6 +10,8 @@ A backend module (conv/backend/*, listed in conv.registry.BACKENDS) defines:
     plan_workspace(spec, algorithm, input) -> (bytes, Chunks | None, note)
         the workspace the call allocates beyond its output and its chunking under the cap
         (conv/_workspace.py), None when it runs whole; note: "" or a sentence for the reason
+    runs_version(spec, algorithm) -> int | None (optional)   the version that will run when it is
+        not the registry row's (numba's direct falls back to version 0 for large patches)
     run(plan, input, weight, bias) -> output   (the caller's arrays: possibly non-contiguous,
         never modified; the output has shape spec.output_shape, dtype spec.dtype, and is the same
         kind of array as the input, on its device)
@@ -131,9 +133,12 @@ def make_plan(spec: ConvSpec, input, weight, bias, backend: str = "auto",
     refusal = row.refusal(spec)
     if refusal is not None:
         raise refusal
-    nbytes, chunks, note = backend_module(name).plan_workspace(spec, row.name, input)
+    module = backend_module(name)
+    nbytes, chunks, note = module.plan_workspace(spec, row.name, input)
     reason = f"{why}; {algo_why}" + (f"; {note}" if note else "")
-    return Plan(spec, kind, device, name, row.name, row.version, reason, nbytes, chunks)
+    version = getattr(module, "runs_version", lambda s, a: None)(spec, row.name)
+    return Plan(spec, kind, device, name, row.name, row.version if version is None else version,
+                reason, nbytes, chunks)
 
 
 def execute(plan: Plan, input, weight, bias):

@@ -43,7 +43,7 @@ class Backend:
 class Algorithm:
     backend: str
     name: str                   # what `algorithm=` takes
-    family: str                 # "direct", "im2col", "implicit"
+    family: str                 # "direct", "im2col", "implicit", "im2col_cublas"
     version: int                # see the module docstring
     dtypes: tuple[np.dtype, ...]
     kernel: str                 # where its kernel lives, from the repository root

@@ -216,3 +216,23 @@ def test_random_specs_and_chunkings():
 def test_explain_says_how_a_dask_array_runs():
     with pytest.raises(TypeError, match="one such call per output block"):
         conv.explain("conv2d", da.ones((1, 2, 5, 5), chunks=2), np.ones((3, 2, 3, 3)))
+
+
+@pytest.mark.parametrize("kwargs, dtype", [(dict(backend="nope"), "float32"),
+                                           (dict(algorithm="winograd"), "float32"),
+                                           (dict(backend="cupy"), "float32"),
+                                           (dict(algorithm="implicit"), "int64")])
+def test_what_a_blocks_call_would_refuse_is_refused_at_the_call(kwargs, dtype):
+    x, w, _ = make_operands(("dask-refusals", dtype), (2, 3, 40), (4, 3, 3), dtype)
+    with pytest.raises(Exception) as in_memory:
+        conv.conv1d(x, w, **kwargs)
+    with pytest.raises(type(in_memory.value)) as lazy:
+        conv.conv1d(da.from_array(x, chunks=3), w, **kwargs)       # not only at .compute()
+    assert str(lazy.value) == str(in_memory.value)
+
+
+def test_unknown_chunk_sizes_are_refused_clearly():
+    x = da.from_array(np.ones((4, 3, 5, 5)), chunks=(2, 3, 5, 5))
+    x = x[x[:, 0, 0, 0] > 0]                                          # chunks (nan, nan)
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        conv.conv2d(x, np.ones((2, 3, 3, 3)))

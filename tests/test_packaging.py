@@ -3,6 +3,7 @@ benchmark runner as conv.bench), every kernel source inside, no benchmark result
 from __future__ import annotations
 
 import pathlib
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,9 +15,14 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    # From a clean copy of the tree: an in-tree build/ left by an earlier build would add its
+    # stale modules to the wheel.
+    tree = tmp_path_factory.mktemp("tree") / "conv-src"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
+        "build", "dist", "*.egg-info", "__pycache__", ".git", ".hypothesis"))
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                           "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+                           "--no-build-isolation", "-q", "-w", str(out), str(tree)],
                           capture_output=True, text=True, timeout=600)
     if proc.returncode:
         pytest.skip(f"cannot build a wheel here (no setuptools/wheel?): {proc.stderr[-500:]}")
@@ -44,6 +50,15 @@ def test_wheel_metadata_spdx_license_one_version_and_the_extras(wheel, wheel_nam
 def test_wheel_has_only_the_projects_top_level_name(wheel_names):
     tops = {name.split("/", 1)[0] for name in wheel_names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"conv"}
+
+
+def test_every_module_in_the_wheel_is_in_the_tree(wheel_names):
+    where = {"conv/kernels/": ROOT / "kernels", "conv/bench/": ROOT / "bench",
+             "conv/": ROOT / "conv"}
+    for name in wheel_names:
+        if name.endswith(".py"):
+            prefix = next(p for p in where if name.startswith(p))
+            assert (where[prefix] / name[len(prefix):]).is_file(), name
 
 
 def test_wheel_holds_every_kernel_source_and_no_results(wheel_names):

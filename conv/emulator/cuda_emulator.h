@@ -294,7 +294,8 @@ inline void conv_emu_ptx_cvt_f32_f16(float &d, unsigned short a) {
     const uint32_t sign = (uint32_t)(a & 0x8000u) << 16;
     uint32_t exp = (a >> 10) & 0x1fu, man = a & 0x3ffu, bits;
     if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (man << 13);               // inf, nan (payload kept)
+        bits = sign | 0x7f800000u | (man << 13);               // inf, nan (payload kept,
+                                                               // signalling bit too)
     } else if (exp) {
         bits = sign | ((exp + 112) << 23) | (man << 13);       // normal: rebias 15 -> 127
     } else if (!man) {

@@ -111,6 +111,9 @@ def test_unsupported_dtype_is_refused_while_planning(monkeypatch):
 def test_patch_too_large_for_shared_memory_falls_back_to_naive():
     # 128 threads x stride 17 needs a 2160-column patch (> PATCH): version 0 runs instead.
     x, w, b = _arrays_for("conv1d", (1, 1, 2200), (2, 1, 3), True)
+    plan = conv.explain("conv1d", x, w, b, backend="numba", algorithm="direct", stride=17)
+    assert plan.version == 0 and "runs version 0" in plan.reason     # explain says what runs
+    assert conv.explain("conv1d", x, w, b, backend="numba", algorithm="direct").version == 1
     assert_matches_reference("conv1d", x, w, b, backend="numba", algorithm="direct", stride=17)
 
 

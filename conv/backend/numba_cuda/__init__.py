@@ -80,17 +80,24 @@ def _column_bytes(spec: ConvSpec, chunk: Chunks) -> int:
 def plan_workspace(spec: ConvSpec, algorithm: str, x) -> tuple[int, Chunks | None, str]:
     if spec.is_empty:
         return 0, None, ""
-    if algorithm == "direct":
-        from conv.kernels.numba_cuda import direct
-        if direct.patch_elements(spec, _direct_block(spec)) > direct.PATCH:
-            return 0, None, ("the input patch exceeds the shared-memory tile: runs version 0 "
-                             "(one thread per output)")
+    if runs_version(spec, algorithm) == 0:
+        return 0, None, ("the input patch exceeds the shared-memory tile: runs version 0 "
+                         "(one thread per output)")
     if algorithm != "im2col":
         return 0, None, ""
     from conv.kernels.numba_cuda import gemm
     if -(-spec.k_per_group // gemm.BM) > _GRID_LIMITS[1]:
         raise ValueError(f"{spec.k_per_group} output channels per group exceed one GEMM launch")
     return plan_column_chunks(spec, lambda c: _column_bytes(spec, c), _limit.get())
+
+
+def runs_version(spec: ConvSpec, algorithm: str) -> int | None:
+    """0 where "direct" (version 1) runs version 0 instead: its input patch would not fit in
+    shared memory (launches() makes the same test)."""
+    if algorithm != "direct" or spec.is_empty:
+        return None
+    from conv.kernels.numba_cuda import direct
+    return 0 if direct.patch_elements(spec, _direct_block(spec)) > direct.PATCH else None
 
 
 def _direct_block(spec: ConvSpec) -> tuple[int, int]:
