@@ -189,7 +189,6 @@ def conv(op: str, input, weight, bias, stride, padding, dilation, groups, paddin
     w_key, b_key = (f"{name}-weight",), (f"{name}-bias",)
     layer: dict = {}
     dependencies = [input]
-    w_arg = weight
     if is_dask_array(weight):
         dependencies.append(weight)
         w_arg = (weight.name,) + (0,) * weight.ndim

@@ -518,6 +518,7 @@ def test_torch_cpu_tensors_in_give_torch_cpu_tensors_out():
         mp.setattr(conv.plan, "execute", recording)
         out = conv.conv2d(tx, w, b, padding=1)
     assert np.shares_memory(seen[0], tx.numpy())
+    np.testing.assert_array_equal(tx.numpy(), x)                 # the caller's tensor untouched
     assert not out.requires_grad and out.dtype == torch.float32
     # Tensors that require grad, and lazily conjugated ones, are read as their values.
     xg = torch.from_numpy(x.copy()).requires_grad_()
