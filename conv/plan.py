@@ -12,6 +12,9 @@ A backend module (conv/backend/*, listed in conv.registry.BACKENDS) defines:
         (conv/_workspace.py), None when it runs whole; note: "" or a sentence for the reason
     runs_version(spec, algorithm) -> int | None (optional)   the version that will run when it is
         not the registry row's (numba's direct falls back to version 0 for large patches)
+    configs(spec, algorithm) -> tuple[str, ...] (optional)   the tile configurations the
+        algorithm can run spec with, by name (empty or absent: one, chosen by the backend); a
+        Plan whose `config` is "" runs the backend's own choice
     run(plan, input, weight, bias) -> output   (the caller's arrays: possibly non-contiguous,
         never modified; the output has shape spec.output_shape, dtype spec.dtype, and is the same
         kind of array as the input, on its device)
@@ -22,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import _arrays, registry
+from . import autotune as _autotune
 from ._spec import ConvSpec
 from ._workspace import Chunks
 
@@ -41,11 +45,13 @@ class Plan:
     reason: str
     workspace_bytes: int        # what it allocates beyond the output (per chunk when chunked)
     chunks: Chunks | None       # None: the whole call at once
+    config: str = ""            # the tile configuration by name ("": the backend's own choice)
 
     def __str__(self) -> str:
         chunked = "whole" if self.chunks is None else \
             f"{self.chunks.count(self.spec)} chunks of {tuple(self.chunks)}"
-        return (f"{self.spec.op} on {self.device}: {self.backend}:{self.algorithm} "
+        config = f" [{self.config}]" if self.config else ""
+        return (f"{self.spec.op} on {self.device}: {self.backend}:{self.algorithm}{config} "
                 f"v{self.version} ({chunked}, workspace {self.workspace_bytes} bytes): "
                 f"{self.reason}")
 
@@ -114,10 +120,18 @@ def _choose_backend(kind: str, backend: str, input) -> tuple[str, str]:
     return backend, f"backend {backend!r} was asked for"
 
 
+def configs(backend: str, spec: ConvSpec, algorithm: str) -> tuple[str, ...]:
+    """The tile configurations `backend`'s `algorithm` can run spec with (empty: one)."""
+    hook = getattr(backend_module(backend), "configs", None)
+    return tuple(hook(spec, algorithm)) if hook is not None else ()
+
+
 def make_plan(spec: ConvSpec, input, weight, bias, backend: str = "auto",
-              algorithm: str = "auto", *, emulated: bool = False) -> Plan:
+              algorithm: str = "auto", *, emulated: bool = False, config: str = "") -> Plan:
     """The Plan of a call whose arguments make_spec has checked into spec. emulated: the plan of
-    the named GPU backend for NumPy arrays, without asking for a GPU (conv.emulator runs it)."""
+    the named GPU backend for NumPy arrays, without asking for a GPU (conv.emulator runs it).
+    config: a tile configuration of the algorithm (`configs`), "" for the backend's choice; with
+    algorithm="auto" and autotuning on (conv/autotune.py) the autotuner picks both."""
     device = check_same_device(input, weight, bias)
     kind = _arrays.array_kind(input)
     if emulated:
@@ -126,7 +140,13 @@ def make_plan(spec: ConvSpec, input, weight, bias, backend: str = "auto",
         name, why, device = backend, "the CUDA C kernels on the CPU emulator", "emulator"
     else:
         name, why = _choose_backend(kind, backend, input)
-    if algorithm == "auto":
+    tuned = None
+    if algorithm == "auto" and not emulated and _autotune.enabled():
+        tuned = _autotune.choice(spec, name, kind, device, input, weight, bias)
+    if tuned is not None:
+        row, algo_why = registry.algorithm(name, tuned.algorithm), tuned.reason
+        config = tuned.config
+    elif algorithm == "auto":
         row, algo_why = registry.auto_algorithm(name, spec)
     else:
         row, algo_why = registry.algorithm(name, algorithm), "algorithm was asked for"
@@ -134,11 +154,14 @@ def make_plan(spec: ConvSpec, input, weight, bias, backend: str = "auto",
     if refusal is not None:
         raise refusal
     module = backend_module(name)
+    if config and config not in configs(name, spec, row.name):
+        raise ValueError(f"{name} algorithm {row.name!r} has no tile configuration {config!r} "
+                         f"for this call; expected one of {list(configs(name, spec, row.name))}")
     nbytes, chunks, note = module.plan_workspace(spec, row.name, input)
     reason = f"{why}; {algo_why}" + (f"; {note}" if note else "")
     version = getattr(module, "runs_version", lambda s, a: None)(spec, row.name)
     return Plan(spec, kind, device, name, row.name, row.version if version is None else version,
-                reason, nbytes, chunks)
+                reason, nbytes, chunks, config)
 
 
 def execute(plan: Plan, input, weight, bias):

@@ -1,0 +1,283 @@
+"""Autotuning (conv/autotune.py): the on-disk cache across processes, corrupt/stale/foreign entries,
+concurrent writers, the size bound, an unwritable folder, autotune off, and the tuned call's
+result and the caller's arrays.
+
+Cross-process tests run `python -c` children with CONV_CACHE_DIR in a temporary folder; each child
+prints what its process did (conv.autotune.stats) and the plan's reason as JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+import conv
+from conv import autotune
+from tests._helpers import assert_output_matches_reference, make_operands
+from tests.fuzz_torch import poisoned_outputs
+
+# A small conv every CPU algorithm takes (implicit, im2col, direct): tuning it costs ~0.1 s.
+CHILD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import conv
+    from conv import autotune
+    rng = np.random.default_rng(0)
+    c = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+    x = rng.standard_normal((1, c, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((8, c, 3, 3)).astype(np.float32)
+    conv.set_autotune(True)
+    plan = conv.explain("conv2d", x, w, padding=1)    # tunes (or reads the disk); the call
+    y = conv.conv2d(x, w, padding=1)                 # then reads the memory
+    print(json.dumps({"stats": autotune.stats, "reason": plan.reason,
+                      "algorithm": plan.algorithm, "sum": float(np.float64(y).sum())}))
+""")
+
+
+def _child_env(cache, **extra) -> dict:
+    env = dict(os.environ, CONV_CACHE_DIR=str(cache))
+    env.pop("CONV_AUTOTUNE", None)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def _run_child(cache, *args, **extra) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, *map(str, args)], capture_output=True,
+                          text=True, env=_child_env(cache, **extra), timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _entries(cache) -> list:
+    folder = cache / "autotune"
+    return sorted(folder.glob("*.json")) if folder.exists() else []
+
+
+@pytest.fixture
+def tuning(tmp_path, monkeypatch):
+    """Autotuning on in this process, its cache in a fresh folder; state restored after."""
+    monkeypatch.setenv("CONV_CACHE_DIR", str(tmp_path))
+    autotune.clear_memory()
+    saved = dict(autotune.stats)
+    for k in autotune.stats:
+        autotune.stats[k] = 0
+    conv.set_autotune(True)
+    yield tmp_path
+    conv.set_autotune(None)
+    autotune.clear_memory()
+    autotune.stats.update(saved)
+
+
+# ----------------------------------------------------------------------------------- processes
+def test_cache_round_trip_across_two_processes(tmp_path):
+    first = _run_child(tmp_path)
+    assert first["stats"]["tuned"] == 1 and first["stats"]["candidates_timed"] == 3
+    assert first["stats"]["disk_hits"] == 0 and first["stats"]["writes"] == 1
+    assert first["stats"]["memory_hits"] == 1 and first["reason"].count("; autotuned: ") == 1
+    (entry,) = _entries(tmp_path)
+    stored = json.loads(entry.read_text())
+    assert stored["algorithm"] == first["algorithm"]
+    assert set(stored["times_ms"]) == {"implicit", "im2col", "direct"}
+    assert stored["code"]["kernels_digest"] == conv.kernels_digest()
+
+    second = _run_child(tmp_path)
+    assert second["stats"]["tuned"] == 0 and second["stats"]["candidates_timed"] == 0
+    assert second["stats"]["disk_hits"] == 1 and second["stats"]["writes"] == 0
+    assert second["algorithm"] == first["algorithm"]
+    assert second["reason"].count(f"from the autotune cache ({entry}") == 1
+    assert np.isclose(first["sum"], second["sum"], rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def pristine_cache(tmp_path_factory):
+    """A cache folder holding the one entry a child process wrote."""
+    cache = tmp_path_factory.mktemp("pristine")
+    _run_child(cache)
+    return cache
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated", "stale digest", "stale version",
+                                    "unknown algorithm", "foreign key"])
+def test_damaged_entry_is_ignored_and_rewritten(tmp_path, damage, pristine_cache):
+    shutil.copytree(pristine_cache / "autotune", tmp_path / "autotune")
+    (entry,) = _entries(tmp_path)
+    stored = json.loads(entry.read_text())
+    if damage == "corrupt":
+        entry.write_bytes(b"\x00{not json")
+    elif damage == "truncated":
+        entry.write_text(entry.read_text()[:40])
+    else:
+        if damage == "stale digest":
+            stored["code"]["kernels_digest"] = "0" * 64
+        elif damage == "stale version":
+            stored["code"]["version"] = "0.0.0"
+        elif damage == "unknown algorithm":
+            stored["algorithm"] = "winograd"
+        else:                       # a hash collision or a copied file: the key inside differs
+            stored["key"]["spec"]["c"] += 1
+        entry.write_text(json.dumps(stored))
+    again = _run_child(tmp_path)
+    assert again["stats"]["ignored"] == 1 and again["stats"]["tuned"] == 1
+    assert again["reason"].count("; autotuned: ") == 1
+    rewritten = json.loads(entry.read_text())     # the same file, whole and current again
+    assert rewritten["code"]["kernels_digest"] == conv.kernels_digest()
+    assert rewritten["code"]["version"] == conv.__version__
+    assert rewritten["key"] == json.loads(json.dumps(rewritten["key"]))
+    assert rewritten["algorithm"] in ("implicit", "im2col", "direct")
+    assert len(_entries(tmp_path)) == 1
+
+
+def test_another_fingerprint_misses_the_cache(tmp_path):
+    two = _run_child(tmp_path, NUMBA_NUM_THREADS=2)
+    one = _run_child(tmp_path, NUMBA_NUM_THREADS=1)      # another thread count: another device
+    assert two["stats"]["tuned"] == 1 and one["stats"]["tuned"] == 1
+    assert one["stats"]["disk_hits"] == 0
+    prints = sorted(json.loads(p.read_text())["fingerprint"]["threads"]
+                    for p in _entries(tmp_path))
+    assert prints == [1, 2]
+
+
+def test_concurrent_writers(tmp_path):
+    """Four processes tune at once: two the same case, two others; every file whole, none torn,
+    no temporary file left."""
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(c)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=_child_env(tmp_path),
+                              cwd=os.path.dirname(os.path.dirname(__file__)))
+             for c in (8, 8, 5, 6)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    entries = _entries(tmp_path)
+    assert len(entries) == 3
+    for e in entries:
+        assert json.loads(e.read_text())["schema"] == autotune.SCHEMA
+    assert not [p for p in (tmp_path / "autotune").iterdir() if p.name.startswith(".tmp-")]
+    again = _run_child(tmp_path, 8)
+    assert again["stats"]["disk_hits"] == 1 and again["stats"]["tuned"] == 0
+
+
+# ---------------------------------------------------------------------------------- in process
+def _small_call(c=4, seed="autotune", **kw):
+    x, w, b = make_operands(seed, (2, c, 9, 11), (6, c, 3, 3), bias=True)
+    return x, w, b
+
+
+def test_off_times_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("CONV_AUTOTUNE", raising=False)
+    conv.set_autotune(None)
+    before = dict(autotune.stats)
+    x, w, b = _small_call()
+    conv.conv2d(x, w, b, padding=1)
+    plan = conv.explain("conv2d", x, w, b, padding=1)
+    assert "autotune" not in plan.reason
+    assert autotune.stats == before
+    assert not (tmp_path / "autotune").exists()
+    monkeypatch.setenv("CONV_AUTOTUNE", "0")
+    conv.conv2d(x, w, b, padding=1)
+    assert autotune.stats == before
+
+
+def test_environment_turns_it_on(tmp_path, monkeypatch, tuning):
+    conv.set_autotune(None)
+    monkeypatch.setenv("CONV_AUTOTUNE", "1")
+    x, w, b = _small_call(seed="env")
+    assert conv.explain("conv2d", x, w, b, padding=1).reason.count("autotuned: ") == 1
+    assert autotune.stats["tuned"] == 1
+
+
+def test_tuned_result_matches_reference_and_arrays_untouched(tuning):
+    # A non-contiguous input (a strided view of a larger base) and a permuted weight.
+    base, w_base, b = make_operands("autotune-views", (2, 5, 20, 13), (3, 3, 5, 6), bias=(6,))
+    x = base[:, :, ::2]                              # (2, 5, 10, 13), gaps between rows
+    w = w_base.transpose(3, 2, 1, 0)                 # (6, 5, 3, 3) in a permuted layout
+    copies = [a.copy() for a in (base, w_base, b)]
+    with poisoned_outputs():
+        y = conv.conv2d(x, w, b, padding=1, stride=(1, 2))
+    for a, c in zip((base, w_base, b), copies):
+        np.testing.assert_array_equal(a, c)
+    assert autotune.stats["tuned"] == 1
+    assert_output_matches_reference("conv2d", y, x, w, b, padding=1, stride=(1, 2))
+    plan = conv.explain("conv2d", x, w, b, padding=1, stride=(1, 2))
+    assert plan.reason.count("from the autotune cache (in memory; ") == 1
+    assert plan.algorithm in ("implicit", "im2col", "direct")
+
+
+def test_scratch_arrays_have_the_callers_layout():
+    rng = np.random.default_rng(0)
+    base = np.arange(2 * 5 * 20 * 13, dtype=np.float32).reshape(2, 5, 20, 13)
+    for view in (base, base[:, :, ::2], base.transpose(0, 2, 3, 1), base[:, ::-1, 3:, ::3]):
+        scratch = autotune._scratch_host(view, rng)
+        assert scratch.shape == view.shape and scratch.strides == view.strides
+        assert not np.shares_memory(scratch, base)
+        assert np.isfinite(scratch).all() and np.abs(scratch).max() > 0
+        scratch[...] = 1.0                      # every element is writable memory of its own
+
+
+def test_integer_candidates_exclude_implicit(tuning):
+    x, w, _ = make_operands("autotune-int", (1, 3, 8, 8), (4, 3, 3, 3), dtype="int32")
+    spec_cands = autotune.candidates(conv._spec.make_spec("conv2d", x, w, None, 1, 0, 1, 1,
+                                                          "zeros"), "cpu")
+    assert [a for a, _ in spec_cands] == ["im2col", "direct"]
+    y = conv.conv2d(x, w)
+    assert_output_matches_reference("conv2d", y, x, w)
+    plan = conv.explain("conv2d", x, w)
+    assert plan.algorithm in ("im2col", "direct") and "autotune cache" in plan.reason
+
+
+def test_explain_first_tunes_then_the_call_reads_the_cache(tuning):
+    x, w, b = _small_call(seed="explain-first")
+    plan = conv.explain("conv2d", x, w, b, padding=1)
+    assert "autotuned: " in plan.reason and str(tuning) in plan.reason
+    tuned = autotune.stats["tuned"]
+    conv.conv2d(x, w, b, padding=1)
+    assert autotune.stats["tuned"] == tuned and autotune.stats["memory_hits"] >= 1
+    for name in ("implicit", "im2col", "direct"):
+        assert f"{name} " in plan.reason                  # every candidate's time is shown
+
+
+def test_explicit_algorithm_and_single_candidate_backends_are_not_tuned(tuning):
+    x, w, b = _small_call(seed="explicit")
+    conv.conv2d(x, w, b, padding=1, algorithm="direct")
+    conv.conv2d(x, w, b, padding=1, backend="reference")
+    assert autotune.stats["tuned"] == 0
+
+
+def test_size_bound(tuning, monkeypatch):
+    monkeypatch.setenv("CONV_AUTOTUNE_CACHE_ENTRIES", "2")
+    for c in (2, 3, 4, 5):
+        x, w, b = _small_call(c=c, seed=("bound", c))
+        conv.conv2d(x, w, b, padding=1)
+    assert autotune.stats["tuned"] == 4
+    assert len(_entries(tuning)) == 2
+
+
+def test_unwritable_folder_warns_once_and_keeps_memory(tmp_path, monkeypatch, tuning):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CONV_CACHE_DIR", str(blocker))     # mkdir under a file fails, as root too
+    autotune.clear_memory()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for c in (2, 3):
+            x, w, b = _small_call(c=c, seed=("unwritable", c))
+            conv.conv2d(x, w, b, padding=1)
+            conv.conv2d(x, w, b, padding=1)
+    ours = [m for m in caught if issubclass(m.category, autotune.AutotuneCacheWarning)]
+    assert len(ours) == 1 and "memory only" in str(ours[0].message)
+    assert autotune.stats["tuned"] == 2 and autotune.stats["memory_hits"] == 2
+    assert "from the autotune cache (in memory; measured " in conv.explain(
+        "conv2d", x, w, b, padding=1).reason
+
+
+def test_set_autotune_rejects_non_bools():
+    with pytest.raises(TypeError, match="set_autotune takes True, False or None"):
+        conv.set_autotune("yes")
