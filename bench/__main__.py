@@ -3,6 +3,8 @@
     conv-bench --quick                       # CPU smoke run, under a minute on 2 cores
     conv-bench --suite resnet50 --suite sweep --json out.json --csv out.csv --plot out.png
     conv-bench --device gpu --run-tests      # GPU run: writes bench/results/gpu/<date>-<device>.json
+    conv-bench --write-dispatch-tables bench/results/cpu/2026-12-01-cpu-2core-avx2.json
+                                             # regenerate conv/dispatch_tables/ (what auto reads)
     python -m bench --help
 """
 from __future__ import annotations
@@ -52,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "small or busy machine (a PyTorch conv seen 300x slower after a numba "
                         "parallel call on 2 busy cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--write-dispatch-tables", nargs="+", metavar="RESULTS.json",
+                   help="run nothing: regenerate the dispatch tables algorithm='auto' reads from "
+                        "these results files (CPU rows -> cpu.json, GPU rows -> cupy.json / "
+                        "numba.json) and print a leave-one-out check (bench/dispatch_tables.py)")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="with --write-dispatch-tables: the folder to write (default: the "
+                        "package's conv/dispatch_tables/)")
     return p
 
 
@@ -113,7 +122,13 @@ def _progress(total: int, disable: bool):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.write_dispatch_tables:
+        from . import dispatch_tables
+        return dispatch_tables.main(args.write_dispatch_tables, args.out)
+    if args.out is not None:
+        parser.error("--out goes with --write-dispatch-tables")
     if args.omp_passive:            # before any OpenMP runtime loads (torch is imported lazily)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     started = time.perf_counter()
@@ -177,7 +192,8 @@ def main(argv=None) -> int:
                   "backends": [i.label for i in impls] + (["torch"] if use_torch else []),
                   "precisions": list(precisions), "repeats": args.repeats,
                   "budget_s": settings.budget, "argv": sys.argv[1:] if argv is None else argv},
-        notes=notes, tests=None, rows=rows, geomeans=runner.geomeans(rows))
+        notes=notes, tests=None, rows=rows, geomeans=runner.geomeans(rows),
+        auto_versus_best=runner.auto_versus_best(rows))
     if args.run_tests:
         print("running the test suite ...", file=sys.stderr)
         result["tests"] = evidence.run_tests()

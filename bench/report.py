@@ -78,6 +78,24 @@ def table(result: dict) -> str:
             body.append([g["suite"], g["precision"], g["impl"], _fmt(g["geomean_ratio"], ".3f"),
                          str(g["cases"])])
         lines.extend(_align(body, {3, 4}))
+    if result.get("auto_versus_best"):
+        lines.append("")
+        lines.append('== algorithm="auto" against the best single algorithm of its backend, per '
+                     'case (best time / auto time; 1 = it picked the best)')
+        body = [["backend", "prec", "mode", "geomean", "within 10%", "worst (case: picked, best)",
+                 "tuning call ms (median, max; x best)"]]
+        for a in result["auto_versus_best"]:
+            w = a.get("worst") or {}
+            worst = (f"{_fmt(w.get('share'), '.2f')} ({w.get('case')}: {w.get('picked')}, "
+                     f"{w.get('best')})") if w else "-"
+            tuning = "-"
+            if a.get("first_call_ms_median") is not None:
+                tuning = (f"{a['first_call_ms_median']:.1f}, {a['first_call_ms_max']:.1f}; "
+                          f"x{a['first_call_over_best_median']:.0f}")
+            body.append([a["backend"], a["precision"], a["mode"],
+                         _fmt(a["geomean_best_over_auto"], ".3f"),
+                         f"{a['within_10pct']}/{a['cases']}", worst, tuning])
+        lines.extend(_align(body, {3, 4}))
     return "\n".join(lines)
 
 

@@ -35,6 +35,10 @@ from .suites import Case
 from .timing import GpuTimer, Timing, time_cpu
 
 PRECISIONS = ("fp32", "tf32", "fp16")
+# Rows that time algorithm="auto": "auto" with autotuning off (the registry's auto rule, read from
+# the dispatch tables), "autotune" with it on, its cache in a fresh folder per run, so the row's
+# first call is the tuning (first_ms: every candidate timed, then the call itself).
+AUTO_MODES = ("auto", "autotune")
 # Relative tolerance per precision, times sqrt(reduction length) times max |reference|.
 RTOL = {"fp32": 2e-6, "tf32": 5e-4, "fp16": 1e-3}
 # The NumPy reference backend is slow: timed only on cases up to this many FLOPs.
@@ -56,6 +60,19 @@ class Impl:
     @property
     def is_ours(self) -> bool:
         return self.backend != TORCH
+
+    @property
+    def is_auto(self) -> bool:
+        """Times algorithm="auto" (autotuned or not) rather than one algorithm."""
+        return self.algorithm in AUTO_MODES
+
+    def call(self, conv_fn, args, kwargs):
+        """conv_fn (conv.conv1d/conv2d) on args with this backend and algorithm."""
+        if self.algorithm == "autotune":
+            with autotuning():
+                return conv_fn(*args, backend=self.backend, algorithm="auto", **kwargs)
+        return conv_fn(*args, backend=self.backend,
+                       algorithm="auto" if self.is_auto else self.algorithm, **kwargs)
 
 
 @dataclass
@@ -121,6 +138,12 @@ def discover(device: str, wanted=()) -> tuple[list[Impl], list[str]]:
             impl = Impl(name, row.name)
             if not wanted or name in wanted or impl.label in wanted:
                 impls.append(impl)
+        if len(registry.algorithms(name)) > 1:
+            # What a user gets without naming an algorithm: the auto rule, and the autotuner.
+            for mode in AUTO_MODES:
+                impl = Impl(name, mode)
+                if not wanted or name in wanted or impl.label in wanted:
+                    impls.append(impl)
     for w in wanted:
         if w != TORCH and not any(w in (i.backend, i.label) for i in impls):
             notes.append(f"{w}: asked for but not available on the {device}")
@@ -393,11 +416,13 @@ class Runner:
             args = tuple(_as_kind(a, impl.backend) for a in ours) if self.gpu else ours
 
             def fn(args=args, impl=impl):
-                return conv_fn(*args, backend=impl.backend, algorithm=impl.algorithm,
-                               **case.kwargs)
+                return impl.call(conv_fn, args, case.kwargs)
 
             row, to_time = self._measure(row, fn, ref, precision, reduction, module,
                                          slow=impl.backend == "reference")
+            if impl.is_auto and row["status"] == "ok":
+                row["picked"] = _picked(case, args, impl)
+                row["note"] = f"picked {row['picked']}"
             rows.append(row)
             if to_time:
                 timed.append((row, *to_time, contextlib.nullcontext))
@@ -452,6 +477,10 @@ class Runner:
     # -- all cases ----------------------------------------------------------------------------
     def run(self, cases: list[Case], on_rows=None) -> list[dict]:
         """Every case at every precision; on_rows(rows) as each finishes."""
+        with fresh_autotune_cache():
+            return self._run(cases, on_rows)
+
+    def _run(self, cases: list[Case], on_rows=None) -> list[dict]:
         for case in cases:
             for precision in self.settings.precisions:
                 if self.progress is not None:
@@ -463,6 +492,51 @@ class Runner:
                 if self.progress is not None:
                     self.progress.update(1)
         return self.rows
+
+
+@contextlib.contextmanager
+def autotuning():
+    """Autotuning on around a call (restored after)."""
+    saved = conv.autotune._enabled
+    conv.set_autotune(True)
+    try:
+        yield
+    finally:
+        conv.set_autotune(saved)
+
+
+@contextlib.contextmanager
+def fresh_autotune_cache():
+    """The autotune cache in a temporary folder for the run (and forgotten in memory), so every
+    autotune row tunes on its first call and the user's own cache is neither read nor written."""
+    import tempfile
+    saved = os.environ.get("CONV_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="conv-bench-autotune-") as folder:
+        os.environ["CONV_CACHE_DIR"] = folder
+        conv.autotune.clear_memory()
+        try:
+            yield folder
+        finally:
+            if saved is None:
+                os.environ.pop("CONV_CACHE_DIR", None)
+            else:
+                os.environ["CONV_CACHE_DIR"] = saved
+            conv.autotune.clear_memory()
+
+
+def _picked(case: Case, args, impl: Impl) -> str | None:
+    """algorithm[config] an auto row ran (its plan, after the first call)."""
+    try:
+        if impl.algorithm == "autotune":
+            with autotuning():
+                plan = conv.explain(case.op, args[0], args[1], args[2], backend=impl.backend,
+                                    **case.kwargs)
+        else:
+            plan = conv.explain(case.op, args[0], args[1], args[2], backend=impl.backend,
+                                **case.kwargs)
+    except Exception:
+        return None
+    return plan.algorithm + (f"[{plan.config}]" if plan.config else "")
 
 
 def _auto_choice(case: Case, x, w) -> str | None:
@@ -509,7 +583,8 @@ def geomeans(rows: list[dict]) -> list[dict]:
                 keyed[key].setdefault("auto", []).append(row["ratio"])
     best: dict = {}
     for row in rows:
-        if row["backend"] in (TORCH, "reference") or not row.get("ratio"):
+        if row["backend"] in (TORCH, "reference") or not row.get("ratio") or \
+                row["algorithm"] in AUTO_MODES:
             continue
         k = (row["suite"], row["case"], row["precision"])
         best[k] = max(best.get(k, 0.0), row["ratio"])
@@ -524,4 +599,55 @@ def geomeans(rows: list[dict]) -> list[dict]:
     order["all"] = len(order)
     out.sort(key=lambda g: (order.get(g["suite"], 99), PRECISIONS.index(g["precision"]),
                             g["impl"] in ("auto", "best"), g["impl"]))
+    return out
+
+
+# ------------------------------------------------------------------------------ auto versus best
+def auto_versus_best(rows: list[dict]) -> list[dict]:
+    """Per backend and precision: how close algorithm="auto" comes to the best single algorithm
+    of that backend, case by case (best time / auto time: 1 = it picked the best), with autotuning
+    off ("auto") and on ("autotune"), and what the autotuner's first call cost (its first_ms: the
+    tuning plus one call, against the best algorithm's median)."""
+    keyed: dict = {}
+    for r in rows:
+        if r["backend"] in (TORCH, "reference") or r["status"] != "ok" or not r["median_ms"]:
+            continue
+        keyed.setdefault((r["backend"], r["precision"]), {}).setdefault(
+            (r["suite"], r["case"]), []).append(r)
+    out = []
+    for (backend, precision), cases in keyed.items():
+        shares = {mode: [] for mode in AUTO_MODES}
+        worst = {mode: None for mode in AUTO_MODES}
+        tuning_ms, tuning_x = [], []
+        for (suite, case), case_rows in cases.items():
+            single = [r for r in case_rows if r["algorithm"] not in AUTO_MODES]
+            if not single:
+                continue
+            best = min(single, key=lambda r: r["median_ms"])
+            for r in case_rows:
+                if r["algorithm"] not in AUTO_MODES:
+                    continue
+                share = best["median_ms"] / r["median_ms"]
+                shares[r["algorithm"]].append(share)
+                if worst[r["algorithm"]] is None or share < worst[r["algorithm"]][0]:
+                    worst[r["algorithm"]] = (share, f"{suite}/{case}", r.get("picked"),
+                                             best["algorithm"])
+                if r["algorithm"] == "autotune" and r["first_ms"]:
+                    tuning_ms.append(r["first_ms"])
+                    tuning_x.append(r["first_ms"] / best["median_ms"])
+        for mode in AUTO_MODES:
+            if not shares[mode]:
+                continue
+            entry = {"backend": backend, "precision": precision, "mode": mode,
+                     "cases": len(shares[mode]),
+                     "geomean_best_over_auto": metrics.geomean(shares[mode]),
+                     "within_10pct": sum(v >= 1 / 1.1 for v in shares[mode]),
+                     "worst": None if worst[mode] is None else {
+                         "share": worst[mode][0], "case": worst[mode][1],
+                         "picked": worst[mode][2], "best": worst[mode][3]}}
+            if mode == "autotune" and tuning_ms:
+                entry["first_call_ms_median"] = float(np.median(tuning_ms))
+                entry["first_call_ms_max"] = float(max(tuning_ms))
+                entry["first_call_over_best_median"] = float(np.median(tuning_x))
+            out.append(entry)
     return out

@@ -72,7 +72,7 @@ def test_conv(benchmark, case, impl, on_gpu):
         conv_fn = getattr(conv, case.op)
 
         def fn():
-            return conv_fn(*args, backend=impl.backend, algorithm=impl.algorithm, **case.kwargs)
+            return impl.call(conv_fn, args, case.kwargs)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -281,3 +281,23 @@ def test_unwritable_folder_warns_once_and_keeps_memory(tmp_path, monkeypatch, tu
 def test_set_autotune_rejects_non_bools():
     with pytest.raises(TypeError, match="set_autotune takes True, False or None"):
         conv.set_autotune("yes")
+
+
+def test_gpu_candidates_include_every_tile_configuration():
+    """The CuPy backend's candidates (no GPU needed to list them): every algorithm with kernels
+    for the dtype, with each of its tile configurations."""
+    from conv import plan as planning
+    from conv._spec import make_spec
+    x, w, _ = make_operands("gpu-cands", (1, 4, 8, 8), (8, 4, 3, 3))
+    spec = make_spec("conv2d", x, w, None, 1, 1, 1, 1, "zeros")
+    cands = autotune.candidates(spec, "cupy")
+    expected = []
+    for row in conv.registry.algorithms("cupy"):
+        expected += [(row.name, c) for c in (planning.configs("cupy", spec, row.name) or ("",))]
+    assert cands == expected
+    assert ("direct", "kb8") in cands and ("im2col", "128x128x8") in cands
+    assert ("im2col", "64x64x16") in cands and ("im2col_cublas", "") in cands
+    wide = make_spec("conv2d", x.astype(np.float64), w.astype(np.float64), None, 1, 1, 1, 1,
+                     "zeros")
+    assert ("im2col", "128x128x8") not in autotune.candidates(wide, "cupy")
+    assert ("im2col", "64x64x16") in autotune.candidates(wide, "cupy")

@@ -1,8 +1,10 @@
 """The CUDA C kernels executed on the CPU emulator (conv/emulator/): the CuPy backend's whole GPU
 grid (every algorithm x dtype x case of tests/_cases.py, as tests/test_gpu_cupy.py runs it on a
-GPU), views, chunking, integer dtypes, the launch limits, the emulated PTX, and mutation tests that
-prove the emulator catches a removed barrier, a shared-memory read before write and (under
-AddressSanitizer, tests/_emulator_asan.py) an out-of-bounds tile load.
+GPU), every tile configuration the autotuner can name (direct's kb1/kb4/kb8, im2col's GEMM tiles)
+on cases with partial tiles on every edge, views, chunking, integer dtypes, the launch limits, the
+emulated PTX, and mutation tests that prove the emulator catches a removed barrier, a
+shared-memory read before write and (under AddressSanitizer, tests/_emulator_asan.py) an
+out-of-bounds tile load.
 
 Outputs are poisoned (NaN, or a sentinel for integers) before the kernels run; each test runs its
 threads in a schedule (forward, reverse or shuffled) drawn from its id.
@@ -17,8 +19,15 @@ import numpy as np
 import pytest
 
 from conv import _gpu_arrays, emulator, registry
+from conv import plan as planning
+from conv._spec import make_spec
 from conv.backend import cupy as cupy_backend
-from conv.backend.cupy.sources import module_options, read_source
+from conv.backend.cupy.sources import (
+    GEMM_TILE_CONFIGS,
+    gemm_tiles,
+    module_options,
+    read_source,
+)
 from tests._cases import CASE_IDS, CASES
 from tests._helpers import (
     FLOAT_AND_COMPLEX,
@@ -122,6 +131,54 @@ def test_views_pointwise_and_unbatched_conv1d(algorithm, schedule):
     kwargs = dict(groups=3, padding=2, padding_mode="circular", dilation=2)
     _, out = emulate("conv1d", x1, w1, b1, algorithm, schedule, **kwargs)
     assert_output_matches_reference("conv1d", out, x1, w1, b1, **kwargs)
+
+
+# --- tile configurations: each one the autotuner can name, on partial tiles at every edge ------
+
+# kg = 20 (below every BM; k-blocks of 4 full, of 8 partial), 3 per group (partial k-blocks, groups
+# in grid z), 130 (a full BM = 128 tile and a partial one, and a full BN = 128 column tile); columns
+# 180 = 128 + 52 and 160 (one full tile of either BN and a partial one); reductions 27, 10, 18
+# (partial BK = 8 and 16 steps); depthwise (kg = 1: kb4/kb8 lanes past the group idle); pointwise
+# (the GEMM reads the strided input in place).
+CONFIG_CASES = {
+    "dense": ("conv2d", (2, 3, 9, 10), (20, 3, 3, 3), True, dict(padding=1)),
+    "grouped-conv1d": ("conv1d", (2, 6, 40), (9, 2, 5), True,
+                       dict(groups=3, stride=2, padding=2, padding_mode="reflect")),
+    "wide": ("conv2d", (1, 6, 4, 40), (130, 6, 1, 3), False, dict(padding=(0, 1))),
+    "depthwise": ("conv2d", (2, 6, 8, 9), (6, 1, 3, 3), True, dict(groups=6, padding=1)),
+    "pointwise": ("conv2d", (2, 5, 8, 8), (6, 5, 1, 1), True, dict(stride=2)),
+}
+_DIRECT_CASES = ("dense", "grouped-conv1d", "depthwise")
+_GEMM_CASES = ("dense", "grouped-conv1d", "wide", "pointwise")
+TILE_CONFIGS = ([("direct", f"kb{kb}", case, "float32") for kb in cupy_backend.DIRECT_KBS
+                 for case in _DIRECT_CASES] +
+                [("im2col", tile, case, "float32") for tile in gemm_tiles("float32")
+                 for case in _GEMM_CASES] +
+                # the new (dtype, tile) pairs beyond the defaults: 64x64x16 with 4-byte
+                # accumulators (float16 converts on the way into shared memory)
+                [("im2col", "64x64x16", case, "float16") for case in ("dense", "wide")])
+
+
+@pytest.mark.parametrize("algorithm, config, case, dtype", TILE_CONFIGS,
+                         ids=["-".join(c) for c in TILE_CONFIGS])
+def test_tile_configs(algorithm, config, case, dtype, schedule):
+    op, x, w, b, kwargs = _operands(CONFIG_CASES[case], dtype)
+    spec = make_spec(op, x, w, b, kwargs.get("stride", 1), kwargs.get("padding", 0),
+                     kwargs.get("dilation", 1), kwargs.get("groups", 1),
+                     kwargs.get("padding_mode", "zeros"))
+    plan = planning.make_plan(spec, x, w, b, "cupy", algorithm, emulated=True, config=config)
+    assert plan.config == config
+    launched = [s for s in cupy_backend.launches(plan, cupy_backend._prepare(plan, x, w, b, np))
+                if isinstance(s, cupy_backend.Launch) and s.source != "im2col.cu"]
+    if algorithm == "direct":
+        assert [s.entry for s in launched] == [f"conv2d_direct_{config}_{dtype}"]
+    else:
+        tile = GEMM_TILE_CONFIGS[config]
+        assert launched and all(s.block == (tile.threads, 1, 1) and
+                                s.options == module_options("gemm.cu", dtype, config)
+                                for s in launched)
+    out = emulator.run(plan, x, w, b, schedule=schedule[0], seed=schedule[1])
+    assert_output_matches_reference(op, out, x, w, b, where=f"{plan} [{schedule[0]}]", **kwargs)
 
 
 # --- the workspace cap: chunks of images, then bands of output rows --------------------------

@@ -1,7 +1,8 @@
 """CI without a GPU: every CUDA C specialisation the CuPy backend can launch compiles with NVRTC.
 
-Each (source, compile options) module of conv.backend.cupy.sources.specialisations() is compiled for sm_80
-and sm_90 with the options CuPy's RawModule uses, from the very text CuPy compiles
+Each (source, compile options) module of conv.backend.cupy.sources.specialisations() (one per
+source and dtype, and for gemm.cu one per GEMM tile configuration the dtype has) is compiled for
+sm_80 and sm_90 with the options CuPy's RawModule uses, from the very text CuPy compiles
 (conv.backend.cupy.sources.kernel_source). Every entry point must come out in a non-empty cubin. ptxas's
 registers / spills / stack per entry are printed as a table (shown in the CI log, also recorded as
 a junit property); spills are reported, not judged.
@@ -37,7 +38,14 @@ MODULE_KEYS = [(source, options, arch) for (source, options) in MODULES for arch
 def _module_id(key) -> str:
     source, options, arch = key
     want = next((o.split("_", 2)[-1] for o in options if o.startswith("-DCONV_WANT_")), "all")
-    return f"{source}-{want}-{arch}"
+    tile = _cupy_sources.gemm_tile_of(options)
+    return f"{source}-{want}{'-' + tile if tile else ''}-{arch}"
+
+
+def _table_source(source: str, options: tuple[str, ...]) -> str:
+    """The table's source column: gemm.cu with its tile ("gemm.cu 64x64x16"), else the file."""
+    tile = _cupy_sources.gemm_tile_of(options)
+    return f"{source} {tile}" if tile else source
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +67,16 @@ def test_specialisations_cover_every_algorithm_and_dtype():
         for base in ("conv2d_direct_naive", "im2col", "gemm_naive", "gemm_tiled",
                      *(f"conv2d_direct_kb{kb}" for kb in _cupy_sources.DIRECT_KBS)):
             assert f"{base}_{dt.name}" in entries
+
+
+def test_specialisations_cover_every_gemm_tile_of_every_dtype():
+    from conv._spec import SUPPORTED_DTYPES
+    specs = set(_cupy_sources.specialisations())
+    for dt in SUPPORTED_DTYPES:
+        for tile in _cupy_sources.gemm_tiles(dt):
+            options = _cupy_sources.module_options("gemm.cu", dt, tile)
+            assert ("gemm.cu", f"gemm_tiled_{dt.name}", options) in specs, (dt, tile)
+    assert len(specs) == len(_cupy_sources.specialisations())      # each listed once
 
 
 @pytest.mark.parametrize("source", _cupy_sources.SOURCES)
@@ -86,14 +104,17 @@ def test_resource_table(compiled, capsys, record_property):
     for (source, options, arch), result in sorted(compiled.items(), key=lambda kv: (kv[0][2], kv[0][0])):
         for entry in MODULES[(source, options)]:
             if entry in result.functions:
-                rows.append((source, arch, result.functions[entry]))
+                rows.append((_table_source(source, options), arch, result.functions[entry]))
     table = _nvrtc.format_table(rows)
-    spilling = [f"{arch} {st.name}" for _, arch, st in rows if st.spill_stores or st.spill_loads]
+    spilling = [f"{arch} {source} {st.name}" for source, arch, st in rows
+                if st.spill_stores or st.spill_loads]
+    counted = (f"{len(rows)} entry points in {len(compiled)} modules "
+               f"({len(MODULES)} (source, options) modules x {len(ARCHS)} architectures)")
     record_property("nvrtc_resource_table", table)
     with capsys.disabled():
         print("\n\nNVRTC/ptxas resources per entry point (bytes for spills, stack, smem)\n" + table)
-        print(f"entries with spills: {', '.join(spilling) if spilling else 'none'}\n")
-    assert rows
+        print(f"{counted}; entries with spills: {', '.join(spilling) if spilling else 'none'}\n")
+    assert len(rows) == sum(len(e) for e in MODULES.values()) * len(ARCHS)
 
 
 def test_parse_ptxas_log():

@@ -67,7 +67,19 @@ def test_wheel_holds_every_kernel_source_and_no_results(wheel_names):
                if p.is_file() and "__pycache__" not in p.parts}
     assert sources <= set(wheel_names)
     assert "conv/bench/__main__.py" in wheel_names
-    assert not [n for n in wheel_names if "/results/" in n or n.endswith((".png", ".json"))]
+    # The dispatch tables are the one kind of JSON the wheel carries (not the results they came
+    # from).
+    assert not [n for n in wheel_names if "/results/" in n or n.endswith(".png")
+                or (n.endswith(".json") and not n.startswith("conv/dispatch_tables/"))]
+
+
+def test_wheel_carries_the_dispatch_tables_auto_reads(wheel, wheel_names):
+    tables = ROOT / "conv" / "dispatch_tables"
+    expected = {f"conv/dispatch_tables/{p.name}" for p in tables.glob("*.json")}
+    assert "conv/dispatch_tables/cpu.json" in expected
+    assert expected == {n for n in wheel_names if n.startswith("conv/dispatch_tables/")}
+    for name in expected:
+        assert wheel.read(name) == (ROOT / name).read_bytes(), name
 
 
 def test_kernels_and_bench_import_inside_conv():

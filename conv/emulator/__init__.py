@@ -241,13 +241,13 @@ def execute(step, schedule: str = "forward", seed: int = 0, asan: bool = False) 
 
 
 def plan(op: str, x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *,
-         padding_mode: str = "zeros", algorithm: str = "auto"):
+         padding_mode: str = "zeros", algorithm: str = "auto", config: str = ""):
     """The CuPy backend's Plan of a call on NumPy arrays, made as conv.explain makes it but
-    without asking for a GPU."""
+    without asking for a GPU; config: a tile configuration (conv.plan.configs)."""
     from conv import plan as planning
     from conv._spec import make_spec
     spec = make_spec(op, x, w, b, stride, padding, dilation, groups, padding_mode)
-    return planning.make_plan(spec, x, w, b, "cupy", algorithm, emulated=True)
+    return planning.make_plan(spec, x, w, b, "cupy", algorithm, emulated=True, config=config)
 
 
 def run(plan, x, w, b=None, *, schedule: str = "forward", seed: int = 0, asan: bool = False):

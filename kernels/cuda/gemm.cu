@@ -27,15 +27,17 @@
 //       shared-memory reads are broadcasts (A) or consecutive (B) and its stores are coalesced.
 //       Per BK step the block stages A (transposed, padded against bank conflicts) and B in shared
 //       memory, converting to Acc once on the way in. Tile sizes come from -DCONV_GEMM_BM etc.
-//       (conv/backend/cupy/sources.py:GEMM_TILES per dtype: 128x128x8 with 8x8 per thread for
-//       float16/float32, 64x64x16 with 4x4 for the 8- and 16-byte accumulators).
+//       (conv/backend/cupy/sources.py:GEMM_TILE_CONFIGS, by name: 128x128x8 with 8x8 per thread,
+//       for float16/float32 only, and 64x64x16 with 4x4 for every dtype; GEMM_TILES names each
+//       dtype's default; a plan's tile configuration picks another).
 // 64-bit indices throughout; partial tiles at every edge are zero-filled on load and masked on store.
 #include "common.cuh"
 
-// The tile shape has one home, GEMM_TILES in conv/backend/cupy/sources.py, which passes it as -D options.
+// The tile shapes have one home, GEMM_TILE_CONFIGS in conv/backend/cupy/sources.py, which passes
+// the launched one as -D options.
 #if !defined(CONV_GEMM_BM) || !defined(CONV_GEMM_BN) || !defined(CONV_GEMM_BK) || \
     !defined(CONV_GEMM_TM) || !defined(CONV_GEMM_TN)
-#error "CONV_GEMM_BM/BN/BK/TM/TN are defined by the host (conv/backend/cupy/sources.py: GEMM_TILES)"
+#error "CONV_GEMM_BM/BN/BK/TM/TN are defined by the host (conv/backend/cupy/sources.py: GEMM_TILE_CONFIGS)"
 #endif
 #define CONV_GEMM_THREADS ((CONV_GEMM_BM / CONV_GEMM_TM) * (CONV_GEMM_BN / CONV_GEMM_TN))
 

@@ -21,7 +21,14 @@ what to launch, as data (`Launch`: source, entry point, compile options, grid, b
 launches them: on CuPy's current stream. Another executor (a CPU emulator of the kernels) can run
 the very launches `launches` computed.
 
-Every kernel is compiled per (device, source, dtype) with the options of
+Tile configurations (`configs(spec, algorithm)`, by name; the autotuner times each through
+`make_plan(..., config=name)`): "direct" runs "kb1", "kb4" or "kb8" (KB output channels per
+thread, each an entry point of the one direct module); "im2col" runs the GEMM tile "128x128x8"
+(float16/float32 only: 4-byte accumulators) or "64x64x16" (every dtype), each tile its own
+module (-D options). Plan.config "" is the default: the smallest KB that holds a group's
+channels (8 for more), and sources.GEMM_TILES's tile for the dtype. The tables live in sources.py.
+
+Every kernel is compiled per (device, source, dtype, GEMM tile) with the options of
 sources.module_options; the first compile (or load from CuPy's disk cache) of each is timed in
 `compile_times()`. This module imports CuPy only when a GPU path runs.
 """
@@ -39,7 +46,17 @@ from ..._dtypes import accumulator_dtype
 from ..._padding import PADDING_MODES
 from ..._spec import ConvSpec
 from ..._workspace import Chunks, WorkspaceLimit, plan_column_chunks
-from .sources import DIRECT_KBS, GEMM_TILES, dtype_name, kernel_source, module_options
+from .sources import (
+    DIRECT_CONFIGS,
+    DIRECT_KBS,
+    GEMM_TILE_CONFIGS,
+    GEMM_TILES,
+    dtype_name,
+    gemm_tiles,
+    kernel_source,
+    module_label,
+    module_options,
+)
 
 _BLOCK = 256                    # threads per block of the 1-D kernels (their __launch_bounds__)
 _MAX_GRID_X, _, _MAX_GRID_Z = _gpu_arrays.GRID_LIMITS
@@ -93,6 +110,29 @@ def plan_workspace(spec: ConvSpec, algorithm: str, x) -> tuple[int, Chunks | Non
 
 
 # ---------------------------------------------------------------------------------------------
+# Tile configurations (what the autotuner chooses among, by name; sources.py holds the tables)
+
+def configs(spec: ConvSpec, algorithm: str) -> tuple[str, ...]:
+    """The tile configurations `algorithm` can run spec with, by name: direct's output channels
+    per thread ("kb1", "kb4", "kb8", any of them for any spec), im2col's GEMM tiles for the
+    dtype ("128x128x8" where the accumulator is 4 bytes, "64x64x16" for every dtype); () for
+    the algorithms with one configuration."""
+    if algorithm == "direct":
+        return tuple(DIRECT_CONFIGS)
+    if algorithm == "im2col":
+        return gemm_tiles(spec.dtype)
+    return ()
+
+
+def _direct_kb(spec: ConvSpec, config: str) -> int:
+    """Output channels per thread of direct version 1: the named config, or by default the
+    smallest KB that holds a group's channels (KB = 1 for depthwise), at most the largest."""
+    if config:
+        return DIRECT_CONFIGS[config]
+    return next(v for v in DIRECT_KBS if v >= min(spec.k_per_group, DIRECT_KBS[-1]))
+
+
+# ---------------------------------------------------------------------------------------------
 # What to launch
 
 @dataclass(frozen=True)
@@ -138,16 +178,18 @@ def _i64(*values) -> tuple:
 
 
 def _kernel_launch(source: str, kernel: str, dtype, args: tuple, *, total: int | None = None,
-                   grid: tuple | None = None, block: tuple = (_BLOCK, 1, 1)) -> Launch:
-    """<kernel>_<dtype> from `source`, either over `total` work items (a 1-D grid of _BLOCK
-    threads, the kernels' grid-stride loops cover the rest) or on an explicit `grid`."""
+                   grid: tuple | None = None, block: tuple = (_BLOCK, 1, 1),
+                   tile: str = "") -> Launch:
+    """<kernel>_<dtype> from `source` (gemm.cu: the module of GEMM tile `tile`, "" the default),
+    either over `total` work items (a 1-D grid of _BLOCK threads, the kernels' grid-stride loops
+    cover the rest) or on an explicit `grid`."""
     if total is not None:
         grid = (max(1, min(_MAX_GRID_X, math.ceil(total / _BLOCK))), 1, 1)
-    return Launch(source, f"{kernel}_{dtype_name(dtype)}", module_options(source, dtype),
+    return Launch(source, f"{kernel}_{dtype_name(dtype)}", module_options(source, dtype, tile),
                   tuple(grid), tuple(block), args)
 
 
-def _direct(ops: Operands, spec: ConvSpec, naive: bool) -> list:
+def _direct(ops: Operands, spec: ConvSpec, naive: bool, config: str = "") -> list:
     n, k, p, q = spec.output_shape_4d
     kg = spec.k_per_group
     top, _, left, _ = spec.pad
@@ -158,19 +200,21 @@ def _direct(ops: Operands, spec: ConvSpec, naive: bool) -> list:
     if naive:
         return [_kernel_launch("conv2d_direct.cu", "conv2d_direct_naive", spec.dtype, args,
                                total=n * k * p * q)]
-    kb = next(v for v in DIRECT_KBS if v >= min(kg, DIRECT_KBS[-1]))
+    kb = _direct_kb(spec, config)
     total = n * spec.groups * (-(-kg // kb)) * p * q
     return [_kernel_launch("conv2d_direct.cu", f"conv2d_direct_kb{kb}", spec.dtype, args,
                            total=total)]
 
 
 def _gemm(variant: str, spec: ConvSpec, ops: Operands, bmat, out, ncols: int, rows: int,
-          b_strides: tuple) -> list:
+          b_strides: tuple, config: str = "") -> list:
     """out[n, g*kg + m, p, q] = sum_i wmat[g*kg + m, i] * B_g[i, (n, p, q)] + bias, all groups,
     for `ncols` columns (n, p, q) with `rows` output rows per image (P, or a band's length; out
     then points at the band's first row).
 
     b_strides = (b_g, b_row, b_n, b_p, b_q): where B_g's element (i, j = (n, p, q)) lies.
+    config: the tiled GEMM's tile by name ("": the dtype's default); grid, block and the
+    module's -D options all come from that one tile.
     """
     kg, groups = spec.k_per_group, spec.groups
     crs = spec.c_per_group * spec.r * spec.s
@@ -188,10 +232,12 @@ def _gemm(variant: str, spec: ConvSpec, ops: Operands, bmat, out, ncols: int, ro
                                         grid=(math.ceil(ncols / 32), math.ceil(kg / 8), gz),
                                         block=(32, 8, 1)))
         else:
-            bm, bn, _, tm, tn = GEMM_TILES[spec.dtype]
+            name = config or GEMM_TILES[spec.dtype]
+            tile = GEMM_TILE_CONFIGS[name]
             steps.append(_kernel_launch("gemm.cu", "gemm_tiled", spec.dtype, args,
-                                        grid=(math.ceil(ncols / bn), math.ceil(kg / bm), gz),
-                                        block=((bm // tm) * (bn // tn), 1, 1)))
+                                        grid=(math.ceil(ncols / tile.bn),
+                                              math.ceil(kg / tile.bm), gz),
+                                        block=(tile.threads, 1, 1), tile=name))
     return steps
 
 
@@ -225,7 +271,7 @@ def _im2col(ops: Operands, plan, variant: str) -> list:
         xs_n, xs_c, xs_h, xs_w = ops.xs
         sh, sw = spec.stride
         return _gemm(variant, spec, ops, ops.x, ops.out, n * p * q, p,
-                     (spec.c_per_group * xs_c, xs_c, xs_n, xs_h * sh, xs_w * sw))
+                     (spec.c_per_group * xs_c, xs_c, xs_n, xs_h * sh, xs_w * sw), plan.config)
     chunks = plan.chunks or Chunks(n, p, q, spec.r, spec.s)
     top, _, left, _ = spec.pad
     crs = spec.c_per_group * spec.r * spec.s
@@ -251,12 +297,12 @@ def _im2col(ops: Operands, plan, variant: str) -> list:
                 steps.append(_cublas_gemm(spec, ops, ops.cols, out, nb, rows))
             else:
                 steps.extend(_gemm(variant, spec, ops, ops.cols, out, ncols, rows,
-                                   (crs * ncols, ncols, rows * q, q, 1)))
+                                   (crs * ncols, ncols, rows * q, q, 1), plan.config))
     return steps
 
 
 _LAUNCHES = {
-    "direct": lambda ops, plan: _direct(ops, plan.spec, naive=False),
+    "direct": lambda ops, plan: _direct(ops, plan.spec, naive=False, config=plan.config),
     "direct_naive": lambda ops, plan: _direct(ops, plan.spec, naive=True),
     "im2col": lambda ops, plan: _im2col(ops, plan, "tiled"),
     "im2col_naive": lambda ops, plan: _im2col(ops, plan, "naive"),
@@ -265,7 +311,12 @@ _LAUNCHES = {
 
 
 def launches(plan, ops: Operands) -> list:
-    """Every step of `plan` on `ops`, in order: Launch records (and HostSteps)."""
+    """Every step of `plan` on `ops`, in order: Launch records (and HostSteps). plan.config, where
+    set, names the tile configuration (`configs`); "" runs the backend's default."""
+    if plan.config and plan.config not in configs(plan.spec, plan.algorithm):
+        raise ValueError(f"cupy algorithm {plan.algorithm!r} has no tile configuration "
+                         f"{plan.config!r} for this call; expected one of "
+                         f"{list(configs(plan.spec, plan.algorithm))}")
     return _LAUNCHES[plan.algorithm](ops, plan)
 
 
@@ -326,7 +377,8 @@ _compile_times: dict[str, float] = {}
 
 
 def compile_times() -> dict[str, float]:
-    """Seconds the first use of each specialisation took ("source[dtype]" -> seconds): NVRTC
+    """Seconds the first use of each specialisation took ("source[dtype]", or
+    "gemm.cu[dtype,tile]" for a GEMM tile other than the dtype's default -> seconds): NVRTC
     compile plus module load, or only the load where CuPy's disk cache already had it."""
     return dict(_compile_times)
 
@@ -346,8 +398,7 @@ def _kernel(source: str, entry: str, options: tuple):
             _modules[mkey] = module
         fn = module.get_function(entry)          # compiles (or loads) on first use
         if first:
-            dtype = entry.rsplit("_", 1)[1]
-            _compile_times.setdefault(f"{source}[{dtype}]", time.perf_counter() - start)
+            _compile_times.setdefault(module_label(source, options), time.perf_counter() - start)
         _functions[fkey] = fn
     return fn
 

@@ -2,6 +2,11 @@
 specialisation the backend can launch. No CuPy needed: CI compiles all of them with NVRTC
 (tests/test_nvrtc_compile.py).
 
+Tile configurations, by name (what `Plan.config` and the autotuner pass): DIRECT_CONFIGS
+("kb1", "kb4", "kb8": direct version 1's output channels per thread, entry points of one module)
+and GEMM_TILE_CONFIGS ("128x128x8", "64x64x16": gemm.cu version 1's tiles, each its own module
+through -D options; `gemm_tiles(dtype)` says which a dtype has, GEMM_TILES its default).
+
 `kernel_source(name)` is the self-contained text CuPy and NVRTC both compile: each
 `#include "x.cuh"` replaced by that file, with the host's tables (padding modes from
 conv/_padding.py, accumulation types from conv/_dtypes.py) as macros before common.cuh. CuPy's
@@ -11,9 +16,11 @@ from __future__ import annotations
 
 import importlib.resources
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..._dtypes import accumulator_dtype
 from ..._dtypes import cuda_defines as accumulator_defines
 from ..._padding import cuda_defines as padding_defines
 from ..._spec import SUPPORTED_DTYPES
@@ -21,13 +28,64 @@ from ..._spec import SUPPORTED_DTYPES
 SOURCES = ("conv2d_direct.cu", "im2col.cu", "gemm.cu")
 # Options handed to cupy.RawModule (CuPy adds -ftz=true itself; conv._nvrtc adds it in CI).
 BASE_OPTIONS = ("--std=c++17",)
-# GEMM tiles (BM, BN, BK, TM, TN) per dtype: 128x128 with 8x8 outputs per thread where the
-# accumulator is 4 bytes, 64x64 with 4x4 for 8- and 16-byte accumulators (registers, shared memory).
-_GEMM_TILE_SMALL_ACC = (128, 128, 8, 8, 8)
-_GEMM_TILE_WIDE_ACC = (64, 64, 16, 4, 4)
-GEMM_TILES = {dt: (_GEMM_TILE_SMALL_ACC if dt in (np.dtype(np.float16), np.dtype(np.float32))
-                   else _GEMM_TILE_WIDE_ACC) for dt in SUPPORTED_DTYPES}
+
+
+@dataclass(frozen=True)
+class GemmTile:
+    """A tile configuration of gemm.cu version 1 (passed as -DCONV_GEMM_BM etc.): a block of
+    (BM/TM) x (BN/TN) threads computes BM x BN outputs (m, j), TM x TN of them per thread in
+    registers, staging BK reduction steps of A and B in shared memory per iteration."""
+
+    bm: int
+    bn: int
+    bk: int
+    tm: int
+    tn: int
+    max_acc_bytes: int      # the widest accumulator it is built for: TM*TN of them per thread
+
+    @property
+    def name(self) -> str:
+        return f"{self.bm}x{self.bn}x{self.bk}"
+
+    @property
+    def threads(self) -> int:
+        return (self.bm // self.tm) * (self.bn // self.tn)
+
+    def shared_bytes(self, dtype) -> int:
+        """Static shared memory of gemm_tiled for `dtype`: As[BK][BM + 1] and Bs[BK][BN] of Acc."""
+        return self.bk * (self.bm + 1 + self.bn) * accumulator_dtype(dtype).itemsize
+
+    def options(self) -> tuple[str, ...]:
+        return (f"-DCONV_GEMM_BM={self.bm}", f"-DCONV_GEMM_BN={self.bn}",
+                f"-DCONV_GEMM_BK={self.bk}", f"-DCONV_GEMM_TM={self.tm}",
+                f"-DCONV_GEMM_TN={self.tn}")
+
+
+# The GEMM tiles by name, the one home of their shapes (the autotuner picks among them by name:
+# conv/backend/cupy/__init__.py:configs). Each is 256 threads, gemm.cu's static_asserts hold for
+# it, and its shared memory stays under 48 KiB for every accumulator it allows (at most 33 KiB:
+# 64x64x16 with complex128). 128x128x8 keeps 64 accumulators per thread in registers, so only
+# 4-byte ones (float16/float32): 8-byte ones would take 128 of the 255 registers before any
+# operand, 16-byte ones all of them.
+GEMM_TILE_CONFIGS: dict[str, GemmTile] = {t.name: t for t in (
+    GemmTile(128, 128, 8, 8, 8, max_acc_bytes=4),
+    GemmTile(64, 64, 16, 4, 4, max_acc_bytes=16),
+)}
+
+
+def gemm_tiles(dtype) -> tuple[str, ...]:
+    """The names of the GEMM tiles gemm_tiled has for `dtype`, the default (largest) first."""
+    acc = accumulator_dtype(dtype).itemsize
+    return tuple(name for name, t in GEMM_TILE_CONFIGS.items() if acc <= t.max_acc_bytes)
+
+
+# The tile each dtype runs by default (plan.config ""): the first its accumulator allows,
+# 128x128x8 for float16/float32, 64x64x16 for the 8- and 16-byte accumulators.
+GEMM_TILES: dict[np.dtype, str] = {dt: gemm_tiles(dt)[0] for dt in SUPPORTED_DTYPES}
 DIRECT_KBS = (1, 4, 8)          # output channels per thread of direct version 1
+# Direct version 1's configurations by name: one entry point per KB, all in one module (the
+# kernel's ceil-division over k-blocks and its kcount mask take any KB for any channel count).
+DIRECT_CONFIGS: dict[str, int] = {f"kb{kb}": kb for kb in DIRECT_KBS}
 _INCLUDE = re.compile(r'^#include "([\w.]+\.cuh)"[ \t]*$', re.MULTILINE)
 
 
@@ -64,15 +122,36 @@ def kernel_source(name: str, text: str | None = None) -> str:
     return _INCLUDE.sub(paste, text)
 
 
-def module_options(source: str, dtype) -> tuple[str, ...]:
-    """The compile options of the module built from `source` for `dtype`."""
+def module_options(source: str, dtype, tile: str = "") -> tuple[str, ...]:
+    """The compile options of the module built from `source` for `dtype`; for gemm.cu with the
+    GEMM tile named `tile` ("": the dtype's default, GEMM_TILES)."""
     dt = np.dtype(dtype)
     opts = BASE_OPTIONS + (f"-DCONV_WANT_{dtype_name(dt)}",)
     if source == "gemm.cu":
-        bm, bn, bk, tm, tn = GEMM_TILES[dt]
-        opts += (f"-DCONV_GEMM_BM={bm}", f"-DCONV_GEMM_BN={bn}", f"-DCONV_GEMM_BK={bk}",
-                 f"-DCONV_GEMM_TM={tm}", f"-DCONV_GEMM_TN={tn}")
+        name = tile or GEMM_TILES[dt]
+        if name not in gemm_tiles(dt):
+            raise ValueError(f"gemm.cu has no tile {name!r} for {dt}; it has "
+                             f"{list(gemm_tiles(dt))}")
+        opts += GEMM_TILE_CONFIGS[name].options()
+    elif tile:
+        raise ValueError(f"{source} takes no GEMM tile (asked for {tile!r})")
     return opts
+
+
+def gemm_tile_of(options: tuple[str, ...]) -> str:
+    """The name of the GEMM tile a module's options build ("" for a module without one)."""
+    return next((name for name, t in GEMM_TILE_CONFIGS.items()
+                 if set(t.options()) <= set(options)), "")
+
+
+def module_label(source: str, options: tuple[str, ...]) -> str:
+    """"source[dtype]", with ",tile" after the dtype where a GEMM module's tile is not the
+    dtype's default ("gemm.cu[float32,64x64x16]")."""
+    dtype = next(o[len("-DCONV_WANT_"):] for o in options if o.startswith("-DCONV_WANT_"))
+    tile = gemm_tile_of(options)
+    if tile and tile != GEMM_TILES[np.dtype(dtype)]:
+        return f"{source}[{dtype},{tile}]"
+    return f"{source}[{dtype}]"
 
 
 def entry_points(source: str, dtype) -> tuple[str, ...]:
@@ -89,7 +168,15 @@ def entry_points(source: str, dtype) -> tuple[str, ...]:
 
 
 def specialisations() -> list[tuple[str, str, tuple[str, ...]]]:
-    """Every (source file, entry point, compile options) this backend can launch."""
-    return [(source, entry, module_options(source, dt))
-            for source in SOURCES for dt in SUPPORTED_DTYPES
-            for entry in entry_points(source, dt)]
+    """Every (source file, entry point, compile options) this backend can launch: each module's
+    entry points with its default options, and gemm_tiled once more for each other GEMM tile of
+    the dtype (the tiled GEMM's configurations; gemm_naive is launched from the default module)."""
+    specs = []
+    for source in SOURCES:
+        for dt in SUPPORTED_DTYPES:
+            specs += [(source, entry, module_options(source, dt))
+                      for entry in entry_points(source, dt)]
+            if source == "gemm.cu":
+                specs += [(source, f"gemm_tiled_{dtype_name(dt)}", module_options(source, dt, t))
+                          for t in gemm_tiles(dt) if t != GEMM_TILES[dt]]
+    return specs
