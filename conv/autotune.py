@@ -9,8 +9,10 @@ call's, and on the GPU each of its tile configurations (conv.plan.configs). Cand
 scratch arrays of the call's shapes, dtypes and strides, filled with fresh random values; the
 caller's arrays are not read while timing, so they cannot be changed by it, and the caller's
 result is computed afterwards by the winner alone. Each candidate is called once untimed (numba
-compiles, CuPy loads its module), then timed `REPEATS` times or until `BUDGET_S` has passed (at
-least 3 times); the fastest median wins. CPU timings use time.perf_counter around the call; GPU
+compiles, CuPy loads its module), then all are timed in rounds: each round gives every candidate
+one untimed call (the switch from another algorithm costs the next call: thread pools wake,
+caches refill) and `PER_ROUND` timed ones; up to `ROUNDS` rounds, no new one once `BUDGET_S` per
+candidate has passed. The fastest median wins. CPU timings use time.perf_counter around the call; GPU
 timings use CUDA events on the current stream.
 
 The choice is kept in memory and on disk, one JSON file per entry (`cache_dir()`: CONV_CACHE_DIR,
@@ -53,9 +55,9 @@ import numpy as np
 from . import _arrays
 
 SCHEMA = 1
-REPEATS = 10                    # most timed calls per candidate
-MIN_REPEATS = 3                 # fewest, whatever the budget
-BUDGET_S = 0.25                 # timing budget per candidate (after its untimed first call)
+ROUNDS = 3                      # most rounds; each times every candidate PER_ROUND times
+PER_ROUND = 3                   # (after one untimed call); one round at least, whatever the budget
+BUDGET_S = 0.25                 # timing budget per candidate: no new round once it is spent
 _ENV = "CONV_AUTOTUNE"
 _ENV_DIR = "CONV_CACHE_DIR"
 _ENV_ENTRIES = "CONV_AUTOTUNE_CACHE_ENTRIES"
@@ -396,22 +398,26 @@ def _tune(spec, backend, kind, device, input, weight, bias, cands) -> Choice | N
             times[label] = f"failed ({type(exc).__name__}: {str(exc)[:80]})"
             continue
         calls[(algorithm, config)] = call
-    # Interleaved rounds, each timing every candidate once: a slow spell of the machine then
-    # falls on all of them, not on whichever happened to be timed during it.
+    # Rounds, each giving every candidate a block of PER_ROUND timed calls after one untimed call:
+    # a slow spell of the machine then falls on all candidates, and no timed call pays for the
+    # switch from another algorithm (measured: alternating call by call, the implicit GEMM took
+    # 12-14 ms after numba's direct loops and BLAS, 7.4-8.1 ms in blocks; it is what a layer
+    # run again and again costs).
     samples = {c: [] for c in calls}
     spent = 0.0
-    for round_ in range(REPEATS):
-        if round_ >= MIN_REPEATS and spent >= BUDGET_S * max(1, len(calls)):
+    for round_ in range(ROUNDS):
+        if round_ >= 1 and spent >= BUDGET_S * max(1, len(calls)):
             break
         for c, call in list(calls.items()):
             try:
-                ms = timer(call)
-            except Exception as exc:        # e.g. out of memory once others hold theirs
+                call()                          # the switch from the previous candidate
+                for _ in range(PER_ROUND):
+                    ms = timer(call)
+                    samples[c].append(ms)
+                    spent += ms * 1e-3
+            except Exception as exc:            # e.g. out of memory once others hold theirs
                 times[_label(*c)] = f"failed ({type(exc).__name__}: {str(exc)[:80]})"
                 del calls[c], samples[c]
-                continue
-            samples[c].append(ms)
-            spent += ms * 1e-3
     best = None
     for (algorithm, config), ms in samples.items():
         stats["candidates_timed"] += 1

@@ -301,3 +301,79 @@ def test_gpu_candidates_include_every_tile_configuration():
                      "zeros")
     assert ("im2col", "128x128x8") not in autotune.candidates(wide, "cupy")
     assert ("im2col", "64x64x16") in autotune.candidates(wide, "cupy")
+
+
+# ------------------------------------------------------------------------------------------- GPU
+def test_gpu_timer_and_fingerprint_use_events_and_device_properties(monkeypatch):
+    """Without a GPU: the GPU timer brackets the call with two CUDA events and reads their elapsed
+    time after synchronising the end one; the fingerprint reads name, compute capability, driver
+    and runtime of the input's device (a stand-in CuPy records the calls)."""
+    calls = []
+
+    class Event:
+        def __init__(self):
+            self.name = f"e{len([c for c in calls if c[0] == 'new'])}"
+            calls.append(("new", self.name))
+
+        def record(self):
+            calls.append(("record", self.name))
+
+        def synchronize(self):
+            calls.append(("synchronize", self.name))
+
+    class Runtime:
+        @staticmethod
+        def getDeviceProperties(index):
+            calls.append(("props", index))
+            return {"name": b"NVIDIA H200", "major": 9, "minor": 0}
+
+        driverGetVersion = staticmethod(lambda: 13000)
+        runtimeGetVersion = staticmethod(lambda: 13000)
+
+    class Cuda:
+        pass
+
+    cuda = Cuda()
+    cuda.Event, cuda.runtime = Event, Runtime
+    cuda.get_elapsed_time = lambda a, b: calls.append(("elapsed", a.name, b.name)) or 1.25
+    fake = type("FakeCupy", (), {"cuda": cuda})()
+    monkeypatch.setattr(conv._gpu_arrays, "import_cupy", lambda: fake)
+
+    timer = autotune._timer("cuda:1")
+    assert timer(lambda: calls.append(("call",))) == 1.25
+    assert calls[2:] == [("record", "e0"), ("call",), ("record", "e1"), ("synchronize", "e1"),
+                         ("elapsed", "e0", "e1")]
+    fp = autotune.fingerprint("cuda:1")
+    assert fp == {"device": "cuda", "name": "NVIDIA H200", "compute_capability": "9.0",
+                  "driver": 13000, "runtime": 13000}
+    assert ("props", 1) in calls
+
+
+_CUPY_OK, _CUPY_WHY = conv.plan.backend_availability("cupy")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _CUPY_OK, reason=f"CuPy backend not usable: {_CUPY_WHY}")
+def test_gpu_autotune_times_every_config_and_the_winner_is_right(tuning):
+    cupy = conv._gpu_arrays.import_cupy()
+    conv._gpu_arrays.set_poison_outputs(True)
+    try:
+        x, w, b = make_operands("gpu-autotune", (2, 8, 17, 19), (16, 8, 3, 3), bias=True)
+        gx, gw, gb = (cupy.asarray(a) for a in (x, w, b))
+        copies = [a.copy() for a in (gx, gw, gb)]
+        plan = conv.explain("conv2d", gx, gw, gb, padding=1)
+        assert "autotuned: " in plan.reason
+        for label in ("direct[kb1]", "direct[kb8]", "im2col[128x128x8]", "im2col[64x64x16]",
+                      "im2col_cublas", "direct_naive"):
+            assert label in plan.reason
+        y = conv.conv2d(gx, gw, gb, padding=1)
+        assert isinstance(y, cupy.ndarray)
+        assert_output_matches_reference("conv2d", y, x, w, b, padding=1)
+        for a, c in zip((gx, gw, gb), copies):
+            assert bool((a == c).all())
+        again = conv.explain("conv2d", gx, gw, gb, padding=1)
+        assert "from the autotune cache (in memory" in again.reason
+        assert (again.algorithm, again.config) == (plan.algorithm, plan.config)
+        assert json.loads(_entries(tuning)[0].read_text())["fingerprint"]["device"] == "cuda"
+    finally:
+        conv._gpu_arrays.set_poison_outputs(False)
