@@ -3,6 +3,7 @@
     conv-bench --quick                       # CPU smoke run, under a minute on 2 cores
     conv-bench --suite resnet50 --suite sweep --json out.json --csv out.csv --plot out.png
     conv-bench --device gpu --run-tests      # GPU run: writes bench/results/gpu/<date>-<device>.json
+    conv-bench --wait-quiet 600 --quick      # first wait (up to 10 min) for a quiet machine
     conv-bench --write-dispatch-tables bench/results/cpu/2026-12-01-cpu-2core-avx2.json
                                              # regenerate conv/dispatch_tables/ (what auto reads)
     python -m bench --help
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import sys
 import time
 
-from . import evidence, metrics, report, runner, suites
+from . import evidence, metrics, report, runner, suites, timing
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,20 +46,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="PATH", help="write the rows as CSV")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of the speed ratios")
     p.add_argument("--evidence", action=argparse.BooleanOptionalAction, default=None,
-                   help="write the evidence file (default: on for GPU runs -> bench/results/gpu/; "
-                        "on the CPU it goes to bench/results/local/)")
+                   help="write the evidence file (default: on for GPU runs -> bench/results/gpu/ "
+                        "of a checkout, ./bench-results/gpu/ of an installed copy; a CPU run "
+                        "asked for it goes to .../local/; --evidence-dir DIR: to DIR)")
     p.add_argument("--run-tests", action="store_true",
-                   help="also run the test suite on this machine and record its counts")
-    p.add_argument("--omp-passive", action="store_true",
-                   help="set OMP_WAIT_POLICY=PASSIVE (unless already set) before PyTorch and "
-                        "numba's OpenMP load: their two OpenMP pools can starve each other on a "
-                        "small or busy machine (a PyTorch conv seen 300x slower after a numba "
-                        "parallel call on 2 busy cores)")
+                   help="also run the test suite on this machine and record its counts (needs a "
+                        "checkout: the tests are not in the wheel)")
+    p.add_argument("--omp-active", action="store_true",
+                   help="leave OMP_WAIT_POLICY alone (the OpenMP runtimes spin after their work). "
+                        "By default conv-bench sets OMP_WAIT_POLICY=PASSIVE (unless already set) "
+                        "before PyTorch's and numba's OpenMP load: their two pools spinning can "
+                        "starve each other on a small or busy machine (a PyTorch conv seen 300x "
+                        "slower after a numba parallel call on 2 busy cores)")
+    p.add_argument("--omp-passive", action="store_true", help=argparse.SUPPRESS)  # now the default
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                   help="before starting, wait up to SECONDS for a quiet machine: other processes "
+                        f"using at most {100 * timing.OTHERS_SHARE_RUN:.0f}%% of the CPUs for "
+                        f"{timing.QUIET_SAMPLES} samples of 2 s in a row (where that cannot be "
+                        f"read: a 1-min load of at most {timing.START_LOAD_PER_CPU} per CPU); the "
+                        "run goes ahead either way, marked unreliable if it stays busy")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--write-dispatch-tables", nargs="+", metavar="RESULTS.json",
                    help="run nothing: regenerate the dispatch tables algorithm='auto' reads from "
                         "these results files (CPU rows -> cpu.json, GPU rows -> cupy.json / "
                         "numba.json) and print a leave-one-out check (bench/dispatch_tables.py)")
+    p.add_argument("--evidence-dir", metavar="DIR", default=None,
+                   help="the folder of the evidence file (implies --evidence); never the "
+                        "installed package's folder by default")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="with --write-dispatch-tables: the folder to write (default: the "
                         "package's conv/dispatch_tables/)")
@@ -92,7 +107,7 @@ def thread_info() -> dict:
         info["numba_layer_used"] = _threads.layer()      # None until a parallel kernel has run
     except Exception:
         pass
-    torch = runner.import_torch()
+    torch = sys.modules.get("torch")         # only when the run used it (--no-torch: not loaded)
     if torch is not None:
         info["torch"] = torch.get_num_threads()
     try:
@@ -105,11 +120,43 @@ def thread_info() -> dict:
     return info
 
 
-def _load():
+def _openmp_loaded() -> bool | None:
+    """Whether an OpenMP runtime is already mapped into this process (Linux), None if unknown."""
     try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
+        maps = pathlib.Path("/proc/self/maps").read_text()
+    except OSError:
         return None
+    return any(name in maps for name in ("libgomp", "libiomp", "libomp"))
+
+
+def set_omp_wait_policy(active: bool) -> dict:
+    """OMP_WAIT_POLICY=PASSIVE unless the environment already says or `active` (--omp-active);
+    what was done is recorded with the results (effective only if no OpenMP was loaded yet)."""
+    before = os.environ.get("OMP_WAIT_POLICY")
+    loaded = _openmp_loaded()
+    if before is not None:
+        source = "from the environment"
+    elif active:
+        source = "unset (--omp-active: the runtimes' default, spinning)"
+    else:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        source = "set by conv-bench (the default; --omp-active leaves it unset)"
+    return {"value": os.environ.get("OMP_WAIT_POLICY"), "source": source,
+            "openmp_loaded_before": loaded}
+
+
+def torch_note(args, torch, use_torch: bool) -> str | None:
+    """What the run compared with when it is not PyTorch (None when it is)."""
+    if use_torch:
+        return None
+    summary = ("summary: the fastest implementation per case, and geomeans against the NumPy "
+               "reference where it was timed")
+    if args.no_torch:
+        return f"--no-torch: verified against the NumPy reference, no ratios; {summary}"
+    if torch is None:
+        return f"PyTorch not installed: verified against the NumPy reference, no ratios; {summary}"
+    return (f"PyTorch {torch.__version__} has no usable CUDA for this GPU run: verified against "
+            f"the NumPy reference, no ratios; {summary}")
 
 
 def _progress(total: int, disable: bool):
@@ -128,13 +175,26 @@ def main(argv=None) -> int:
         from . import dispatch_tables
         return dispatch_tables.main(args.write_dispatch_tables, args.out)
     if args.out is not None:
-        parser.error("--out goes with --write-dispatch-tables")
-    if args.omp_passive:            # before any OpenMP runtime loads (torch is imported lazily)
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        parser.error("--out goes with --write-dispatch-tables (the evidence file's folder: "
+                     "--evidence-dir)")
+    if args.run_tests:                  # refuse before any timing, not after it
+        why = evidence.tests_unavailable_reason()
+        if why:
+            print(f"conv-bench: {why}", file=sys.stderr)
+            return 2
+    omp = set_omp_wait_policy(args.omp_active)    # before any OpenMP runtime loads (torch lazily)
     started = time.perf_counter()
-    load_before = _load()
+    waited = None
+    if args.wait_quiet > 0:
+        waited = timing.wait_quiet(args.wait_quiet,
+                                   say=lambda text: print(text, file=sys.stderr, flush=True))
+    load_before = timing.load_average()
+    use_before = timing.CpuUse.now()
     device, device_why = resolve_device(args.device)
     notes = [f"device {device}: {device_why}"]
+    if waited is not None:
+        notes.append(f"waited {waited['waited_s']:.0f} s for a quiet machine: "
+                     + ("quiet" if waited["quiet"] else "still busy, went ahead"))
 
     precisions = tuple(dict.fromkeys(args.precision)) or (
         ("fp32", "tf32", "fp16") if device == "gpu" else ("fp32",))
@@ -148,9 +208,9 @@ def main(argv=None) -> int:
     notes += more
     torch = None if args.no_torch else runner.import_torch()
     use_torch = torch is not None and (device == "cpu" or runner.torch_cuda_usable(torch))
-    if not args.no_torch and not use_torch:
-        notes.append("PyTorch (with CUDA, on a GPU run) not installed: verified against the NumPy "
-                     "reference, no ratios")
+    note = torch_note(args, torch, use_torch)
+    if note:
+        notes.append(note)
     if not impls and not use_torch:
         raise SystemExit("conv-bench: nothing to run (no usable backend matches --backend)")
     if device == "cpu" and any(i.backend == "reference" for i in impls):
@@ -184,6 +244,10 @@ def main(argv=None) -> int:
     finally:
         if bar is not None:
             bar.close()
+    others = use_before.others_share(timing.CpuUse.now())
+    load_after = timing.load_average()
+    if device == "cpu":
+        notes += metrics.settle_cpu_peak(peaks, rows)
 
     result = evidence.describe_run(device_name, device)
     result.update(
@@ -191,23 +255,29 @@ def main(argv=None) -> int:
         settings={"quick": args.quick, "suites": args.suite or list(suites.SUITES),
                   "backends": [i.label for i in impls] + (["torch"] if use_torch else []),
                   "precisions": list(precisions), "repeats": args.repeats,
-                  "budget_s": settings.budget, "argv": sys.argv[1:] if argv is None else argv},
+                  "budget_s": settings.budget, "rounds": run.rounds, "omp_wait_policy": omp,
+                  "wait_quiet_s": args.wait_quiet,
+                  "argv": sys.argv[1:] if argv is None else argv},
         notes=notes, tests=None, rows=rows, geomeans=runner.geomeans(rows),
+        fastest=runner.fastest_per_case(rows),
+        geomeans_vs_reference=runner.geomeans_vs_reference(rows),
         auto_versus_best=runner.auto_versus_best(rows))
+    result["interference"] = timing.assess_run(rows, load_before, load_after, others)
+    if waited is not None:
+        result["interference"]["waited_s"] = waited["waited_s"]
+    result["load_average"] = {"start": load_before, "end": load_after}
     if args.run_tests:
         print("running the test suite ...", file=sys.stderr)
         result["tests"] = evidence.run_tests()
     result["wall_s"] = time.perf_counter() - started
-    result["load_average"] = {"start": load_before, "end": _load()}
-    if load_before and os.cpu_count() and load_before[0] > 0.5 * os.cpu_count():
-        notes.append(f"the machine was busy at the start (1-min load {load_before[0]:.1f} on "
-                     f"{os.cpu_count()} CPUs): CPU timings are noisy")
 
     print(report.header(result))
     print()
     print(report.table(result))
-    if result["tests"] is not None:
-        print(f"\ntests: {result['tests'].get('summary') or result['tests']}")
+    tests = result["tests"]
+    if tests is not None:
+        print(f"\ntests: passed {tests['passed']}, failed {tests['failed']}, errors "
+              f"{tests['errors']}, skipped {tests['skipped']} ({tests['summary']})")
 
     written = []
     if args.json:
@@ -216,8 +286,8 @@ def main(argv=None) -> int:
         written.append(report.write_csv(rows, args.csv))
     if args.plot:
         written.append(report.write_plot(result, args.plot))
-    if args.evidence or (args.evidence is None and device == "gpu"):
-        path = evidence.evidence_path(device_name, device)
+    if args.evidence or (args.evidence is None and (device == "gpu" or args.evidence_dir)):
+        path = evidence.evidence_path(device_name, device, out_dir=args.evidence_dir)
         written.append(report.write_json(result, path))
         written.append(report.write_plot(result, path.with_suffix(".png")))
     for path in written:
@@ -226,8 +296,13 @@ def main(argv=None) -> int:
 
     wrong = sum(r["status"] == "WRONG" for r in rows)
     errors = sum(r["status"] == "ERROR" for r in rows)
-    print(f"\n{len(rows)} rows, {wrong} WRONG, {errors} ERROR, {result['wall_s']:.1f} s")
-    return 1 if wrong else 0
+    print(f"\n{len(rows)} rows, {wrong} WRONG, {errors} ERROR, {result['wall_s']:.1f} s"
+          + ("  (UNRELIABLE: interference, see the top)" if result["interference"]["unreliable"]
+             else ""))
+    tests_bad = tests is not None and not tests["ok"]
+    if tests_bad:
+        print("the test suite did not pass (see tests: above)", file=sys.stderr)
+    return 1 if wrong or tests_bad else 0
 
 
 if __name__ == "__main__":

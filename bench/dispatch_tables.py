@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from conv import dispatch
+from conv import dispatch, registry
 from conv._spec import make_spec
 
 from . import suites
@@ -86,6 +86,8 @@ def tables_from_results(paths, notes: list[str]) -> dict[str, dict]:
                 continue
             if row["status"] != "ok" or not row.get("median_ms"):
                 continue
+            if row["algorithm"] not in {a.name for a in registry.algorithms(backend)}:
+                continue                # the runner's auto/autotune rows: not an algorithm
             if row["precision"] == "tf32":
                 continue
             label = f"{row['suite']}/{row['case']}"

@@ -32,7 +32,7 @@ from conv.backend.reference import conv_reference
 
 from . import metrics
 from .suites import Case
-from .timing import GpuTimer, Timing, time_cpu
+from .timing import CpuUse, GpuTimer, Timing, round_spread, row_interference, time_cpu
 
 PRECISIONS = ("fp32", "tf32", "fp16")
 # Rows that time algorithm="auto": "auto" with autotuning off (the registry's auto rule, read from
@@ -293,6 +293,8 @@ def _row(case: Case, spec, impl: Impl, precision: str, **fields) -> dict:
         "flops": metrics.conv_flops(spec), "bytes": metrics.conv_bytes(spec, itemsize),
         "gflops": None, "gbps": None, "peak_share": None, "bw_share": None,
         "torch_ms": None, "ratio": None, "max_err": None, "tol": None, "auto": False,
+        "round_ms": None, "round_spread": None, "others_cpu": None, "unreliable": None,
+        "ratio_unreliable": None,
     }
     row.update(fields)
     return row
@@ -304,7 +306,7 @@ def _fill_rates(row: dict, peaks: dict) -> None:
         row["gflops"] = metrics.rate(row["flops"], sec) / 1e9
         row["gbps"] = metrics.rate(row["bytes"], sec) / 1e9
         peak = peaks.get(row["precision"]) or peaks.get("fp32")
-        if peak:
+        if peak and metrics.counts_direct_flops(row):      # an FFT's GFLOP/s is effective only
             row["peak_share"] = row["gflops"] * 1e9 / peak
         if peaks.get("bandwidth"):
             row["bw_share"] = row["gbps"] * 1e9 / peaks["bandwidth"]
@@ -381,14 +383,21 @@ class Runner:
         """timed: (row, fn, slow, context) for every verified row of a case; context() wraps the
         calls (PyTorch's precision switches). Each round times every row once, in order."""
         samples = [[] for _ in timed]
+        before = CpuUse.now()
         for _ in range(self.rounds):
             for i, (row, fn, slow, context) in enumerate(timed):
                 with warnings.catch_warnings(), context():
                     warnings.simplefilter("ignore")
                     samples[i].append(self._time(fn, slow=slow))
+        # Interference seen while this case was timed: what other processes took of the CPUs,
+        # and how far each row's rounds disagree (timing.row_interference says when it is too far).
+        others = before.others_share(CpuUse.now()) if timed else None
         for (row, *_), rounds in zip(timed, samples):
             t = Timing.pooled(rounds)
-            row.update(median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, reps=t.reps)
+            spread = round_spread(rounds)
+            row.update(median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, reps=t.reps,
+                       round_ms=[r.median_ms for r in rounds], round_spread=spread,
+                       others_cpu=others, unreliable=row_interference(spread, others))
             _fill_rates(row, self.peaks)
 
     # -- one case -----------------------------------------------------------------------------
@@ -434,11 +443,14 @@ class Runner:
                 timed.append((row, *to_time, context))
         self._time_rounds(timed)
         torch_ms = rows[-1]["median_ms"] if torch is not None else None
+        torch_noisy = rows[-1].get("unreliable") if torch is not None else None
         for row in rows:
             row["reference"] = ref_what
             if torch_ms and row["median_ms"] and row["backend"] != TORCH:
                 row["torch_ms"] = torch_ms
                 row["ratio"] = torch_ms / row["median_ms"]
+                if torch_noisy:             # a ratio is as unreliable as either of its times
+                    row["ratio_unreliable"] = f"torch: {torch_noisy}"
         if self.gpu:
             del gpu_arrays, ours
             import cupy
@@ -567,38 +579,97 @@ def _compile_delta(before, after):
 
 
 # -------------------------------------------------------------------------------------- geomeans
+def ratio_unreliable(row: dict) -> str | None:
+    """Why a row's ratio cannot be trusted: its own time, or PyTorch's in the same case."""
+    return row.get("unreliable") or row.get("ratio_unreliable")
+
+
 def geomeans(rows: list[dict]) -> list[dict]:
     """Geometric mean of ratio (PyTorch time / ours, > 1 = we are faster) per suite and precision,
     for each implementation, for what algorithm='auto' picks ("auto"), and for the best of ours per
-    case ("best"; the NumPy reference excluded). Suite "all" pools every suite."""
+    case ("best"; the NumPy reference excluded). Suite "all" pools every suite. "unreliable":
+    how many of the ratios come from a row flagged for interference (ratio_unreliable)."""
     out = []
     keyed: dict = {}
     for row in rows:
         if row["backend"] == TORCH or not row.get("ratio"):
             continue
+        item = (row["ratio"], bool(ratio_unreliable(row)))
         for suite in (row["suite"], "all"):
             key = (suite, row["precision"])
-            keyed.setdefault(key, {}).setdefault(row["impl"], []).append(row["ratio"])
+            keyed.setdefault(key, {}).setdefault(row["impl"], []).append(item)
             if row.get("auto"):
-                keyed[key].setdefault("auto", []).append(row["ratio"])
+                keyed[key].setdefault("auto", []).append(item)
     best: dict = {}
     for row in rows:
         if row["backend"] in (TORCH, "reference") or not row.get("ratio") or \
                 row["algorithm"] in AUTO_MODES:
             continue
         k = (row["suite"], row["case"], row["precision"])
-        best[k] = max(best.get(k, 0.0), row["ratio"])
-    for (suite, case, precision), ratio in best.items():
+        best[k] = max(best.get(k, (0.0, False)), (row["ratio"], bool(ratio_unreliable(row))))
+    for (suite, case, precision), item in best.items():
         for s in (suite, "all"):
-            keyed.setdefault((s, precision), {}).setdefault("best", []).append(ratio)
+            keyed.setdefault((s, precision), {}).setdefault("best", []).append(item)
     for (suite, precision), impls in keyed.items():
-        for impl, ratios in impls.items():
+        for impl, items in impls.items():
             out.append({"suite": suite, "precision": precision, "impl": impl,
-                        "geomean_ratio": metrics.geomean(ratios), "cases": len(ratios)})
+                        "geomean_ratio": metrics.geomean([v for v, _ in items]),
+                        "cases": len(items), "unreliable": sum(n for _, n in items)})
     order = {name: i for i, name in enumerate(dict.fromkeys(r["suite"] for r in rows))}
     order["all"] = len(order)
     out.sort(key=lambda g: (order.get(g["suite"], 99), PRECISIONS.index(g["precision"]),
                             g["impl"] in ("auto", "best"), g["impl"]))
+    return out
+
+
+# ------------------------------------------------------------------------ without PyTorch as well
+def fastest_per_case(rows: list[dict]) -> list[dict]:
+    """Per case and precision, the fastest verified implementation (PyTorch included when it ran;
+    the auto rows excluded: they run one of the others), with the runner-up and its margin."""
+    keyed: dict = {}
+    for r in rows:
+        if r["status"] != "ok" or not r.get("median_ms") or r["algorithm"] in AUTO_MODES:
+            continue
+        keyed.setdefault((r["suite"], r["case"], r["precision"]), []).append(r)
+    out = []
+    for (suite, case, precision), case_rows in keyed.items():
+        case_rows.sort(key=lambda r: r["median_ms"])
+        first = case_rows[0]
+        second = case_rows[1] if len(case_rows) > 1 else None
+        out.append({"suite": suite, "case": case, "precision": precision,
+                    "fastest": first["impl"], "median_ms": first["median_ms"],
+                    "runner_up": second["impl"] if second else None,
+                    "margin": second["median_ms"] / first["median_ms"] if second else None,
+                    "unreliable": bool(first.get("unreliable")
+                                       or (second and second.get("unreliable")))})
+    return out
+
+
+def geomeans_vs_reference(rows: list[dict]) -> list[dict]:
+    """Geometric mean of (NumPy reference time / ours) per suite and precision for each
+    implementation, over the cases where reference:direct was timed (up to REFERENCE_MAX_FLOPS):
+    the summary a run without PyTorch can give."""
+    ref = {(r["suite"], r["case"], r["precision"]): r for r in rows
+           if r["backend"] == "reference" and r["status"] == "ok" and r.get("median_ms")}
+    keyed: dict = {}
+    for r in rows:
+        base = ref.get((r["suite"], r["case"], r["precision"]))
+        if base is None or r is base or r["status"] != "ok" or not r.get("median_ms"):
+            continue
+        item = (base["median_ms"] / r["median_ms"],
+                bool(r.get("unreliable") or base.get("unreliable")))
+        for suite in (r["suite"], "all"):
+            keyed.setdefault((suite, r["precision"]), {}).setdefault(r["impl"], []).append(item)
+    out = []
+    for (suite, precision), impls in keyed.items():
+        for impl, items in impls.items():
+            out.append({"suite": suite, "precision": precision, "impl": impl,
+                        "geomean_speedup": metrics.geomean([v for v, _ in items]),
+                        "cases": len(items), "unreliable": sum(n for _, n in items)})
+    order = {name: i for i, name in enumerate(dict.fromkeys(r["suite"] for r in rows))}
+    order["all"] = len(order)
+    out.sort(key=lambda g: (order.get(g["suite"], 99), PRECISIONS.index(g["precision"]),
+                            g["impl"]))
     return out
 
 

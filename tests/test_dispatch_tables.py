@@ -223,6 +223,8 @@ def _cpu_rows():
         rows.append(_row(case, "torch", 0.1))                      # never in a table
     rows.append(_row(dw, "reference:direct", 0.01))                # never in a table
     rows.append(_row(dense, "cpu:direct", None, status="WRONG"))   # a second, WRONG, row
+    rows.append(_row(dense, "cpu:auto", 0.01))         # the runner's auto rows: not algorithms
+    rows.append(_row(dense, "cpu:autotune", 0.01))
     gone = suites.Case("gone", "old_case", "conv2d", (1, 2, 5, 5), (2, 2, 3, 3))
     rows.append(_row(gone, "cpu:im2col", 1.0))
     rows.append(_row(_case("cpu", "resnet50/conv1"), "cpu:im2col", 1.0,
