@@ -51,7 +51,7 @@ class Backend:
 class Algorithm:
     backend: str
     name: str                   # what `algorithm=` takes
-    family: str                 # "direct", "im2col", "implicit", "im2col_cublas"
+    family: str                 # "direct", "im2col", "implicit", "im2col_cublas", "fft"
     version: int                # see the module docstring
     dtypes: tuple[np.dtype, ...]
     kernel: str                 # where its kernel lives, from the repository root
@@ -97,6 +97,9 @@ ALGORITHMS: tuple[Algorithm, ...] = (
               "column matrix, then one batched BLAS matmul (exact int64 for integers)"),
     Algorithm("cpu", "direct", "direct", 0, SUPPORTED_DTYPES, "conv/backend/cpu/direct.py",
               "numba-parallel unit-stride axpys over the phase layout, a task per output plane"),
+    Algorithm("cpu", "fft", "fft", 0, _INEXACT, "conv/backend/cpu/fft.py",
+              "overlap-save FFT tiles, the channel reduction as a complex matmul per frequency: "
+              "for long kernels"),
     Algorithm("cupy", "direct_naive", "direct", 0, SUPPORTED_DTYPES,
               "kernels/cuda/conv2d_direct.cu", "one thread per output"),
     Algorithm("cupy", "direct", "direct", 1, SUPPORTED_DTYPES, "kernels/cuda/conv2d_direct.cu",

@@ -156,17 +156,29 @@ def refused_by_pytorch(dtype, kwargs) -> bool:
 
 
 # Every host (backend, algorithm) pair (conv.registry lists them in this order); "implicit"
-# computes floating-point dtypes only.
-HOST_ALGORITHMS = [("cpu", "implicit"), ("cpu", "im2col"), ("cpu", "direct"), ("reference", "direct")]
+# computes floating-point dtypes only, "fft" floating-point and complex ones.
+HOST_ALGORITHMS = [("cpu", "implicit"), ("cpu", "im2col"), ("cpu", "direct"), ("cpu", "fft"),
+                   ("reference", "direct")]
 CPU_ALGORITHMS = [a for b, a in HOST_ALGORITHMS if b == "cpu"]
 
 
 def refused_by_algorithm(algorithm, dtype) -> bool:
-    """cpu:implicit raises TypeError for complex and integer inputs (implicit_refusal says how)."""
-    return algorithm == "implicit" and np.dtype(dtype).kind not in "f"
+    """cpu:implicit raises TypeError for complex and integer inputs, cpu:fft for integer inputs
+    (algorithm_refusal says how)."""
+    kind = np.dtype(dtype).kind
+    return (algorithm == "implicit" and kind not in "f") or (algorithm == "fft" and kind in "iu")
 
 
 def implicit_refusal(dtype) -> str:
     """The TypeError message of cpu:implicit for an input of `dtype` it has no kernel for."""
     return (f"cpu algorithm 'implicit' has no kernels for dtype {np.dtype(dtype)} "
             f"(supported: float16, float32, float64)")
+
+
+def algorithm_refusal(algorithm, dtype) -> str:
+    """The TypeError message of a CPU algorithm refusing an input of `dtype`."""
+    if algorithm == "implicit":
+        return implicit_refusal(dtype)
+    assert algorithm == "fft", algorithm
+    return (f"cpu algorithm 'fft' has no kernels for dtype {np.dtype(dtype)} "
+            f"(supported: float16, float32, float64, complex64, complex128)")

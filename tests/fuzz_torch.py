@@ -76,9 +76,10 @@ NO_DILATED_KERNEL = ("int8", "int16", "int32", "uint8")
 # Memory layouts an argument can arrive in (see `materialise`).
 LAYOUTS = ("contiguous", "fortran", "negative", "slice", "transposed", "readonly", "bigendian",
            "unaligned", "broadcast")
-# (backend, algorithm) pairs of the host; "implicit" computes floating point only.
+# (backend, algorithm) pairs of the host; "implicit" computes floating point only, "fft" floating
+# point and complex.
 HOST_PATHS = (("cpu", "auto"), ("cpu", "implicit"), ("cpu", "im2col"), ("cpu", "direct"),
-              ("reference", "auto"))
+              ("cpu", "fft"), ("reference", "auto"))
 
 OK = "ok"
 FAILURE_KINDS = ("wrong_values", "wrong_shape", "wrong_dtype", "input_modified", "crashed",
@@ -599,7 +600,8 @@ def valid_calls(draw) -> Call:
     layout = st.sampled_from(LAYOUTS)
     has_bias = draw(st.booleans())
     kind = np.dtype(dtype).kind
-    paths = [p for p in HOST_PATHS if not (p[1] == "implicit" and kind != "f")]
+    paths = [p for p in HOST_PATHS if not (p[1] == "implicit" and kind != "f")
+             and not (p[1] == "fft" and kind in "iu")]
     backend, algorithm = draw(st.sampled_from(paths))
     dil = _int_form(draw, dilation, nsp)
     # torch.nn.Conv*d zips 1-element tuples with the kernel size (its 'same' padding then covers

@@ -1,5 +1,5 @@
-"""Every backend on the host (reference, cpu:implicit, cpu:im2col, cpu:direct) against the float64 reference, over
-the shared grid and every dtype."""
+"""Every backend on the host (reference, cpu:implicit, cpu:im2col, cpu:direct, cpu:fft) against the float64
+reference, over the shared grid and every dtype."""
 import re
 
 import numpy as np
@@ -12,8 +12,8 @@ from tests._helpers import (
     CPU_ALGORITHMS,
     FLOAT_AND_COMPLEX,
     HOST_ALGORITHMS,
+    algorithm_refusal,
     assert_matches_reference,
-    implicit_refusal,
     make_operands,
     refused_by_algorithm,
     refused_by_pytorch,
@@ -38,7 +38,7 @@ def test_grid(case, dtype, backend, algorithm, rng):
             getattr(conv, op)(x, w, b, backend=backend, algorithm=algorithm, **kwargs)
         return
     if refused_by_algorithm(algorithm, dtype):
-        with pytest.raises(TypeError, match=re.escape(implicit_refusal(dtype))):
+        with pytest.raises(TypeError, match=re.escape(algorithm_refusal(algorithm, dtype))):
             getattr(conv, op)(x, w, b, backend=backend, algorithm=algorithm, **kwargs)
         return
     assert_matches_reference(op, x, w, b, backend=backend, algorithm=algorithm, **kwargs)

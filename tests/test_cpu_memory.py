@@ -24,7 +24,12 @@ SLACK = 1 << 20
 ALL_DTYPES = ["float16", "float32", "float64", "complex64", "complex128",
               "int8", "int16", "int32", "int64", "uint8"]
 FLOAT_DTYPES = ["float16", "float32", "float64"]
-CPU_ALGORITHMS = [a.name for a in conv.registry.algorithms("cpu")]      # implicit, im2col, direct
+CPU_ALGORITHMS = [a.name for a in conv.registry.algorithms("cpu")]  # implicit, im2col, direct, fft
+
+
+def _takes(algorithm: str, dtype) -> bool:
+    """Whether the CPU algorithm has kernels for dtype (implicit: floats; fft: floats, complex)."""
+    return np.dtype(dtype) in conv.registry.algorithm("cpu", algorithm).dtypes
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +109,7 @@ def test_huge_padding_is_not_materialised(stride, limit, rng):
     x, w, b = make_operands(rng, (1, 1, 4, 4), (1, 1, 3, 3), "int8", bias=True)
     limit(LIMIT)
     assert _unchunked_would_exceed("conv2d", x, w, b, "im2col", {"padding": 6000, "stride": stride})
-    for algorithm in CPU_ALGORITHMS[1:]:
+    for algorithm in [a for a in CPU_ALGORITHMS if _takes(a, "int8")]:
         out = _assert_bounded("conv2d", x, w, b, algorithm, padding=6000, stride=stride)
         assert out.shape == (1, 1, 2, 2)
         # Output (i, j) reads padded rows/columns i*stride + 0..2: input i*stride - 6000 + 0..2.
@@ -126,6 +131,12 @@ DILATED = ((1, 2, 40, 40), (3, 2, 3, 3), {"dilation": 700, "padding": 700})   # 
 PADDED = ((1, 2, 24, 24), (3, 2, 3, 3), {"padding": 1500, "stride": 500})      # padded copy 3024^2
 LARGE = ((1, 4, 1100, 1100), (2, 4, 3, 3), {"padding": 1})                     # int64 layout 38 MB
 LARGE_DEPTHWISE = ((1, 4, 1100, 1100), (4, 1, 3, 3), {"padding": 1, "groups": 4})
+# fft: the weight spectrum of a long dilated kernel alone exceeds the limit (64 x 64 kernels of
+# 509 taps: at least 64*64*256 complex frequencies), so even one output's chunk splits the kernel;
+# fft never copies zero padding, so the padded case pads by replication.
+LONG_KERNEL = ((1, 64, 1, 400), (64, 64, 1, 128), {"dilation": 4, "padding": (0, 254)})
+PADDED_REPLICATE = ((1, 2, 24, 24), (3, 2, 3, 3), {"padding": 1500, "stride": 500,
+                                                   "padding_mode": "replicate"})
 
 MATRIX = (
     [("implicit", dt, DILATED) for dt in FLOAT_DTYPES]
@@ -133,6 +144,8 @@ MATRIX = (
     + [("direct", dt, DILATED) for dt in FLOAT_DTYPES + ["complex64", "complex128", "int64"]]
     + [("direct", dt, LARGE) for dt in ["int8", "int16", "int32", "uint8"]]
     + [("direct", dt, LARGE_DEPTHWISE) for dt in ["int8", "float16"]]
+    + [("fft", "float32", LONG_KERNEL)]
+    + [("fft", dt, PADDED_REPLICATE) for dt in ["float16", "float64", "complex64"]]
 )
 
 
@@ -196,9 +209,11 @@ def test_chunked_results_match_reference(name, dtype, workspace, limit, rng):
     x, w, b = make_operands(rng, xs, ws, dtype, bias=True)
     limit(workspace)
     for algorithm in CPU_ALGORITHMS:
-        if algorithm == "implicit" and dtype[0] != "f":
+        if not _takes(algorithm, dtype):
             continue
-        if workspace < LIMITS[-1]:      # the largest limit leaves some small calls whole
+        # The largest limit leaves some small calls whole; fft (zero padding never copied, tiles
+        # as small as the kernel) fits 4 KiB on some of these: the 1-byte limit chunks it.
+        if workspace < LIMITS[-1] and (algorithm != "fft" or workspace == 1):
             assert _unchunked_would_exceed(op, x, w, b, algorithm, kwargs)
         assert_matches_reference(op, x, w, b, backend="cpu", algorithm=algorithm, **kwargs)
         assert_matches_reference(op, x, w, None, backend="cpu", algorithm=algorithm, **kwargs)
@@ -209,8 +224,9 @@ def test_huge_dilation_splits_the_kernel(name, limit, rng):
     op, xs, ws, kwargs = CHUNK_CASES[name]
     x, w, _ = make_operands(rng, xs, ws, "float32")
     limit(64 << 10)
-    # im2col reads the input through a strided view: one output's columns are tiny, whole kernel.
-    for algorithm in ("implicit", "direct"):
+    # im2col reads the input through a strided view: one output's columns are tiny, whole kernel;
+    # fft's weight spectrum spans the dilated kernel.
+    for algorithm in ("implicit", "direct", "fft"):
         chunks = _chunks(op, x, w, None, algorithm, kwargs)
         assert chunks is not None, algorithm
         assert chunks.kernel_rows < ws[2] if op == "conv2d" else chunks.kernel_cols < ws[-1], \

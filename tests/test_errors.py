@@ -332,8 +332,9 @@ ERRORS = [
      "array), not list"),
     ("unknown-backend", lambda: conv.conv1d(a(1, 1, 3), a(1, 1, 1), backend="tpu"), ValueError,
      "unknown backend 'tpu'; expected 'auto' or one of ['reference', 'cpu', 'cupy', 'numba']"),
-    ("unknown-algorithm", lambda: conv.conv1d(a(1, 1, 3), a(1, 1, 1), algorithm="fft"), ValueError,
-     "backend 'cpu' has no algorithm 'fft'; expected 'auto' or one of ['implicit', 'im2col', 'direct']"),
+    ("unknown-algorithm", lambda: conv.conv1d(a(1, 1, 3), a(1, 1, 1), algorithm="fast"), ValueError,
+     "backend 'cpu' has no algorithm 'fast'; expected 'auto' or one of ['implicit', 'im2col', 'direct', "
+     "'fft']"),
 ]
 
 
@@ -421,7 +422,7 @@ HUGE_STRIDES = [2**62, (1, 2**62), 2**63 - 1]
 def test_huge_stride_computes(backend, algorithm, dtype, stride, rng, monkeypatch):
     # PyTorch accepts any stride below 2**63; past the input it reads one window per dimension.
     if refused_by_algorithm(algorithm, dtype):
-        pytest.skip("cpu:implicit computes floating point only")
+        pytest.skip("cpu:implicit computes floating point only, cpu:fft no integers")
     _poison_cpu_output(monkeypatch)
     x, w, b = make_operands(rng, (2, 3, 5, 6), (4, 3, 3, 2), dtype, bias=True)
     sane = tuple(7 if s > 1 else 1 for s in np.broadcast_to(np.array(stride, dtype=object), 2))
@@ -469,7 +470,7 @@ EMPTY_ACCEPTED = [
 @pytest.mark.parametrize("backend,algorithm", HOST_ALGORITHMS)
 def test_empty_inputs_skip_the_backend_checks(backend, algorithm, xs, ws, xdt, wdt, kwargs, shape):
     if refused_by_algorithm(algorithm, xdt):
-        pytest.skip("cpu:implicit computes floating point only")
+        pytest.skip("cpu:implicit computes floating point only, cpu:fft no integers")
     op = "conv1d" if len(xs) == 3 else "conv2d"
     out = getattr(conv, op)(a(*xs, dtype=xdt), a(*ws, dtype=wdt), backend=backend,
                             algorithm=algorithm, **kwargs)
@@ -574,7 +575,7 @@ def _huge_arguments(big):
 
 
 @pytest.mark.parametrize("big", [2**31, 2**40, 2**62 - 1, 2**63 - 1])
-@pytest.mark.parametrize("algorithm", ["auto", "im2col", "direct", "implicit"])
+@pytest.mark.parametrize("algorithm", ["auto", "im2col", "direct", "implicit", "fft"])
 def test_huge_parameters_compute_or_refuse_cleanly(big, algorithm):
     # The call either computes (PyTorch's result: the differential tests) or refuses with
     # ValueError/MemoryError (an output or padded copy no machine holds), never OverflowError or
@@ -585,7 +586,7 @@ def test_huge_parameters_compute_or_refuse_cleanly(big, algorithm):
                 ("conv1d",) + make_operands(("huge", big, 1), (2, 2, 6), (3, 2, 3), "float64")[:2])
     for op, x, w in operands:
         for dtype in ("float32", "int64"):
-            if algorithm == "implicit" and dtype == "int64":
+            if algorithm in ("implicit", "fft") and dtype == "int64":
                 continue
             for kwargs in _huge_arguments(big):
                 if op == "conv1d":

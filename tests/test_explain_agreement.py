@@ -31,7 +31,7 @@ SPECS = {
                         dict(stride=2, padding=(2, 1), padding_mode="reflect")),
 }
 
-UNKNOWN = "fft"
+UNKNOWN = "no_such_algorithm"     # a name no backend will ever have
 BACKENDS = ("auto",) + tuple(conv.plan.BACKEND_NAMES)
 
 

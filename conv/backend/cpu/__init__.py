@@ -7,6 +7,9 @@ entry points. Where each algorithm lives (conv/registry.py has their rows and th
                multiply by the weights with BLAS. Pointwise convs skip the columns.
   direct.py    "direct": numba-parallel loops over (n, k) output planes: the padded input split
                into its stride phases (layout.py), one long unit-stride axpy per (channel, tap).
+  fft.py       "fft": floats and complex. Overlap-save tiles, real FFTs (scipy.fft with the
+               backend's threads, else numpy.fft), the channel reduction as one batched complex
+               matmul per frequency: for long kernels.
   chunks.py    what each algorithm allocates, and the chunking of calls that exceed the cap.
 Memory: every algorithm allocates at most the output plus the workspace limit
 (`conv.set_workspace_limit(nbytes, "cpu")`, env CONV_CPU_WORKSPACE_BYTES, default 64 MiB) plus a
@@ -53,6 +56,9 @@ def plan_workspace(spec: ConvSpec, algorithm: str, x) -> tuple[int, object, str]
     note = "" if chunking is None else (
         f"its workspace would exceed the {_limit.get()}-byte cap: it runs as "
         f"{chunking.count(spec)} chunks")
+    if algorithm == "fft" and chunking is None:
+        from .fft import describe
+        note = describe(spec, x.dtype, _limit.get())
     return nbytes, chunking, note
 
 
@@ -106,6 +112,9 @@ def _compute(x4: np.ndarray, w: np.ndarray, b, out: np.ndarray, spec: ConvSpec,
         if algorithm == "direct":
             from .direct import direct_conv
             direct_conv(x4, w, out, spec, _scratch)
+        elif algorithm == "fft":
+            from .fft import fft_conv
+            fft_conv(x4, w, out, spec, _scratch, numba_threads(), _limit.get())
         else:
             from .im2col import im2col_gemm
             im2col_gemm(pad_input(x4, spec), w, out, spec, _scratch)

@@ -20,10 +20,15 @@ from ..._workspace import Chunks, plan_chunks
 # time), and the compute-dtype output when it is not the output's dtype.
 
 def _algorithm_workspace(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, contiguous: bool,
-                         threads: int, borders: bool = False, in_place: bool = False) -> int:
+                         threads: int, borders: bool = False, in_place: bool = False,
+                         limit: int = 0) -> int:
     """Bytes `_compute` allocates for spec on an input of x_dtype (contiguous or not). borders:
     the zero padding is there although spec.pad is zero (the chunk estimates pass spec.h/w as
-    the padded size)."""
+    the padded size). limit: the cap, which sizes fft's batches of tiles."""
+    if algorithm == "fft":
+        # Zero padding is never materialised (borders cost nothing); its own estimate.
+        from .fft import workspace
+        return workspace(spec, x_dtype, limit)
     cdt = compute_dtype(spec.dtype)
     ci, xi = cdt.itemsize, np.dtype(x_dtype).itemsize
     top, bottom, left, right = spec.pad
@@ -69,18 +74,19 @@ def plan_workspace(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, contiguous
     """(workspace bytes, chunks) of a call: chunks None when the whole call's workspace is within
     the limit (it runs at once), else the chunking (conv/_workspace.py's policy) and the
     workspace of one chunk."""
-    whole = _whole_workspace(spec, algorithm, x_dtype, contiguous, threads)
+    whole = _whole_workspace(spec, algorithm, x_dtype, contiguous, threads, limit)
     if whole <= limit:
         return whole, None
     n, _, p, q = spec.output_shape_4d
     chunks = plan_chunks(Chunks(n, p, q, spec.r, spec.s),
-                         lambda c: _chunk_workspace(spec, algorithm, x_dtype, threads, c) <= limit,
+                         lambda c: _chunk_workspace(spec, algorithm, x_dtype, threads, c,
+                                                    limit) <= limit,
                          split_columns_and_kernel=True)
-    return _chunk_workspace(spec, algorithm, x_dtype, threads, chunks), chunks
+    return _chunk_workspace(spec, algorithm, x_dtype, threads, chunks, limit), chunks
 
 
 def _whole_workspace(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, contiguous: bool,
-                     threads: int) -> int:
+                     threads: int, limit: int = 0) -> int:
     """Bytes the whole call at once allocates beyond its output."""
     cdt = compute_dtype(spec.dtype)
     ws = 0
@@ -98,7 +104,8 @@ def _whole_workspace(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, contiguo
         # (int64 offsets, which an absurd padding or dilation would overflow) worth building.
         if layout == spec.n * spec.c * spec.h * spec.w:
             in_place = _plan(spec, tile_columns(cdt), threads).in_place
-    ws += _algorithm_workspace(spec, algorithm, x_dtype, contiguous, threads, in_place=in_place)
+    ws += _algorithm_workspace(spec, algorithm, x_dtype, contiguous, threads, in_place=in_place,
+                               limit=limit)
     return ws
 
 
@@ -124,7 +131,7 @@ def _axis_extent(outputs: int, taps: int, stride: int, dilation: int) -> tuple[i
 
 
 def _chunk_workspace(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, threads: int,
-                     chunks: Chunks) -> int:
+                     chunks: Chunks, limit: int = 0) -> int:
     nb, pb, qb, rb, sb = chunks
     cdt = compute_dtype(spec.dtype)
     rows, stride_h, side_h = _axis_extent(pb, rb, spec.stride[0], spec.dilation[0])
@@ -135,7 +142,7 @@ def _chunk_workspace(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, threads:
     # The gathered copy (plus gather_padded's one-image temporary), or a view.
     ws = nb * spec.c * rows * cols * np.dtype(x_dtype).itemsize * (nb + 1) // nb if gathered else 0
     ws += _algorithm_workspace(piece, algorithm, x_dtype, False, threads,
-                               borders=not gathered and any(spec.pad))
+                               borders=not gathered and any(spec.pad), limit=limit)
     split_kernel = rb < spec.r or sb < spec.s
     ws += nb * spec.k * pb * qb * cdt.itemsize * (2 if split_kernel else 1)
     ws += spec.k * spec.c_per_group * rb * sb * cdt.itemsize
