@@ -589,7 +589,6 @@ def geomeans(rows: list[dict]) -> list[dict]:
     for each implementation, for what algorithm='auto' picks ("auto"), and for the best of ours per
     case ("best"; the NumPy reference excluded). Suite "all" pools every suite. "unreliable":
     how many of the ratios come from a row flagged for interference (ratio_unreliable)."""
-    out = []
     keyed: dict = {}
     for row in rows:
         if row["backend"] == TORCH or not row.get("ratio"):
@@ -610,15 +609,22 @@ def geomeans(rows: list[dict]) -> list[dict]:
     for (suite, case, precision), item in best.items():
         for s in (suite, "all"):
             keyed.setdefault((s, precision), {}).setdefault("best", []).append(item)
+    return _geomean_table(keyed, rows, "geomean_ratio", last=("auto", "best"))
+
+
+def _geomean_table(keyed: dict, rows: list[dict], field: str, last=()) -> list[dict]:
+    """keyed: (suite, precision) -> impl -> [(value, unreliable)] -> one geomean row each, in the
+    suites' order ("all" last), then by precision, the `last` implementations after the others."""
+    out = []
     for (suite, precision), impls in keyed.items():
         for impl, items in impls.items():
             out.append({"suite": suite, "precision": precision, "impl": impl,
-                        "geomean_ratio": metrics.geomean([v for v, _ in items]),
+                        field: metrics.geomean([v for v, _ in items]),
                         "cases": len(items), "unreliable": sum(n for _, n in items)})
     order = {name: i for i, name in enumerate(dict.fromkeys(r["suite"] for r in rows))}
     order["all"] = len(order)
     out.sort(key=lambda g: (order.get(g["suite"], 99), PRECISIONS.index(g["precision"]),
-                            g["impl"] in ("auto", "best"), g["impl"]))
+                            g["impl"] in last, g["impl"]))
     return out
 
 
@@ -660,17 +666,7 @@ def geomeans_vs_reference(rows: list[dict]) -> list[dict]:
                 bool(r.get("unreliable") or base.get("unreliable")))
         for suite in (r["suite"], "all"):
             keyed.setdefault((suite, r["precision"]), {}).setdefault(r["impl"], []).append(item)
-    out = []
-    for (suite, precision), impls in keyed.items():
-        for impl, items in impls.items():
-            out.append({"suite": suite, "precision": precision, "impl": impl,
-                        "geomean_speedup": metrics.geomean([v for v, _ in items]),
-                        "cases": len(items), "unreliable": sum(n for _, n in items)})
-    order = {name: i for i, name in enumerate(dict.fromkeys(r["suite"] for r in rows))}
-    order["all"] = len(order)
-    out.sort(key=lambda g: (order.get(g["suite"], 99), PRECISIONS.index(g["precision"]),
-                            g["impl"]))
-    return out
+    return _geomean_table(keyed, rows, "geomean_speedup")
 
 
 # ------------------------------------------------------------------------------ auto versus best
