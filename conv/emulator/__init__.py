@@ -11,15 +11,25 @@ header for the scheduler), with block-shared memory poisoned at each block's sta
 that change between runs (schedule "forward", "reverse", "shuffled" with a seed), the launch
 limits cuLaunchKernel enforces, and, with asan=True (in a process that preloads AddressSanitizer:
 `asan_environment()`), every out-of-bounds access to global or shared memory. It does not model
-timing, warps' lockstep execution beyond __syncwarp/__shfl_sync, memory coherence between blocks
+timing, warps' lockstep execution beyond the warp rendezvous (__syncwarp, __shfl_sync, mma.sync,
+ldmatrix), when an in-flight cp.async lands (always at the wait), memory coherence between blocks
 or float32 flush-to-zero (CuPy compiles with -ftz=true: results on subnormal inputs may differ).
 
 Loading a source: two mechanical rewrites, nothing else. Each `__shared__ T name[...];` becomes
-CONV_EMU_SHARED(T, name, [...]) (block-shared storage from the emulator), and each inline PTX
+CONV_EMU_SHARED(T, name, [...]) (block-shared storage from the emulator; with `__align__(N)`
+before or after `__shared__`, CONV_EMU_SHARED_ALIGNED(T, name, [...], N)), and each inline PTX
 statement `asm("insn %0, %1;" : "=f"(d) : "h"(a))` becomes a call of the emulated instruction,
-conv_emu_ptx_insn(d, a) (an instruction without an emulation is refused by name). Modules are
-cached on disk (CONV_EMULATOR_CACHE, default ~/.cache/conv/emulator) by a hash of everything that
-goes into them.
+conv_emu_ptx_insn(d, a) (an instruction without an emulation is refused by name). One instruction
+per statement; its text may be several adjacent string literals; its operands, in PTX order, are
+`%N` references (plain, inside a vector `{%0, %1}` or a memory operand `[%2]`, each mapped to the
+C++ expression of operand N) and integer immediates (passed as they are), so
+`asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" :: "r"(d), "l"(s), "r"(n))` becomes
+conv_emu_ptx_cp_async_ca(d, s, 16, n). Modules are cached on disk (CONV_EMULATOR_CACHE, default
+~/.cache/conv/emulator) by a hash of everything that goes into them.
+
+`source_module(text)` builds any kernel text (its `#include "x.cuh"` of kernels/cuda pasted as
+the backend pastes them) and returns a Module to launch its entry points: the tests of the
+emulated instructions use it (tests/test_emulated_ptx.py).
 """
 from __future__ import annotations
 
@@ -43,15 +53,37 @@ _CXXFLAGS = ("-std=c++17", "-O1", "-fPIC", "-shared", "-fno-strict-aliasing", "-
 _ASAN_FLAGS = ("-fsanitize=address", "-fno-omit-frame-pointer", "-DCONV_EMU_ASAN", "-g")
 
 # PTX instructions with an emulation in cuda_emulator.h: mnemonic -> function.
+# (kernels/cuda/tensor_core.cuh wraps the tensor-core and async-copy ones; cuda_emulator.h says
+# how each is emulated, with the PTX ISA section it follows.)
 PTX_INSTRUCTIONS = {
     "cvt.f32.f16": "conv_emu_ptx_cvt_f32_f16",
     "cvt.rn.f16.f32": "conv_emu_ptx_cvt_rn_f16_f32",
+    "cvt.rna.tf32.f32": "conv_emu_ptx_cvt_rna_tf32_f32",
+    "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32": "conv_emu_ptx_mma_m16n8k8_tf32",
+    "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32": "conv_emu_ptx_mma_m16n8k16_f16",
+    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32": "conv_emu_ptx_mma_m16n8k16_bf16",
+    "ldmatrix.sync.aligned.m8n8.x1.shared.b16": "conv_emu_ptx_ldmatrix_x1",
+    "ldmatrix.sync.aligned.m8n8.x2.shared.b16": "conv_emu_ptx_ldmatrix_x2",
+    "ldmatrix.sync.aligned.m8n8.x4.shared.b16": "conv_emu_ptx_ldmatrix_x4",
+    "ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16": "conv_emu_ptx_ldmatrix_x1_trans",
+    "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16": "conv_emu_ptx_ldmatrix_x2_trans",
+    "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16": "conv_emu_ptx_ldmatrix_x4_trans",
+    "cp.async.ca.shared.global": "conv_emu_ptx_cp_async_ca",     # [dst], [src], cp-size{, src-size}
+    "cp.async.cg.shared.global": "conv_emu_ptx_cp_async_cg",
+    "cp.async.commit_group": "conv_emu_ptx_cp_async_commit_group",
+    "cp.async.wait_group": "conv_emu_ptx_cp_async_wait_group",
+    "cp.async.wait_all": "conv_emu_ptx_cp_async_wait_all",
 }
 
-_SHARED = re.compile(r"__shared__\s+([A-Za-z_][\w:<>, ]*?)\s+([A-Za-z_]\w*)\s*((?:\[[^\]\n]+\])+)"
-                     r"\s*;")
-_ASM = re.compile(r'asm\s*(?:volatile\s*)?\(\s*"([^"]*)"\s*((?::[^;]*?)?)\)\s*;')
+_ALIGN = r"(?:__align__\s*\(\s*(\d+)\s*\)\s+)?"
+_SHARED = re.compile(_ALIGN + r"__shared__\s+" + _ALIGN +
+                     r"([A-Za-z_][\w:<>, ]*?)\s+([A-Za-z_]\w*)\s*((?:\[[^\]\n]+\])+)\s*;")
+_STRING = r'"(?:[^"\\\n]|\\.)*"'
+_ASM = re.compile(r'\basm\s*(?:volatile\s*|__volatile__\s*)?\(\s*((?:' + _STRING +
+                  r'\s*)+)((?::[^;]*?)?)\)\s*;')
 _OPERAND = re.compile(r'"[=+&]*\w+"\s*\(([^()]*(?:\([^()]*\)[^()]*)*)\)')
+_COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
+_IMMEDIATE = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|\d+)[uU]?")
 _PARAMS = re.compile(r"#define CONV_\w+_PARAMS\(T\)((?:[^\n]*\\\n)*[^\n]*)")
 
 
@@ -88,27 +120,56 @@ def availability() -> tuple[bool, str]:
     return True, f"{cxx}"
 
 
+def _asm_text(literals: str) -> str:
+    """The instruction text of an asm statement's adjacent string literals, escapes resolved."""
+    body = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', literals))
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
+
+
 def _translate_asm(match: re.Match) -> str:
-    text, operands = match.group(1).strip(), match.group(2)
-    insn, _, rest = text.partition(" ")
-    insn = insn.rstrip(";")
+    text, operands = _asm_text(match.group(1)).strip(), match.group(2)
+    statements = [t.strip() for t in text.split(";") if t.strip()]
+    if len(statements) != 1:
+        raise EmulatorError(f"inline PTX {text!r}: the emulator rewrites one instruction per asm "
+                            f"statement")
+    insn, rest = (statements[0].split(None, 1) + [""])[:2]
     if insn not in PTX_INSTRUCTIONS:
         raise EmulatorError(f"inline PTX instruction {insn!r} has no emulation "
                             f"(conv/emulator/cuda_emulator.h)")
     exprs = [e.strip() for e in _OPERAND.findall(operands)]
-    order = [int(n) for n in re.findall(r"%(\d+)", rest)]
-    if sorted(order) != list(range(len(exprs))):
-        raise EmulatorError(f"cannot map the operands of {text!r}")
-    return f"{PTX_INSTRUCTIONS[insn]}({', '.join(exprs[i] for i in order)});"
+    args, used = [], set()
+    # Vector braces and memory brackets only group operands: flatten them, in PTX order.
+    for token in re.sub(r"[{}\[\]]", " ", rest).split(","):
+        token = token.strip()
+        ref = re.fullmatch(r"%(\d+)", token)
+        if ref and int(ref.group(1)) < len(exprs):
+            args.append(exprs[int(ref.group(1))])
+            used.add(int(ref.group(1)))
+        elif _IMMEDIATE.fullmatch(token):
+            args.append(token)
+        elif token or rest.strip():
+            raise EmulatorError(f"cannot map the operand {token!r} of {text!r} (the emulator "
+                                f"takes %N operands, {{vectors}}, [addresses] without offsets "
+                                f"and integer immediates)")
+    if used != set(range(len(exprs))):
+        raise EmulatorError(f"cannot map the operands of {text!r}: operand(s) "
+                            f"{sorted(set(range(len(exprs))) - used)} unused")
+    return f"{PTX_INSTRUCTIONS[insn]}({', '.join(args)});"
+
+
+def _translate_shared(m: re.Match) -> str:
+    align = m.group(1) or m.group(2)
+    if align:
+        return f"CONV_EMU_SHARED_ALIGNED({m.group(3)}, {m.group(4)}, {m.group(5)}, {align});"
+    return f"CONV_EMU_SHARED({m.group(3)}, {m.group(4)}, {m.group(5)});"
 
 
 def translate(text: str) -> str:
     """The source with its __shared__ declarations and inline PTX rewritten (module docstring)."""
-    text = _SHARED.sub(lambda m: f"CONV_EMU_SHARED({m.group(1)}, {m.group(2)}, {m.group(3)});",
-                       text)
-    if "__shared__" in text:
+    text = _SHARED.sub(_translate_shared, text)
+    if "__shared__" in _COMMENTS.sub("", text):     # one left that is code, not a comment
         raise EmulatorError("a __shared__ declaration the emulator cannot rewrite (only "
-                            "'__shared__ T name[dims];' is supported)")
+                            "'__shared__ [__align__(N)] T name[dims];' is supported)")
     return _ASM.sub(_translate_asm, text)
 
 
@@ -161,10 +222,16 @@ def _compiler_version(cxx: str) -> str:
 def build(source: str, options: tuple[str, ...], asan: bool = False) -> pathlib.Path:
     """The shared library of kernels/cuda/<source> compiled with `options` (cached)."""
     from conv.backend.cupy.sources import kernel_source
+    return _build_text(source, kernel_source(source, _replaced.get(source)), options, asan)
+
+
+def _build_text(source: str, text: str, options: tuple[str, ...], asan: bool) -> pathlib.Path:
+    """The shared library of the self-contained kernel text `text` (named `source` in messages
+    and the cache), translated and compiled with `options` (cached)."""
     cxx = compiler()
     if cxx is None:
         raise EmulatorError(availability()[1])
-    text = translate(kernel_source(source, _replaced.get(source)))
+    text = translate(text)
     flags = list(_CXXFLAGS) + (list(_ASAN_FLAGS) if asan else []) + _cxx_options(options)
     header = header_path()
     key = hashlib.sha256("\0".join([text, header.read_text(), " ".join(flags),
@@ -225,6 +292,16 @@ def _load(path: pathlib.Path) -> Module:
 
 def module(source: str, options: tuple[str, ...], asan: bool = False) -> Module:
     return _load(build(source, options, asan))
+
+
+def source_module(text: str, options: tuple[str, ...] = ("--std=c++17",), *,
+                  name: str = "test_kernel.cu", asan: bool = False) -> Module:
+    """A Module built from the kernel text `text` (not a file of kernels/cuda): its
+    `#include "x.cuh"` lines replaced by those files of kernels/cuda, as the backend's sources
+    are, then translated and compiled with `options` (NVRTC-style: -D and --std). For tests of
+    the emulator and of device helpers; `name` names it in messages and in the cache."""
+    from conv.backend.cupy.sources import kernel_source
+    return _load(_build_text(name, kernel_source(name, text), options, asan))
 
 
 def execute(step, schedule: str = "forward", seed: int = 0, asan: bool = False) -> None:
