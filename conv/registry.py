@@ -56,14 +56,18 @@ class Algorithm:
     dtypes: tuple[np.dtype, ...]
     kernel: str                 # where its kernel lives, from the repository root
     summary: str
+    # The error a spec of a supported dtype gets when the algorithm cannot compute it (shapes,
+    # strides, ...), or None; None for algorithms that compute every spec of their dtypes.
+    spec_refusal: Callable[[ConvSpec], Exception | None] | None = None
 
-    def refusal(self, spec: ConvSpec) -> TypeError | None:
-        """The TypeError a call of spec with this algorithm raises, or None."""
-        if spec.dtype in self.dtypes:
-            return None
-        names = ", ".join(d.name for d in self.dtypes)
-        return TypeError(f"{self.backend} algorithm {self.name!r} has no kernels for dtype "
-                         f"{spec.dtype} (supported: {names})")
+    def refusal(self, spec: ConvSpec) -> Exception | None:
+        """The error a call of spec with this algorithm raises, or None: a TypeError for a dtype
+        it has no kernels for, then whatever spec_refusal says of the spec itself."""
+        if spec.dtype not in self.dtypes:
+            names = ", ".join(d.name for d in self.dtypes)
+            return TypeError(f"{self.backend} algorithm {self.name!r} has no kernels for dtype "
+                             f"{spec.dtype} (supported: {names})")
+        return None if self.spec_refusal is None else self.spec_refusal(spec)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,12 @@ class AutoRule:
     algorithm: str
     reason: Callable[[ConvSpec], str]
     measured: str               # the benchmark run that measured it, or why none did
+
+
+def _winograd_refusal(spec: ConvSpec) -> Exception | None:
+    # Imported when first asked (the module imports numba; the registry must stay cheap).
+    from .backend.cpu.winograd import refusal
+    return refusal(spec)
 
 
 _HOST = (_arrays.NUMPY,)
@@ -100,6 +110,9 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm("cpu", "fft", "fft", 0, _INEXACT, "conv/backend/cpu/fft.py",
               "overlap-save FFT tiles, the channel reduction as a complex matmul per frequency: "
               "for long kernels"),
+    Algorithm("cpu", "winograd", "winograd", 0, _FLOATS, "conv/backend/cpu/winograd.py",
+              "Winograd F(4x4,3x3) / F(2x2,3x3) tiles, a micro-kernel GEMM per transform point: "
+              "stride-1 3x3 conv2d and 3-tap conv1d only", _winograd_refusal),
     Algorithm("cupy", "direct_naive", "direct", 0, SUPPORTED_DTYPES,
               "kernels/cuda/conv2d_direct.cu", "one thread per output"),
     Algorithm("cupy", "direct", "direct", 1, SUPPORTED_DTYPES, "kernels/cuda/conv2d_direct.cu",
@@ -228,17 +241,21 @@ def algorithm(backend: str, name: str) -> Algorithm:
                      f"{names}")
 
 
-_ELIGIBLE: dict[tuple[str, np.dtype], tuple[str, ...]] = {}
+# Per (backend, dtype): the rows with kernels for the dtype. Only those with a spec_refusal
+# are then asked about the spec itself, on every call (a cache keyed by spec would grow without
+# bound, and those checks are a few comparisons).
+_ELIGIBLE: dict[tuple[str, np.dtype], tuple[Algorithm, ...]] = {}
 
 
 def eligible(backend: str, spec: ConvSpec) -> tuple[str, ...]:
-    """The names of `backend`'s algorithms that have kernels for spec's dtype, in listed order."""
+    """The names of `backend`'s algorithms that can compute spec (kernels for its dtype, and no
+    refusal of the spec itself), in listed order."""
     key = (backend, spec.dtype)
-    names = _ELIGIBLE.get(key)
-    if names is None:
-        names = _ELIGIBLE[key] = tuple(a.name for a in ALGORITHMS
-                                       if a.backend == backend and spec.dtype in a.dtypes)
-    return names
+    rows = _ELIGIBLE.get(key)
+    if rows is None:
+        rows = _ELIGIBLE[key] = tuple(a for a in ALGORITHMS
+                                      if a.backend == backend and spec.dtype in a.dtypes)
+    return tuple(a.name for a in rows if a.spec_refusal is None or a.spec_refusal(spec) is None)
 
 
 def auto_algorithm(backend: str, spec: ConvSpec) -> tuple[Algorithm, str]:

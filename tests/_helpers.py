@@ -163,10 +163,13 @@ CPU_ALGORITHMS = [a for b, a in HOST_ALGORITHMS if b == "cpu"]
 
 
 def refused_by_algorithm(algorithm, dtype) -> bool:
-    """cpu:implicit raises TypeError for complex and integer inputs, cpu:fft for integer inputs
-    (algorithm_refusal says how)."""
+    """cpu:implicit and cpu:winograd raise TypeError for complex and integer inputs, cpu:fft for
+    integer inputs (algorithm_refusal says how). cpu:winograd also refuses, with a ValueError,
+    every spec but stride-1 dilation-1 3x3 conv2d and 3-tap conv1d: that depends on the spec,
+    not the dtype (winograd.refusal says it)."""
     kind = np.dtype(dtype).kind
-    return (algorithm == "implicit" and kind not in "f") or (algorithm == "fft" and kind in "iu")
+    return ((algorithm in ("implicit", "winograd") and kind not in "f")
+            or (algorithm == "fft" and kind in "iu"))
 
 
 def implicit_refusal(dtype) -> str:
@@ -179,6 +182,9 @@ def algorithm_refusal(algorithm, dtype) -> str:
     """The TypeError message of a CPU algorithm refusing an input of `dtype`."""
     if algorithm == "implicit":
         return implicit_refusal(dtype)
+    if algorithm == "winograd":
+        return (f"cpu algorithm 'winograd' has no kernels for dtype {np.dtype(dtype)} "
+                f"(supported: float16, float32, float64)")
     assert algorithm == "fft", algorithm
     return (f"cpu algorithm 'fft' has no kernels for dtype {np.dtype(dtype)} "
             f"(supported: float16, float32, float64, complex64, complex128)")

@@ -334,7 +334,7 @@ ERRORS = [
      "unknown backend 'tpu'; expected 'auto' or one of ['reference', 'cpu', 'cupy', 'numba']"),
     ("unknown-algorithm", lambda: conv.conv1d(a(1, 1, 3), a(1, 1, 1), algorithm="fast"), ValueError,
      "backend 'cpu' has no algorithm 'fast'; expected 'auto' or one of ['implicit', 'im2col', 'direct', "
-     "'fft']"),
+     "'fft', 'winograd']"),
 ]
 
 
@@ -575,7 +575,7 @@ def _huge_arguments(big):
 
 
 @pytest.mark.parametrize("big", [2**31, 2**40, 2**62 - 1, 2**63 - 1])
-@pytest.mark.parametrize("algorithm", ["auto", "im2col", "direct", "implicit", "fft"])
+@pytest.mark.parametrize("algorithm", ["auto", "im2col", "direct", "implicit", "fft", "winograd"])
 def test_huge_parameters_compute_or_refuse_cleanly(big, algorithm):
     # The call either computes (PyTorch's result: the differential tests) or refuses with
     # ValueError/MemoryError (an output or padded copy no machine holds), never OverflowError or
@@ -586,7 +586,7 @@ def test_huge_parameters_compute_or_refuse_cleanly(big, algorithm):
                 ("conv1d",) + make_operands(("huge", big, 1), (2, 2, 6), (3, 2, 3), "float64")[:2])
     for op, x, w in operands:
         for dtype in ("float32", "int64"):
-            if algorithm in ("implicit", "fft") and dtype == "int64":
+            if algorithm in ("implicit", "fft", "winograd") and dtype == "int64":
                 continue
             for kwargs in _huge_arguments(big):
                 if op == "conv1d":

@@ -10,6 +10,10 @@ entry points. Where each algorithm lives (conv/registry.py has their rows and th
   fft.py       "fft": floats and complex. Overlap-save tiles, real FFTs (scipy.fft with the
                backend's threads, else numpy.fft), the channel reduction as one batched complex
                matmul per frequency: for long kernels.
+  winograd.py  "winograd": float16/32/64, stride-1 dilation-1 3x3 conv2d and 3-tap conv1d only
+               (other specs: ValueError, from its registry row's spec_refusal). Winograd
+               F(4x4,3x3)/F(2x2,3x3) tiles (F(4,3)/F(2,3) for conv1d): numba input/output
+               transforms, one GEMM per transform point on implicit.py's LLVM micro-kernel.
   chunks.py    what each algorithm allocates, and the chunking of calls that exceed the cap.
 Memory: every algorithm allocates at most the output plus the workspace limit
 (`conv.set_workspace_limit(nbytes, "cpu")`, env CONV_CPU_WORKSPACE_BYTES, default 64 MiB) plus a
@@ -59,6 +63,9 @@ def plan_workspace(spec: ConvSpec, algorithm: str, x) -> tuple[int, object, str]
     if algorithm == "fft" and chunking is None:
         from .fft import describe
         note = describe(spec, x.dtype, _limit.get())
+    if algorithm == "winograd" and chunking is None:
+        from .winograd import describe
+        note = describe(spec, x.dtype, x.flags.c_contiguous, _limit.get())
     return nbytes, chunking, note
 
 
@@ -115,6 +122,9 @@ def _compute(x4: np.ndarray, w: np.ndarray, b, out: np.ndarray, spec: ConvSpec,
         elif algorithm == "fft":
             from .fft import fft_conv
             fft_conv(x4, w, out, spec, _scratch, numba_threads(), _limit.get())
+        elif algorithm == "winograd":
+            from .winograd import winograd_conv
+            winograd_conv(x4, w, out, spec, _scratch, _limit.get())
         else:
             from .im2col import im2col_gemm
             im2col_gemm(pad_input(x4, spec), w, out, spec, _scratch)

@@ -29,6 +29,11 @@ def _algorithm_workspace(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, cont
         # Zero padding is never materialised (borders cost nothing); its own estimate.
         from .fft import workspace
         return workspace(spec, x_dtype, limit)
+    if algorithm == "winograd":
+        # Padding of every mode is read through index maps (never materialised); its own
+        # estimate (input copy when not contiguous/compute dtype, U, batches of V and M).
+        from .winograd import workspace
+        return workspace(spec, x_dtype, contiguous, limit)
     cdt = compute_dtype(spec.dtype)
     ci, xi = cdt.itemsize, np.dtype(x_dtype).itemsize
     top, bottom, left, right = spec.pad
@@ -82,6 +87,10 @@ def plan_workspace(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, contiguous
                          lambda c: _chunk_workspace(spec, algorithm, x_dtype, threads, c,
                                                     limit) <= limit,
                          split_columns_and_kernel=True)
+    if algorithm == "winograd" and (chunks.kernel_rows, chunks.kernel_cols) != (spec.r, spec.s):
+        # Winograd's transforms are those of the whole 3x3 (3-tap) kernel: a piece of it would
+        # be a spec it refuses. Its smallest chunk keeps the kernel (one output), over the cap.
+        chunks = Chunks(1, 1, 1, spec.r, spec.s)
     return _chunk_workspace(spec, algorithm, x_dtype, threads, chunks, limit), chunks
 
 

@@ -1,0 +1,673 @@
+"""Winograd minimal filtering on the host (algorithm "winograd", version 0, the only one): Lavin &
+Gray 2016, "Fast Algorithms for Convolutional Neural Networks", for stride-1, dilation-1 3x3
+conv2d (F(4x4,3x3) and F(2x2,3x3)) and 3-tap conv1d (F(4,3) and F(2,3)).
+
+Map. The output is cut into tiles of m x m outputs (conv1d: 1 x m), m = 4 or 2, on a grid of
+TH x TW = ceil(P/m) x ceil(Q/m) tiles per image; tile (th, tw) reads the alpha x alpha patch
+(alpha = m + 2) of the padded input at rows th*m .., columns tw*m ... Per batch of tiles (a box of
+images x tile rows x tile columns, sized under the workspace cap; t = the tile's index in it):
+    V[e, c, t] = (B^T d B)[e]          the input transform of channel c's patch, e in [0, alpha^2)
+    M[e, k, t] = U[e, k, :] @ V[e, g]  one GEMM per transform point e (and group g):
+                                       (Kg x Cg) @ (Cg x T), `_point_gemms` (below)
+    out tile   = A^T M A               the output transform; only outputs p < P, q < Q are written
+U[e, k, c] = (G g G^T)[e] is the weight transform, made in float64 (the Kronecker product G (x) G
+times the taps, `_weight_transform_kernel`, numba-parallel over blocks of filters) and rounded
+once into the compute dtype, or taken from the cache (Memory); conv1d uses the
+1-D transforms along the columns only (e in [0, alpha)). The matrices are Lavin's, points
+0, +-1, +-2 (m = 4) and 0, +-1 (m = 2), plus infinity.
+
+GEMM: `_point_gemms` runs implicit.py's LLVM register-tiled micro-kernel (MR output channels x
+NR columns) over V's panels, numba-parallel over (point, group, column block, panel block):
+numpy's batched matmul on OpenBLAS measured 5-100x slower per call on the shared 2-core machine
+(its threads spin against numba's); blocks of output channels and depthwise groups still use
+numpy (matmul / a broadcast product).
+
+Who computes what: `_input_transform` are numba-parallel over (block of channels, image,
+tile row) of the batch (about TRANSFORM_TASKS tasks: one per channel cost a microsecond each of
+task overhead, as much as the work on 7-28-pixel layers). Per channel a task gathers the band of
+alpha padded rows its row of tiles reads, once (neighbouring patches overlap), through the row
+and column index maps (the padding, of every mode, is never materialised: a map holds the input
+row or column each padded coordinate reads, -1 for a zero), applies B^T down every column of
+the band in float64, then B along each tile's rows, and stores the alpha^2 values into V's
+point-major planes (each GEMM then reads contiguous [Cg x T] panels).
+`_output_transform` are parallel over (block of output channels, image, tile row): A
+along each tile's rows of M, A^T down the columns, and the valid outputs straight into
+out[n, k, p, q]. The bias is added by the caller.
+
+Layout and loop order: V (alpha^2, C, T) and M (alpha^2, K, T), point-major, so that each point's
+GEMM is one contiguous BLAS call with a wide N = T (a whole batch of tiles over all its images);
+U (alpha^2, K, Cg). When U would not fit the cap, the output channels run in blocks (the input
+transform is then repeated per block).
+
+Tile size (`tile_size`): F(4x4) does 36 multiplies per 16 outputs (2.25 per output against
+direct's 9), F(2x2) 16 per 4 (4 per output), but F(4x4)'s transforms amplify rounding more (see
+Accuracy). Measured, F(4x4) stays within 0.17 of the float32 tolerance at every C, so accuracy
+never decides: the default plan takes the tile size whose GEMMs do less work counting the
+columns padded to whole micro-kernel tiles (points x tiles rounded up to NR), F(4x4) on ties:
+F(2x2) where F(4x4) makes too few tiles (batch 1 at 7 x 7: 4 tiles padded to 24 columns);
+tests force either through `tile_size`.
+
+Accuracy (scripts/winograd_accuracy.py, fresh standard-normal data, conv2d (1, C, 20, 20) x
+(8, C, 3, 3) and conv1d (1, C, 250) x (8, C, 3), padding 1, 2 seeds, max|err| / max|ref| against
+the float64 reference, and that as a fraction of the tests' tolerance RTOL[dtype] *
+sqrt(Cg*R*S) * max|ref| (tests/_helpers.py; float32: 2e-6):
+    float32 F(4x4)  C=3: 1.8e-6 (0.17)  16: 3.8e-6 (0.16)  64: 6.2e-6 (0.13)  256: 1.0e-5 (0.11)
+                    512: 1.2e-5 (0.09)
+    float32 F(2x2)  at most 8.6e-7, 0.013 of the tolerance; F(4) at most 0.06, F(2) 0.015
+    float64         F(4x4) at most 0.008 of the tolerance, F(2x2) 0.001
+    float16         at most 0.054 (its output rounding, whatever the tile)
+Winograd's error grows like sqrt(C), as the tolerance does (each output is a sum over C of
+transformed products), so the ratio stays below 0.2 at every C; F(4x4)'s transforms (entries up
+to 8 in A^T, 5 in B^T, 1/24 in G) cost about 5x the other algorithms' 0.03. The transforms are
+computed in float64 and rounded once (input and output transforms per element, the weight
+transform per filter): only the per-point GEMMs run in the compute dtype. Accepted bound:
+ACCEPTED_FRACTION (0.5) of the tests' tolerance in every dtype, asserted in float32 for both tile
+sizes by tests/test_cpu_winograd.py (C = 512 and C = 3). Data whose outputs are small next to
+the patch's other values get an error relative to the large ones, as with any Winograd or FFT
+convolution.
+
+Non-finite values: an inf or nan in a patch would spread through the transforms over its whole
+tile (inf - inf = nan where the direct sum has inf). The input transform reads non-finite
+elements as zero and flags its task; non-finite weight taps are zeroed before the weight
+transform; their products are then added exactly (fft.py's `_add_non_finite_terms`), so inf and
+nan appear exactly where the direct sum has them.
+
+Memory (`workspace`, chunks.py's estimate): the compute-dtype (contiguous) copy of the input
+where the input is not one already, U (plus the cached copy of the weights it is kept with), per
+batch V and M (ScratchBuffers, kept between calls), and each task's float64 buffers (a band of
+one row of tiles; NUMBA_NUM_THREADS of them, at most that many are alive). Between calls each
+thread keeps its last U with the weights it was made from (when both fit CACHE_SHARE of the
+cap); a caller mutating the weights in place gets a fresh U (the weights are compared, as
+fft.py does with its spectrum).
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ..._dtypes import accumulator_dtype as compute_dtype
+from ..._padding import pad_input, source_index
+from ..._spec import ConvSpec
+from ..._threads import serialised_if_needed
+from ..._workspace import ScratchBuffers
+from .implicit import MR, _tile, tile_columns
+
+# The largest batch of tiles (bytes of V and M together; also at most a quarter of the cap):
+# wider batches make each point's GEMM wider, but past this V and M leave the caches.
+BATCH_BYTES = 8 << 20
+# Filters per task of the weight transform (its float64 staging: taps x FILTER_BLOCK).
+FILTER_BLOCK = 64
+# U and the copy of the weights it was made from are kept between calls when together they fit
+# this share of the cap (a quarter kept 512-channel layers' 26 MB from the cache, and their
+# weight transform took 30 ms of a 45 ms call).
+CACHE_SHARE = 1 / 2
+# The error bound accepted for the default plan, as a fraction of the tests' tolerance.
+ACCEPTED_FRACTION = 0.5
+
+# --------------------------------------------------------------------------- the transforms
+#
+# Lavin & Gray's matrices, for correlation y[i] = sum_r d[i + r] g[r] (what conv computes):
+#   y = A^T [(G g) * (B^T d)]
+
+_BT = {
+    2: np.array([[1, 0, -1, 0],
+                 [0, 1, 1, 0],
+                 [0, -1, 1, 0],
+                 [0, 1, 0, -1]], np.float64),
+    4: np.array([[4, 0, -5, 0, 1, 0],
+                 [0, -4, -4, 1, 1, 0],
+                 [0, 4, -4, -1, 1, 0],
+                 [0, -2, -1, 2, 1, 0],
+                 [0, 2, -1, -2, 1, 0],
+                 [0, 4, 0, -5, 0, 1]], np.float64),
+}
+_G = {
+    2: np.array([[1, 0, 0],
+                 [1 / 2, 1 / 2, 1 / 2],
+                 [1 / 2, -1 / 2, 1 / 2],
+                 [0, 0, 1]], np.float64),
+    4: np.array([[1 / 4, 0, 0],
+                 [-1 / 6, -1 / 6, -1 / 6],
+                 [-1 / 6, 1 / 6, -1 / 6],
+                 [1 / 24, 1 / 12, 1 / 6],
+                 [1 / 24, -1 / 12, 1 / 6],
+                 [0, 0, 1]], np.float64),
+}
+_AT = {
+    2: np.array([[1, 1, 1, 0],
+                 [0, 1, -1, -1]], np.float64),
+    4: np.array([[1, 1, 1, 1, 1, 0],
+                 [0, 1, -1, 2, -2, 0],
+                 [0, 1, 1, 4, 4, 0],
+                 [0, 1, -1, 8, -8, 1]], np.float64),
+}
+
+
+# The 1-D transforms as straight-line code on scalars (float64), one function per tile size so
+# that each vectorised loop below has no branch on m inside it.
+
+@numba.njit(inline="always", cache=True)
+def _bt4(a0, a1, a2, a3, a4, a5):
+    """B^T of F(4, 3): the 6 transformed values of 6 inputs."""
+    return (4.0 * a0 - 5.0 * a2 + a4, a3 + a4 - 4.0 * (a1 + a2), a4 - a3 + 4.0 * (a1 - a2),
+            a4 - a2 + 2.0 * (a3 - a1), a4 - a2 + 2.0 * (a1 - a3), 4.0 * a1 - 5.0 * a3 + a5)
+
+
+@numba.njit(inline="always", cache=True)
+def _bt2(a0, a1, a2, a3):
+    """B^T of F(2, 3)."""
+    return a0 - a2, a1 + a2, a2 - a1, a1 - a3
+
+
+@numba.njit(inline="always", cache=True)
+def _at4(a0, a1, a2, a3, a4, a5):
+    """A^T of F(4, 3): the 4 outputs of 6 transformed values (of the compute dtype), in float64."""
+    f0, f5 = np.float64(a0), np.float64(a5)
+    s12, d12 = np.float64(a1) + np.float64(a2), np.float64(a1) - np.float64(a2)
+    s34, d34 = np.float64(a3) + np.float64(a4), np.float64(a3) - np.float64(a4)
+    return f0 + s12 + s34, d12 + 2.0 * d34, s12 + 4.0 * s34, d12 + 8.0 * d34 + f5
+
+
+@numba.njit(inline="always", cache=True)
+def _at2(a0, a1, a2, a3):
+    """A^T of F(2, 3), in float64."""
+    f1, f2 = np.float64(a1), np.float64(a2)
+    return np.float64(a0) + f1 + f2, f1 - f2 - np.float64(a3)
+
+
+# --------------------------------------------------------------------------- the kernels
+#
+# Batch coordinates: images [n0, n0 + nb), tile rows [th0, th0 + bh), tile columns
+# [tw0, tw0 + bw); tile (n, th, tw) has index t = ((n - n0)*bh + th - th0)*bw + tw - tw0 in
+# [0, nb*bh*bw). rows[u] / cols[v]: the input row / column that padded coordinate u / v reads,
+# -1 for a zero (zero padding, or past the padded input: only outputs never written read it).
+#
+# Each task owns one row of tiles (of one channel, one image) and works on whole rows of it:
+# band[i, j] is padded row row0 + i, column tw0*m + j of the tiles' patches (the patches of
+# neighbouring tiles overlap by 2 columns, so the band holds each element once). Every pass is
+# a loop along the band's columns or along the row's tiles, straight-line code in its body, so
+# that LLVM vectorises it (loads of stride m are interleaved-group loads).
+
+@numba.njit(inline="always", cache=True)
+def _gather_band(x, n, c, rows, row0, cols, col0, band):
+    """band[i, j] = padded element (row0 + i, col0 + j) of x[n, c] (0 where padding); returns
+    True where one was not finite (then read as 0: winograd_conv adds its terms exactly)."""
+    found = False
+    for i in range(band.shape[0]):
+        src_row = rows[row0 + i]
+        if src_row < 0:
+            band[i, :] = 0.0
+            continue
+        bad_row = 0
+        for j in range(band.shape[1]):
+            src_col = cols[col0 + j]
+            value = np.float64(x[n, c, src_row, max(src_col, 0)]) if src_col >= 0 else 0.0
+            band[i, j] = value
+            bad_row |= value - value != 0.0          # inf or nan: a branch-free or
+        if bad_row:
+            found = True
+            for j in range(band.shape[1]):
+                if band[i, j] - band[i, j] != 0.0:
+                    band[i, j] = 0.0
+    return found
+
+
+@numba.njit(parallel=True, cache=True, boundscheck=False)
+def _input_transform(x, rows, cols, m, two_d, n0, nb, th0, bh, tw0, bw, c_block, v, bad):
+    """v[e, c, t] = (B^T d B)[e] of tile t's patch d of channel c (conv1d, two_d False: tile
+    rows are output rows, the patch is alpha elements of one input row, v[e, c, t] = (B^T d)[e]);
+    bad[task] = True where the task's patches had a non-finite element (read as zero). One task
+    per (block of c_block channels, image, tile row), its band buffers reused across its
+    channels: B^T down the band's columns (2-D only), then B along each tile's rows. One kernel
+    for both ops: each parallel kernel's compile costs seconds of CI's cold start."""
+    alpha = m + 2
+    band_rows = alpha if two_d else 1
+    channels = x.shape[1]
+    per_channel = nb * bh
+    width = bw * m + 2
+    blocks = -(-channels // c_block)
+    for task in numba.prange(blocks * per_channel):       # range [0, blocks*nb*bh)
+        c_first = task // per_channel * c_block
+        image = task % per_channel // bh                   # range [0, nb)
+        tile_row = task % bh                               # range [0, bh)
+        n = n0 + image
+        row0 = (th0 + tile_row) * m if two_d else th0 + tile_row
+        t0 = (image * bh + tile_row) * bw
+        band = np.empty((band_rows, width), np.float64)
+        down = np.empty((band_rows, width), np.float64)    # B^T of each column of the band
+        for c in range(c_first, min(channels, c_first + c_block)):
+            if _gather_band(x, n, c, rows, row0, cols, tw0 * m, band):
+                bad[task] = True
+            if not two_d:
+                down[0, :] = band[0, :]
+            elif m == 4:
+                for j in range(width):
+                    r = _bt4(band[0, j], band[1, j], band[2, j], band[3, j], band[4, j], band[5, j])
+                    for i in range(6):
+                        down[i, j] = r[i]
+            else:
+                for j in range(width):
+                    r = _bt2(band[0, j], band[1, j], band[2, j], band[3, j])
+                    for i in range(4):
+                        down[i, j] = r[i]
+            if m == 4:
+                for i in range(band_rows):
+                    for b in range(bw):
+                        j = b * 4
+                        r = _bt4(down[i, j], down[i, j + 1], down[i, j + 2], down[i, j + 3],
+                                 down[i, j + 4], down[i, j + 5])
+                        for e in range(6):
+                            v[i * 6 + e, c, t0 + b] = r[e]
+            else:
+                for i in range(band_rows):
+                    for b in range(bw):
+                        j = b * 2
+                        r = _bt2(down[i, j], down[i, j + 1], down[i, j + 2], down[i, j + 3])
+                        for e in range(4):
+                            v[i * 4 + e, c, t0 + b] = r[e]
+
+
+@numba.njit(parallel=True, cache=True, boundscheck=False)
+def _output_transform(mm, m, two_d, n0, nb, th0, bh, tw0, bw, k_block, k0, out):
+    """out[n, k0 + k, p, q] = (A^T M A) of tile t's mm[:, k, t] (conv1d: A^T M), for its outputs
+    p < P, q < Q (out whole, not a slice of channels: one compiled layout). One task per (block
+    of k_block output channels, image, tile row): A along each tile's rows of M, then A^T down
+    the columns of the row of tiles (2-D only), then the valid rows and columns are copied out."""
+    alpha = m + 2
+    band_rows = alpha if two_d else 1
+    out_rows = m if two_d else 1
+    k_count, p_count, q_count = mm.shape[1], out.shape[2], out.shape[3]
+    per_channel = nb * bh
+    width = bw * m
+    blocks = -(-k_count // k_block)
+    for task in numba.prange(blocks * per_channel):       # range [0, blocks*nb*bh)
+        k_first = task // per_channel * k_block
+        image = task % per_channel // bh
+        tile_row = task % bh
+        n = n0 + image
+        p0 = (th0 + tile_row) * m if two_d else th0 + tile_row
+        q0 = tw0 * m
+        t0 = (image * bh + tile_row) * bw
+        across = np.empty((band_rows, width), np.float64)  # M A of each tile, side by side
+        result = np.empty((out_rows, width), np.float64)
+        for k in range(k_first, min(k_count, k_first + k_block)):
+            if m == 4:
+                for i in range(band_rows):
+                    for b in range(bw):
+                        t = t0 + b
+                        r = _at4(mm[i * 6, k, t], mm[i * 6 + 1, k, t], mm[i * 6 + 2, k, t],
+                                 mm[i * 6 + 3, k, t], mm[i * 6 + 4, k, t], mm[i * 6 + 5, k, t])
+                        for jo in range(4):
+                            across[i, b * 4 + jo] = r[jo]
+            else:
+                for i in range(band_rows):
+                    for b in range(bw):
+                        t = t0 + b
+                        r = _at2(mm[i * 4, k, t], mm[i * 4 + 1, k, t], mm[i * 4 + 2, k, t],
+                                 mm[i * 4 + 3, k, t])
+                        for jo in range(2):
+                            across[i, b * 2 + jo] = r[jo]
+            if not two_d:
+                result[0, :] = across[0, :]
+            elif m == 4:
+                for j in range(width):
+                    r = _at4(across[0, j], across[1, j], across[2, j], across[3, j], across[4, j],
+                             across[5, j])
+                    for io in range(4):
+                        result[io, j] = r[io]
+            else:
+                for j in range(width):
+                    r = _at2(across[0, j], across[1, j], across[2, j], across[3, j])
+                    for io in range(2):
+                        result[io, j] = r[io]
+            for io in range(min(out_rows, p_count - p0)):
+                for j in range(min(width, q_count - q0)):
+                    out[n, k0 + k, p0 + io, q0 + j] = result[io, j]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _point_gemms_kernel(u, v, mm, points, groups, cg, kg, t_pad, red_off, nr, panels_per_task,
+                        tiles_per_task):
+    """mm[e, k, t] = sum_c u[e, k, c] * v[e, g*cg + c, t] for every point e, output channel
+    k = g*kg + i, column t < t_pad (a multiple of NR): implicit.py's register-tiled micro-kernel
+    (MR output channels x NR columns in vector registers over the whole reduction). u (points,
+    K, cg), v (points, C, t_pad), mm (points, K, t_pad), all flat. One task per (point, group,
+    block of tiles_per_task nr-column tiles (nr = implicit.tile_columns), block of
+    panels_per_task MR-row panels)."""
+    k_count, c_count = groups * kg, groups * cg
+    n_tiles = t_pad // nr
+    n_tile_blocks = (n_tiles + tiles_per_task - 1) // tiles_per_task
+    n_panels = (kg + MR - 1) // MR
+    n_panel_blocks = (n_panels + panels_per_task - 1) // panels_per_task
+    for task in numba.prange(points * groups * n_tile_blocks * n_panel_blocks):
+        panel_block = task % n_panel_blocks
+        rest = task // n_panel_blocks
+        tile_block = rest % n_tile_blocks
+        rest //= n_tile_blocks
+        g = rest % groups
+        e = rest // groups                                  # range [0, points)
+        first = panel_block * panels_per_task
+        last = min(n_panels, first + panels_per_task)
+        for tile in range(tile_block * tiles_per_task,
+                          min(n_tiles, (tile_block + 1) * tiles_per_task)):
+            j0 = tile * nr
+            x_off = (e * c_count + g * cg) * t_pad + j0
+            for panel in range(first, last):
+                k0 = g * kg + panel * MR
+                _tile(min(MR, kg - panel * MR), 1, u, (e * k_count + k0) * cg, cg, v, x_off,
+                      red_off, cg, mm, (e * k_count + k0) * t_pad + j0, t_pad)
+
+
+@numba.njit(parallel=True, cache=True, boundscheck=False)
+def _weight_transform_kernel(filters, transform, block, u):
+    """u[e, f] = sum_t transform[e, t] * filters[f, t] in float64, rounded once into u's dtype;
+    non-finite taps read as 0. One task per block of filters, staged transposed in float64 so
+    that every inner loop runs along the filters (vectorised): numpy's matmul on OpenBLAS
+    measured 30 to 370 ms for 512 x 512 filters (its threads spin against numba's), this
+    kernel a few."""
+    points, taps = transform.shape
+    count = filters.shape[0]
+    for task in numba.prange(-(-count // block)):
+        f0 = task * block
+        size = min(count, f0 + block) - f0
+        staged = np.empty((taps, size), np.float64)
+        for f in range(size):
+            for t in range(taps):
+                value = np.float64(filters[f0 + f, t])
+                staged[t, f] = value if value - value == 0.0 else 0.0
+        acc = np.empty(size, np.float64)
+        for e in range(points):
+            acc[:] = 0.0
+            for t in range(taps):
+                coefficient = transform[e, t]
+                if coefficient != 0.0:
+                    for f in range(size):
+                        acc[f] += coefficient * staged[t, f]
+            for f in range(size):
+                u[e, f0 + f] = acc[f]
+
+
+_transform_weights = serialised_if_needed(_weight_transform_kernel)
+_transform_input = serialised_if_needed(_input_transform)
+_transform_output = serialised_if_needed(_output_transform)
+_point_gemms = serialised_if_needed(_point_gemms_kernel)
+PANELS = 16             # MR-row panels per GEMM task: its weight rows stay in L1/L2
+TILES = 8               # nr-column tiles per GEMM task
+# Tasks per transform call: enough to balance the threads; each task costs about a microsecond
+# of its own (its band buffers), which measured as much as the transform itself at one task per
+# (channel, row of tiles) on 128-512 channels of 7-28 pixels.
+TRANSFORM_TASKS = 64
+
+
+def _channel_block(channels: int, bands: int) -> int:
+    """Channels per transform task, for `bands` rows of tiles: about TRANSFORM_TASKS tasks."""
+    blocks = max(1, min(channels, TRANSFORM_TASKS // max(1, bands)))
+    return -(-channels // blocks)
+
+
+# --------------------------------------------------------------------------- eligibility and plan
+
+def refusal(spec: ConvSpec) -> ValueError | None:
+    """The ValueError a call of spec with algorithm="winograd" raises, or None: Winograd's
+    transforms here are those of stride-1, dilation-1 3x3 (conv2d) and 3-tap (conv1d) kernels."""
+    kernel_ok = (spec.r, spec.s) == ((3, 3) if spec.op == "conv2d" else (1, 3))
+    if kernel_ok and spec.stride == (1, 1) and spec.dilation == (1, 1):
+        return None
+    kernel = f"{spec.r}x{spec.s}" if spec.op == "conv2d" else f"{spec.s}"
+    stride = spec.stride if spec.op == "conv2d" else spec.stride[1]
+    dilation = spec.dilation if spec.op == "conv2d" else spec.dilation[1]
+    return ValueError(f"cpu algorithm 'winograd' computes only stride-1, dilation-1 convolutions "
+                      f"with a 3x3 (conv2d) or 3-tap (conv1d) kernel; this {spec.op} has kernel "
+                      f"{kernel}, stride {stride}, dilation {dilation}")
+
+
+def tile_size(spec: ConvSpec) -> int:
+    """m, the outputs per tile along each transformed axis (4 or 2) the plan uses for spec: the
+    knob tests replace to force a tile size."""
+    # F(4x4) stays within a sixth of the float32 tolerance at every measured C (see Accuracy),
+    # so accuracy never needs F(2x2); it pays where F(4x4)'s tiles are too few to fill the
+    # micro-kernel's columns: the GEMMs' work is points x tiles padded to whole nr-column
+    # tiles (and U's bytes, read once per batch, grow with the points too). 512 channels of
+    # 7 x 7: F(4x4) 36 x 24 (4 tiles padded), F(2x2) 16 x 24 (16 tiles): measured (roughly,
+    # the shared 2-core machine) 45 -> 9 ms a call, with the weight cache.
+    two_d = spec.r == 3
+    nr = tile_columns(compute_dtype(spec.dtype))
+
+    def work(m: int) -> int:
+        tiles = spec.n * (-(-spec.p // m) if two_d else spec.p) * -(-spec.q // m)
+        return ((m + 2) ** 2 if two_d else m + 2) * -(-tiles // nr) * nr
+    return 2 if work(2) < work(4) else 4
+
+
+@dataclass(frozen=True)
+class WinogradPlan:
+    m: int                          # outputs per tile along each transformed axis (2 or 4)
+    two_d: bool                     # 3x3 (2-D transforms) or 1x3 (1-D along the columns)
+    tiles: tuple[int, int]          # tiles per image (ceil(P/m) or P, ceil(Q/m))
+    batch: tuple[int, int, int]     # a batch's box of (images, tile rows, tile columns)
+    k_block: int                    # output channels per block of U (K: all at once)
+    workspace: int                  # bytes allocated beyond the output
+
+    @property
+    def points(self) -> int:
+        """Transform points per tile: alpha^2 (2-D) or alpha (1-D)."""
+        alpha = self.m + 2
+        return alpha * alpha if self.two_d else alpha
+
+
+def _batch_box(n: int, th: int, tw: int, most: int) -> tuple[int, int, int]:
+    """The largest box of (images, tile rows, tile columns) holding at most `most` tiles (one at
+    least), whole rows of tiles first, its lengths splitting their axes evenly."""
+    def even(size: int, length: int) -> int:
+        count = -(-size // max(1, length))
+        return -(-size // count)
+    if most >= th * tw:
+        return even(n, most // (th * tw)), th, tw
+    if most >= tw:
+        return 1, even(th, most // tw), tw
+    return 1, 1, even(tw, most)
+
+
+@functools.lru_cache(maxsize=1024)
+def plan(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int, m: int) -> WinogradPlan:
+    """Tiles, batching and workspace of spec on an input of x_dtype (contiguous or not) under the
+    cap `limit`, with tiles of m outputs per axis."""
+    cdt = compute_dtype(spec.dtype)
+    size = cdt.itemsize
+    two_d = spec.r == 3
+    th = -(-spec.p // m) if two_d else spec.p
+    tw = -(-spec.q // m)
+    points = (m + 2) ** 2 if two_d else m + 2
+    # Held through the call: the compute-dtype copy of the input, U and the weights kept with it.
+    held = 0
+    if np.dtype(x_dtype) != cdt or not contiguous:
+        held += spec.n * spec.c * spec.h * spec.w * size
+    cg = spec.c_per_group
+    per_k = points * cg * size                      # U's bytes per output channel
+    taps = 9 if two_d else 3
+    fixed = held
+    if fixed + spec.k * per_k + points * (spec.c + spec.k) * size <= limit:
+        k_block = spec.k
+        room = limit - fixed - spec.k * per_k
+    else:
+        # U in blocks of output channels (whole groups, or a divisor of one group's count):
+        # half of what is left for U, half for the batches.
+        room = max(0, limit - fixed) // 2
+        k_block = max(1, min(spec.k, room // per_k))
+        kg = spec.k_per_group
+        if k_block >= kg:
+            k_block = k_block // kg * kg
+        else:
+            k_block = next(b for b in range(k_block, 0, -1) if kg % b == 0)
+    # The copy of the weights kept with U between calls (_weights: only U of all K, when both
+    # fit CACHE_SHARE of the cap).
+    weights = spec.k * cg * taps * size
+    if k_block == spec.k and spec.k * per_k + weights <= limit * CACHE_SHARE:
+        fixed += weights
+        room -= weights
+    per_tile = points * (spec.c + k_block) * size   # V and M
+    tile_budget = min(BATCH_BYTES, limit // 4, max(0, room))
+    box = _batch_box(spec.n, th, tw, max(1, tile_budget // per_tile))
+    tiles = box[0] * box[1] * box[2]
+    # Each task's own float64 buffers (numba's threads at most alive at a time): the transforms'
+    # bands of one row of tiles, the weight transform's staged filters.
+    alpha, bw = m + 2, box[2]
+    rows_held = 2 * alpha if two_d else 1
+    per_task = max(rows_held * (bw * m + 2), ((alpha + m) if two_d else m) * bw * m,
+                   (taps + 1) * FILTER_BLOCK) * 8
+    workspace = (fixed + k_block * per_k + tiles * per_tile
+                 + numba.config.NUMBA_NUM_THREADS * per_task)
+    return WinogradPlan(m, two_d, (th, tw), box, k_block, int(workspace))
+
+
+def _plan_of(spec: ConvSpec, x_dtype, contiguous: bool, limit: int) -> WinogradPlan:
+    return plan(spec, np.dtype(x_dtype), bool(contiguous), int(limit), int(tile_size(spec)))
+
+
+def describe(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int) -> str:
+    """The plan in words, for conv.explain."""
+    wp = _plan_of(spec, x_dtype, contiguous, limit)
+    name = f"F({wp.m}x{wp.m},3x3)" if wp.two_d else f"F({wp.m},3)"
+    batch = wp.batch[0] * wp.batch[1] * wp.batch[2]
+    blocks = "" if wp.k_block == spec.k else \
+        f", output channels in blocks of {wp.k_block}"
+    return (f"Winograd {name} in {compute_dtype(spec.dtype).name}: {wp.tiles[0] * wp.tiles[1]} "
+            f"tiles per image, {batch} per batch, {wp.points} GEMMs per batch{blocks}")
+
+
+def workspace(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int) -> int:
+    """Bytes winograd_conv allocates for spec beyond its output (chunks.py's estimate)."""
+    if spec.is_empty:
+        return 0
+    return _plan_of(spec, x_dtype, contiguous, limit).workspace
+
+
+# --------------------------------------------------------------------------- the convolution
+
+# The last weight transform each thread made, with the weights it was made from: a layer called
+# again with the same weights skips the transform; weights changed in place are caught by the
+# comparison (a copy is kept, never the caller's array).
+_last_weights = threading.local()
+
+
+def _weight_transform(w: np.ndarray, spec: ConvSpec, m: int, k0: int, k1: int,
+                      cdt: np.dtype) -> np.ndarray:
+    """U[e, k - k0, c] for output channels [k0, k1): G g G^T (2-D) or G g (1-D) of each filter,
+    in float64 (the Kronecker product G (x) G times the taps, `_weight_transform_kernel`),
+    rounded once. Non-finite taps are read as zero (winograd_conv adds their terms exactly)."""
+    g = _G[m]
+    two_d = spec.r == 3
+    transform = np.kron(g, g) if two_d else g          # (points, 9) or (points, 3)
+    points, taps = transform.shape
+    cg = spec.c_per_group
+    filters = w[k0:k1].reshape((k1 - k0) * cg, taps)
+    u = np.empty((points, (k1 - k0) * cg), cdt)
+    _transform_weights(np.ascontiguousarray(filters), transform, FILTER_BLOCK, u)
+    return u.reshape(points, k1 - k0, cg)
+
+
+def _weights(w: np.ndarray, spec: ConvSpec, wp: WinogradPlan, cdt: np.dtype, k0: int, k1: int,
+             cacheable: bool, limit: int) -> np.ndarray:
+    """U for output channels [k0, k1), from the thread's cache when w equals the weights it was
+    made from."""
+    key = (spec.groups, wp.m, wp.two_d, cdt, w.shape, w.dtype, k0, k1)
+    last = getattr(_last_weights, "entry", None)
+    if cacheable and last is not None and last[0] == key and np.array_equal(last[1], w):
+        return last[2]
+    u = _weight_transform(w, spec, wp.m, k0, k1, cdt)
+    if cacheable and u.nbytes + w.nbytes <= limit * CACHE_SHARE:
+        _last_weights.entry = (key, w.copy(), u)
+    return u
+
+
+def winograd_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec,
+                  scratch: ScratchBuffers, limit: int) -> None:
+    """out (N, K, P, Q), in the compute dtype, = the conv of x4 (any dtype) by w (compute dtype),
+    without bias, all of spec at once: the module docstring's map."""
+    cdt = out.dtype
+    contiguous = x4.flags.c_contiguous
+    wp = _plan_of(spec, x4.dtype, contiguous, limit)
+    m, points = wp.m, wp.points
+    x = np.ascontiguousarray(x4, dtype=cdt)
+    nr = tile_columns(cdt)
+
+    top, _, left, _ = spec.pad
+    (th, tw), (nb, bh, bw) = wp.tiles, wp.batch
+    # Index maps over the padded coordinates the tile grid reads: past the padded input, zeros.
+    if wp.two_d:
+        rows = _index_map(th * m + 2, spec.h, top, spec.h + spec.pad[0] + spec.pad[1],
+                          spec.padding_mode)
+    else:
+        rows = _index_map(th, spec.h, top, spec.h + spec.pad[0] + spec.pad[1],
+                          spec.padding_mode)
+    cols = _index_map(tw * m + 2, spec.w, left, spec.w + spec.pad[2] + spec.pad[3],
+                      spec.padding_mode)
+
+    bad_taps = ~np.isfinite(w)
+    any_bad_taps = bool(bad_taps.any())
+    groups, cg, kg = spec.groups, spec.c_per_group, spec.k_per_group
+    bad_input = False
+    for k0 in range(0, spec.k, wp.k_block):
+        k1 = min(spec.k, k0 + wp.k_block)
+        u = _weights(w, spec, wp, cdt, k0, k1, not any_bad_taps and wp.k_block == spec.k,
+                     limit)
+        # The groups this block spans, and its channels within them.
+        g0, g1 = k0 // kg, -(-k1 // kg)
+        kb = k1 - k0
+        for n0 in range(0, spec.n, nb):
+            n1 = min(spec.n, n0 + nb)
+            for th0 in range(0, th, bh):
+                th1 = min(th, th0 + bh)
+                for tw0 in range(0, tw, bw):
+                    tw1 = min(tw, tw0 + bw)
+                    count = (n1 - n0) * (th1 - th0) * (tw1 - tw0)
+                    # Columns padded to whole micro-kernel tiles (the padding is zero, its
+                    # results are never read).
+                    t_pad = -(-count // nr) * nr
+                    v = scratch.get("winograd_v", (points, spec.c, t_pad), cdt)
+                    v[:, :, count:] = 0
+                    bands = (n1 - n0) * (th1 - th0)
+                    c_block = _channel_block(spec.c, bands)
+                    bad = np.zeros(-(-spec.c // c_block) * bands, np.bool_)
+                    _transform_input(x, rows, cols, m, wp.two_d, n0, n1 - n0, th0,
+                                     th1 - th0, tw0, tw1 - tw0, c_block, v, bad)
+                    bad_input = bad_input or bool(bad.any())
+                    mm = scratch.get("winograd_m", (points, kb, t_pad), cdt)
+                    if cg == 1:
+                        # Depthwise-like (one input channel per group): a broadcast product.
+                        vg = v.reshape(points, groups, 1, t_pad)[:, g0:g1]
+                        np.multiply(u.reshape(points, g1 - g0, kg, 1), vg,
+                                    out=mm.reshape(points, g1 - g0, kg, t_pad))
+                    elif kb == spec.k:
+                        _point_gemms(u.reshape(-1), v.reshape(-1), mm.reshape(-1), points,
+                                     groups, cg, kg, t_pad, np.arange(cg, dtype=np.int64) * t_pad,
+                                     nr, PANELS, TILES)
+                    elif kb == kg * (g1 - g0) and k0 % kg == 0:
+                        # A block of whole groups: (points, G', Kg, Cg) @ (points, G', Cg, T).
+                        np.matmul(u.reshape(points, g1 - g0, kg, cg),
+                                  v.reshape(points, groups, cg, t_pad)[:, g0:g1],
+                                  out=mm.reshape(points, g1 - g0, kg, t_pad))
+                    else:
+                        # A block of part of one group.
+                        np.matmul(u, v[:, g0 * cg:(g0 + 1) * cg], out=mm)
+                    _transform_output(mm, m, wp.two_d, n0, n1 - n0, th0, th1 - th0, tw0,
+                                      tw1 - tw0, _channel_block(kb, bands), k0, out)
+    if bad_input or any_bad_taps:
+        from .fft import _add_non_finite_terms
+        if spec.padding_mode == "zeros" or not any(spec.pad):
+            src, offsets = x4, (top, left)
+        else:
+            src, offsets = pad_input(x4, spec), (0, 0)
+        _add_non_finite_terms(src, offsets, w, bad_taps, bad_input, out, spec)
+
+
+def _index_map(count: int, size: int, low_pad: int, padded: int, mode: str) -> np.ndarray:
+    """For padded coordinates 0 .. count-1, the input element each reads under `mode`, -1 for a
+    zero: conv/_padding.source_index inside the padded extent, -1 past it."""
+    coords = np.arange(count, dtype=np.int64)
+    index = source_index(np.minimum(coords, padded - 1) - low_pad, size, mode)
+    return np.where(coords < padded, index, -1).astype(np.int64)

@@ -1,0 +1,212 @@
+"""cpu:winograd (conv/backend/cpu/winograd.py) against the float64 reference: both tile sizes
+(forced through winograd.tile_size), conv1d and conv2d, every padding mode, groups and
+depthwise, bias, batches, partial tiles at the right and bottom edges, outputs smaller than one
+tile, float16/32/64, non-contiguous inputs, output channels in blocks under a small workspace
+cap, the weight cache seeing weights changed in place, inf and nan where the direct sum has
+them, the accuracy bound of its module docstring at C = 512, the refusal of ineligible specs and
+dtypes, and what explain says. Every output allocation starts NaN-poisoned; the caller's arrays
+are checked unchanged."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import conv
+import conv.backend.cpu as _cpu
+from conv._spec import make_spec
+from conv.backend.cpu import winograd
+from tests._helpers import RTOL, assert_matches_reference, make_operands
+
+TILES = [2, 4]
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    """Every output and chunk buffer (conv.backend.cpu._new_output) starts as NaN."""
+    monkeypatch.setattr(_cpu, "_new_output", lambda shape, dtype: np.full(shape, np.nan, dtype))
+
+
+@pytest.fixture
+def tile(request, monkeypatch):
+    """Force the plan's tile size (outputs per tile along each axis)."""
+    m = request.param
+    monkeypatch.setattr(winograd, "tile_size", lambda spec: m)
+    return m
+
+
+def _check(op, x, w, b=None, **kwargs):
+    """The reference comparison, and the caller's arrays unchanged by the call."""
+    copies = [None if a is None else a.copy() for a in (x, w, b)]
+    out = assert_matches_reference(op, x, w, b, backend="cpu", algorithm="winograd", **kwargs)
+    for got, before in zip((x, w, b), copies):
+        if got is not None:
+            np.testing.assert_array_equal(got, before)
+    return out
+
+
+# (id, op, x shape, w shape, bias, kwargs)
+GRID = [
+    ("2d-pad1-partial-tiles", "conv2d", (2, 5, 11, 13), (7, 5, 3, 3), True, {"padding": 1}),
+    ("2d-valid", "conv2d", (1, 3, 14, 10), (4, 3, 3, 3), False, {}),
+    ("2d-same-reflect", "conv2d", (2, 4, 9, 7), (3, 4, 3, 3), True,
+     {"padding": "same", "padding_mode": "reflect"}),
+    ("2d-replicate-asym", "conv2d", (1, 3, 6, 9), (5, 3, 3, 3), True,
+     {"padding": (2, 1), "padding_mode": "replicate"}),
+    ("2d-circular", "conv2d", (1, 2, 5, 8), (3, 2, 3, 3), False,
+     {"padding": 1, "padding_mode": "circular"}),
+    ("2d-groups", "conv2d", (2, 6, 10, 9), (9, 2, 3, 3), True, {"groups": 3, "padding": 1}),
+    ("2d-depthwise", "conv2d", (1, 4, 7, 6), (8, 1, 3, 3), True, {"groups": 4, "padding": 1}),
+    ("2d-smaller-than-a-tile", "conv2d", (2, 3, 3, 4), (2, 3, 3, 3), True, {}),
+    ("2d-one-output", "conv2d", (1, 2, 1, 1), (2, 2, 3, 3), True, {"padding": 1}),
+    ("2d-unbatched", "conv2d", (3, 8, 8), (2, 3, 3, 3), True, {"padding": 1}),
+    ("1d-pad1", "conv1d", (2, 5, 23), (3, 5, 3), True, {"padding": 1}),
+    ("1d-valid-short", "conv1d", (3, 2, 4), (4, 2, 3), False, {}),
+    ("1d-same-reflect-groups", "conv1d", (2, 4, 17), (6, 2, 3), True,
+     {"padding": "same", "groups": 2, "padding_mode": "reflect"}),
+    ("1d-circular", "conv1d", (1, 3, 10), (2, 3, 3), True,
+     {"padding": 2, "padding_mode": "circular"}),
+    ("1d-replicate-unbatched", "conv1d", (3, 9), (2, 3, 3), True,
+     {"padding": 1, "padding_mode": "replicate"}),
+]
+
+
+@pytest.mark.parametrize("tile", TILES, indirect=True)
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("case", GRID, ids=[c[0] for c in GRID])
+def test_grid(case, dtype, tile, rng):
+    _, op, xs, ws, bias, kwargs = case
+    x, w, b = make_operands(rng, xs, ws, dtype, bias=bias)
+    _check(op, x, w, b, **kwargs)
+
+
+@pytest.mark.parametrize("tile", TILES, indirect=True)
+def test_non_contiguous_inputs(tile, rng):
+    x, w, b = make_operands(rng, (2, 10, 13, 16), (6, 5, 3, 3), "float32", bias=True)
+    _check("conv2d", x[:, ::2, :, ::2], w, b, padding=1)           # strided view
+    _check("conv2d", x.transpose(0, 1, 3, 2)[:, :5], w, b)          # transposed view
+    x1, w1, _ = make_operands(rng, (2, 6, 40), (3, 3, 3), "float64")
+    _check("conv1d", x1[:, ::2, ::-1], w1, padding="same")           # reversed
+
+
+@pytest.mark.parametrize("tile", TILES, indirect=True)
+def test_output_channels_in_blocks_under_a_small_cap(tile, rng, monkeypatch):
+    # U alone over the cap: the plan runs the output channels in blocks (whole groups, and
+    # parts of one group), repeating the input transform per block.
+    x, w, b = make_operands(rng, (2, 32, 9, 9), (48, 16, 3, 3), "float32", bias=True)
+    conv.set_workspace_limit(32 << 10, "cpu")          # U: 48 or 110 KiB
+    try:
+        spec = make_spec("conv2d", x, w, b, 1, 1, 1, 2, "zeros")
+        assert winograd.plan(spec, x.dtype, True, 32 << 10, tile).k_block < spec.k_per_group
+        _check("conv2d", x, w, b, padding=1, groups=2)
+        x2, w2, _ = make_operands(rng, (1, 8, 6, 6), (12, 4, 3, 3), "float32")
+        spec2 = make_spec("conv2d", x2, w2, None, 1, 1, 1, 2, "zeros")
+        cap = {2: 4096, 4: 9216}[tile]                  # U of one group's 6 channels fits
+        block = winograd.plan(spec2, x2.dtype, True, cap, tile).k_block
+        conv.set_workspace_limit(cap, "cpu")
+        assert block % spec2.k_per_group == 0 and block < spec2.k
+        _check("conv2d", x2, w2, padding=1, groups=2)
+    finally:
+        conv.set_workspace_limit(None, "cpu")
+
+
+def test_weight_cache_sees_weights_changed_in_place(rng):
+    x, w, _ = make_operands(rng, (1, 4, 8, 8), (3, 4, 3, 3), "float32")
+    first = _check("conv2d", x, w, padding=1)
+    w[1, 2, 0, 1] += 1.0                        # the same array, other values
+    second = _check("conv2d", x, w, padding=1)
+    assert not np.array_equal(first[0, 1], second[0, 1])
+    np.testing.assert_array_equal(first[0, 0], second[0, 0])
+
+
+NON_FINITE = [
+    ("conv2d", (2, 3, 9, 10), (4, 3, 3, 3), {"padding": 1}),
+    ("conv2d", (1, 4, 7, 9), (4, 2, 3, 3), {"padding": 1, "groups": 2,
+                                            "padding_mode": "reflect"}),
+    ("conv1d", (2, 3, 21), (4, 3, 3), {"padding": "same", "padding_mode": "circular"}),
+]
+
+
+@pytest.mark.parametrize("tile", TILES, indirect=True)
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("case", range(len(NON_FINITE)))
+def test_inf_and_nan_where_the_direct_sum_has_them(case, dtype, tile, rng):
+    # The transforms would spread them over the tile (inf - inf = nan); winograd adds their
+    # products exactly instead.
+    op, xs, ws, kwargs = NON_FINITE[case]
+    for bad_x, bad_w in [(1, 0), (0, 1), (2, 2)]:
+        x, w, b = make_operands(rng, xs, ws, dtype, bias=True)
+        for a, count in ((x, bad_x), (w, bad_w)):
+            flat = a.reshape(-1)
+            flat[rng.choice(flat.size, count, replace=False)] = rng.choice(
+                [np.inf, -np.inf, np.nan], count)
+        out = getattr(conv, op)(x, w, b, algorithm="winograd", **kwargs).astype(np.float64)
+        ref = getattr(conv, op)(x.astype(np.float64), w.astype(np.float64),
+                                b.astype(np.float64), backend="reference", **kwargs)
+        for kind in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(kind(out), kind(ref), err_msg=kind.__name__)
+        finite = np.isfinite(ref)
+        assert finite.any() and not finite.all()
+        scale = np.abs(ref[finite]).max()
+        tol = RTOL[np.dtype(dtype)] * np.sqrt(ws[1] * np.prod(ws[2:])) * scale
+        assert np.abs(out[finite] - ref[finite]).max() <= tol
+
+
+@pytest.mark.parametrize("m", TILES)
+def test_accuracy_bound_at_512_channels(m, monkeypatch):
+    # The bound of winograd.py's docstring: ACCEPTED_FRACTION of the tests' tolerance, float32
+    # at C = 512 (scripts/winograd_accuracy.py measured at most 0.17 there, F(4x4) at C = 3).
+    monkeypatch.setattr(winograd, "tile_size", lambda spec: m)
+    worst = 0.0
+    for op, xs, ws in [("conv2d", (1, 512, 10, 11), (4, 512, 3, 3)),
+                       ("conv2d", (1, 3, 30, 30), (4, 3, 3, 3)),
+                       ("conv1d", (1, 512, 90), (4, 512, 3))]:
+        x, w, _ = make_operands(("winograd-accuracy", op, m, xs), xs, ws, "float32")
+        out = getattr(conv, op)(x, w, padding=1, algorithm="winograd")
+        ref = getattr(conv, op)(x.astype(np.float64), w.astype(np.float64), padding=1,
+                                backend="reference")
+        tol = RTOL[x.dtype] * np.sqrt(np.prod(ws[1:])) * np.abs(ref).max()
+        worst = max(worst, float(np.abs(out - ref).max() / tol))
+    assert worst < winograd.ACCEPTED_FRACTION, worst
+
+
+INELIGIBLE = [
+    ("conv2d", (1, 2, 9, 9), (3, 2, 3, 3), {"stride": 2}, "kernel 3x3, stride (2, 2)"),
+    ("conv2d", (1, 2, 9, 9), (3, 2, 3, 3), {"dilation": 2}, "dilation (2, 2)"),
+    ("conv2d", (1, 2, 9, 9), (3, 2, 5, 5), {}, "kernel 5x5"),
+    ("conv2d", (1, 2, 9, 9), (3, 2, 1, 3), {}, "kernel 1x3"),
+    ("conv1d", (1, 2, 20), (3, 2, 5), {}, "kernel 5, stride 1"),
+    ("conv1d", (1, 2, 20), (3, 2, 3), {"stride": 2}, "stride 2"),
+]
+
+
+@pytest.mark.parametrize("case", INELIGIBLE, ids=[c[4] for c in INELIGIBLE])
+def test_ineligible_specs_are_refused(case):
+    op, xs, ws, kwargs, words = case
+    x, w, _ = make_operands("winograd-refusal", xs, ws, "float32")
+    for call in (getattr(conv, op), lambda *a, **k: conv.explain(op, *a, **k)):
+        with pytest.raises(ValueError, match=r"^cpu algorithm 'winograd' computes only "
+                                             r"stride-1, dilation-1 .*" + re.escape(words)):
+            call(x, w, algorithm="winograd", **kwargs)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int32", "int64", "complex64"])
+def test_other_dtypes_are_refused(dtype):
+    x, w, _ = make_operands("winograd-int", (1, 2, 6, 6), (3, 2, 3, 3), dtype)
+    with pytest.raises(TypeError, match=r"^cpu algorithm 'winograd' has no kernels for dtype "
+                                        + dtype + r" \(supported: float16, float32, float64\)$"):
+        conv.conv2d(x, w, algorithm="winograd")
+
+
+def test_explain_describes_the_plan(monkeypatch):
+    x, w, _ = make_operands("winograd-explain", (2, 8, 30, 30), (16, 8, 3, 3), "float32")
+    monkeypatch.setattr(winograd, "tile_size", lambda spec: 4)
+    plan = conv.explain("conv2d", x, w, algorithm="winograd", padding=1)
+    assert plan.algorithm == "winograd" and plan.chunks is None
+    assert "Winograd F(4x4,3x3) in float32: 64 tiles per image, 128 per batch, 36 GEMMs" \
+        in plan.reason, plan.reason
+    x1, w1, _ = make_operands("winograd-explain-1d", (1, 4, 50), (4, 4, 3), "float64")
+    monkeypatch.setattr(winograd, "tile_size", lambda spec: 2)
+    plan = conv.explain("conv1d", x1, w1, algorithm="winograd")
+    assert "Winograd F(2,3) in float64: 24 tiles per image" in plan.reason, plan.reason
