@@ -127,8 +127,11 @@ def table(result: dict) -> str:
     if result.get("auto_versus_best"):
         lines.append("")
         lines.append('== algorithm="auto" against the best single algorithm of its backend, per '
-                     'case (best time / auto time; 1 = it picked the best)')
-        body = [["backend", "prec", "mode", "geomean", "within 10%", "worst (case: picked, best)",
+                     'case (best time / auto time; 1 = it picked the best; "picked row": best '
+                     'time / the picked algorithm\'s own row, the pick without the auto row\'s '
+                     'own noise)')
+        body = [["backend", "prec", "mode", "geomean", "within 10%", "picked row",
+                 "within 10%", "worst (case: picked, best)",
                  "tuning call ms (median, max; x best)"]]
         for a in result["auto_versus_best"]:
             w = a.get("worst") or {}
@@ -140,8 +143,11 @@ def table(result: dict) -> str:
                           f"x{a['first_call_over_best_median']:.0f}")
             body.append([a["backend"], a["precision"], a["mode"],
                          _fmt(a["geomean_best_over_auto"], ".3f"),
-                         f"{a['within_10pct']}/{a['cases']}", worst, tuning])
-        lines.extend(_align(body, {3, 4}))
+                         f"{a['within_10pct']}/{a['cases']}",
+                         _fmt(a.get("geomean_best_over_picked"), ".3f"),
+                         (f"{a['picked_within_10pct']}/{a['picked_cases']}"
+                          if a.get("picked_cases") else "-"), worst, tuning])
+        lines.extend(_align(body, {3, 4, 5, 6}))
     return "\n".join(lines)
 
 

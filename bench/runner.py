@@ -419,6 +419,8 @@ class Runner:
             row = _row(case, spec, impl, precision, auto=auto == impl.label)
             if impl.backend == "reference" and metrics.conv_flops(spec) > REFERENCE_MAX_FLOPS:
                 continue                              # capped: far too slow to time here
+            if _refuses_shape(impl, spec):
+                continue                              # e.g. winograd on a 1x1 or strided conv
             if precision == "tf32":
                 row["note"] = "ours as-is (no TF32 switch), vs PyTorch with TF32 on"
             module = _plan.backend_module(impl.backend)
@@ -534,6 +536,20 @@ def fresh_autotune_cache():
             else:
                 os.environ["CONV_CACHE_DIR"] = saved
             conv.autotune.clear_memory()
+
+
+def _refuses_shape(impl: Impl, spec) -> bool:
+    """Whether impl's algorithm computes only some shapes and not this one (its registry row's
+    spec refusal: winograd takes stride-1 3x3 only): such a case has no row for it, as the
+    reference has none above its cap. A dtype it lacks still shows as an ERROR row."""
+    if impl.is_auto or impl.backend == TORCH:
+        return False
+    try:
+        row = registry.algorithm(impl.backend, impl.algorithm)
+    except ValueError:
+        return False
+    return (spec.dtype in row.dtypes and row.spec_refusal is not None
+            and row.spec_refusal(spec) is not None)
 
 
 def _picked(case: Case, args, impl: Impl) -> str | None:
@@ -674,7 +690,13 @@ def auto_versus_best(rows: list[dict]) -> list[dict]:
     """Per backend and precision: how close algorithm="auto" comes to the best single algorithm
     of that backend, case by case (best time / auto time: 1 = it picked the best), with autotuning
     off ("auto") and on ("autotune"), and what the autotuner's first call cost (its first_ms: the
-    tuning plus one call, against the best algorithm's median)."""
+    tuning plus one call, against the best algorithm's median).
+
+    Also per case: best time / the time of the picked algorithm's own row (`..._over_picked`):
+    the quality of the pick alone. The auto row's own time is a separate measurement whose noise
+    counts against it (the best of several noisy rows is biased low), the picked algorithm's row
+    is timed exactly as the best one was (on the GPU a tile configuration of an algorithm is not a
+    row of its own: the algorithm's row, with its default tile, stands in)."""
     keyed: dict = {}
     for r in rows:
         if r["backend"] in (TORCH, "reference") or r["status"] != "ok" or not r["median_ms"]:
@@ -684,6 +706,7 @@ def auto_versus_best(rows: list[dict]) -> list[dict]:
     out = []
     for (backend, precision), cases in keyed.items():
         shares = {mode: [] for mode in AUTO_MODES}
+        picked_shares = {mode: [] for mode in AUTO_MODES}
         worst = {mode: None for mode in AUTO_MODES}
         tuning_ms, tuning_x = [], []
         for (suite, case), case_rows in cases.items():
@@ -696,6 +719,10 @@ def auto_versus_best(rows: list[dict]) -> list[dict]:
                     continue
                 share = best["median_ms"] / r["median_ms"]
                 shares[r["algorithm"]].append(share)
+                picked = (r.get("picked") or "").split("[")[0]
+                own = next((s for s in single if s["algorithm"] == picked), None)
+                if own is not None:
+                    picked_shares[r["algorithm"]].append(best["median_ms"] / own["median_ms"])
                 if worst[r["algorithm"]] is None or share < worst[r["algorithm"]][0]:
                     worst[r["algorithm"]] = (share, f"{suite}/{case}", r.get("picked"),
                                              best["algorithm"])
@@ -709,6 +736,10 @@ def auto_versus_best(rows: list[dict]) -> list[dict]:
                      "cases": len(shares[mode]),
                      "geomean_best_over_auto": metrics.geomean(shares[mode]),
                      "within_10pct": sum(v >= 1 / 1.1 for v in shares[mode]),
+                     "geomean_best_over_picked": (metrics.geomean(picked_shares[mode])
+                                                  if picked_shares[mode] else None),
+                     "picked_within_10pct": sum(v >= 1 / 1.1 for v in picked_shares[mode]),
+                     "picked_cases": len(picked_shares[mode]),
                      "worst": None if worst[mode] is None else {
                          "share": worst[mode][0], "case": worst[mode][1],
                          "picked": worst[mode][2], "best": worst[mode][3]}}

@@ -15,6 +15,14 @@ caches refill) and `PER_ROUND` timed ones; up to `ROUNDS` rounds, no new one onc
 candidate has passed. The fastest median wins. CPU timings use time.perf_counter around the call; GPU
 timings use CUDA events on the current stream.
 
+On the CPU each candidate's block starts once the previous candidate's thread pool has gone quiet
+(`_settle`): OpenBLAS's workers spin for about 0.1 s after every matmul (measured here: state R in
+/proc for 100 ms after one 500x500 product), and on 2 cores a spinning worker takes one core from
+numba's threads, so the implicit GEMM timed right after im2col ran at about half its speed (12-14
+ms against 7.4-8.1 ms) and the tuner picked im2col where implicit was faster in 27 of 30 misses of
+the full benchmark run. Where /proc cannot say (not Linux), each block is warmed up for
+`WARMUP_S` instead, as the benchmark runner's timing does.
+
 The choice is kept in memory and on disk, one JSON file per entry (`cache_dir()`: CONV_CACHE_DIR,
 else the user cache directory from platformdirs, in a subfolder "autotune"). An entry's file name
 is a hash of its device fingerprint (CPU model, vector width, thread count; GPU name, compute
@@ -58,6 +66,9 @@ SCHEMA = 1
 ROUNDS = 3                      # most rounds; each times every candidate PER_ROUND times
 PER_ROUND = 3                   # (after one untimed call); one round at least, whatever the budget
 BUDGET_S = 0.25                 # timing budget per candidate: no new round once it is spent
+SETTLE_MAX_S = 0.3              # longest wait for other threads to go quiet before a block; one
+                                # wait that runs out (threads busy with other work) ends waiting
+WARMUP_S = 0.1                  # without /proc: untimed calls of the candidate before its block
 _ENV = "CONV_AUTOTUNE"
 _ENV_DIR = "CONV_CACHE_DIR"
 _ENV_ENTRIES = "CONV_AUTOTUNE_CACHE_ENTRIES"
@@ -374,6 +385,57 @@ def _timer(device: str):
     return gpu
 
 
+def _other_threads_running() -> int | None:
+    """How many of this process's other threads are on a CPU or waiting for one (state R in
+    /proc/self/task/*/stat), or None where /proc cannot say."""
+    me = threading.get_native_id()
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    running = 0
+    for tid in tids:
+        if tid == str(me):
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:                         # the thread ended meanwhile
+            continue
+        if stat[stat.rindex(b")") + 2:][:1] == b"R":
+            running += 1
+    return running
+
+
+class _Settler:
+    """Called before a candidate's block: waits (at most SETTLE_MAX_S) until no other thread of the
+    process runs, so the block is not timed against the previous candidate's spinning pool (module
+    docstring). Threads that stay busy past the limit are another program's work, which waiting
+    cannot remove: later calls then do not wait. Without /proc it warms the candidate up for
+    WARMUP_S instead."""
+
+    def __init__(self):
+        self.mode = "wait"                      # "wait", "warm up" (no /proc) or "off"
+        self.waited_s = 0.0
+
+    def __call__(self, call) -> None:
+        t0 = time.perf_counter()
+        while self.mode == "wait":
+            running = _other_threads_running()
+            if running is None:
+                self.mode = "warm up"
+            elif running == 0:
+                break
+            elif time.perf_counter() - t0 > SETTLE_MAX_S:
+                self.mode = "off"
+            else:
+                time.sleep(0.002)
+        if self.mode == "warm up":
+            while time.perf_counter() - t0 < WARMUP_S:
+                call()
+        self.waited_s += time.perf_counter() - t0
+
+
 def _tune(spec, backend, kind, device, input, weight, bias, cands) -> Choice | None:
     from . import plan as _plan
     rng = np.random.default_rng(0x5EED)
@@ -402,14 +464,18 @@ def _tune(spec, backend, kind, device, input, weight, bias, cands) -> Choice | N
     # a slow spell of the machine then falls on all candidates, and no timed call pays for the
     # switch from another algorithm (measured: alternating call by call, the implicit GEMM took
     # 12-14 ms after numba's direct loops and BLAS, 7.4-8.1 ms in blocks; it is what a layer
-    # run again and again costs).
+    # run again and again costs). On the CPU a block starts only once the previous candidate's
+    # pool has stopped spinning (_Settler: blocks alone did not remove OpenBLAS's 0.1 s of spin).
     samples = {c: [] for c in calls}
     spent = 0.0
+    settle = _Settler() if device in ("cpu", "emulator") else None
     for round_ in range(ROUNDS):
         if round_ >= 1 and spent >= BUDGET_S * max(1, len(calls)):
             break
         for c, call in list(calls.items()):
             try:
+                if settle is not None:
+                    settle(call)                # the previous candidate's pool goes quiet
                 call()                          # the switch from the previous candidate
                 for _ in range(PER_ROUND):
                     ms = timer(call)

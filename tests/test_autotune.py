@@ -23,6 +23,8 @@ from conv import autotune
 from tests._helpers import assert_output_matches_reference, make_operands
 from tests.fuzz_torch import poisoned_outputs
 
+_OTHER_THREADS = autotune._other_threads_running()
+
 # The CPU algorithms a float32 call has (autotune times each of them).
 FLOAT_CANDIDATES = [a.name for a in conv.registry.algorithms("cpu")
                     if np.dtype(np.float32) in a.dtypes]
@@ -125,7 +127,7 @@ def test_damaged_entry_is_ignored_and_rewritten(tmp_path, damage, pristine_cache
         elif damage == "stale version":
             stored["code"]["version"] = "0.0.0"
         elif damage == "unknown algorithm":
-            stored["algorithm"] = "winograd"
+            stored["algorithm"] = "no_such_algorithm"
         else:                       # a hash collision or a copied file: the key inside differs
             stored["key"]["spec"]["c"] += 1
         entry.write_text(json.dumps(stored))
@@ -306,6 +308,47 @@ def test_gpu_candidates_include_every_tile_configuration():
                      "zeros")
     assert ("im2col", "128x128x8") not in autotune.candidates(wide, "cupy")
     assert ("im2col", "64x64x16") in autotune.candidates(wide, "cupy")
+
+
+# ----------------------------------------------------------------------- quiet pools before a block
+@pytest.mark.skipif(_OTHER_THREADS is None, reason="no /proc/self/task here: the tuner warms up "
+                                                   "each block instead (tested below)")
+def test_settler_waits_for_a_spinning_blas_pool():
+    # OpenBLAS's workers spin after a matmul (about 0.1 s): the settler waits them out.
+    from threadpoolctl import threadpool_info
+    if not any(p.get("internal_api") == "openblas" and p.get("num_threads", 1) > 1
+               for p in threadpool_info()):
+        pytest.skip("NumPy's BLAS here is not a multi-threaded OpenBLAS: nothing spins")
+    a = np.random.default_rng(1).standard_normal((400, 400))
+    a @ a
+    assert autotune._other_threads_running() > 0          # a worker still spins
+    settle = autotune._Settler()
+    calls = []
+    settle(lambda: calls.append(1))
+    assert autotune._other_threads_running() == 0 and settle.mode == "wait"
+    assert 0 < settle.waited_s <= autotune.SETTLE_MAX_S + 0.05 and calls == []
+
+
+def test_settler_stops_waiting_for_threads_that_stay_busy(monkeypatch):
+    monkeypatch.setattr(autotune, "_other_threads_running", lambda: 1)
+    monkeypatch.setattr(autotune, "SETTLE_MAX_S", 0.02)
+    settle = autotune._Settler()
+    settle(lambda: None)
+    assert settle.mode == "off" and settle.waited_s >= 0.02
+    waited = settle.waited_s
+    settle(lambda: None)                                  # another program's work: no more waits
+    assert settle.waited_s - waited < 0.01
+
+
+def test_settler_without_proc_warms_the_candidate_up(monkeypatch):
+    monkeypatch.setattr(autotune, "_other_threads_running", lambda: None)
+    monkeypatch.setattr(autotune, "WARMUP_S", 0.02)
+    settle = autotune._Settler()
+    calls = []
+    settle(lambda: calls.append(1))
+    assert settle.mode == "warm up" and len(calls) >= 1 and settle.waited_s >= 0.02
+    settle(lambda: calls.append(2))
+    assert 2 in calls                                     # every block warms up
 
 
 # ------------------------------------------------------------------------------------------- GPU

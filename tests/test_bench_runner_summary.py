@@ -186,3 +186,28 @@ def test_plot_legend_off_the_bars_auto_marked_ticks_as_ratios(tmp_path):
         plt.close(fig)
     path = report.write_plot(result, tmp_path / "p.png")
     assert path.stat().st_size > 1000
+
+
+# ------------------------------------------------------------------------ auto against the best
+def test_auto_versus_best_scores_the_pick_by_the_picked_algorithms_own_row():
+    rows = []
+    for case, times, picked in (("a", {"implicit": 1.0, "im2col": 2.0, "autotune": 1.8}, "im2col"),
+                                ("b", {"implicit": 4.0, "im2col": 3.0, "autotune": 2.5}, "im2col")):
+        for algorithm, ms in times.items():
+            row = dict.fromkeys(report.CSV_FIELDS)
+            row.update(suite="sweep", case=case, impl=f"cpu:{algorithm}", backend="cpu",
+                       algorithm=algorithm, precision="fp32", status="ok", note="", median_ms=ms,
+                       first_ms=ms * 100 if algorithm == "autotune" else ms)
+            if algorithm == "autotune":
+                row["picked"] = picked
+            rows.append(row)
+    (entry,) = runner.auto_versus_best(rows)
+    assert entry["mode"] == "autotune" and entry["cases"] == 2
+    # The auto row's own times: a 1/1.8, b 3/2.5 (faster than the best row: noise)
+    assert entry["geomean_best_over_auto"] == pytest.approx((1 / 1.8 * 3 / 2.5) ** 0.5)
+    # The pick scored by its own row: a picked im2col (2.0 against 1.0), b picked the best
+    assert entry["geomean_best_over_picked"] == pytest.approx((0.5 * 1.0) ** 0.5)
+    assert entry["picked_within_10pct"] == 1 and entry["picked_cases"] == 2
+    text = report.table({"device": "cpu", "device_kind": "cpu", "rows": rows, "notes": [],
+                         "geomeans": [], "auto_versus_best": [entry]})
+    assert "picked row" in text and "0.707" in text
