@@ -8,8 +8,9 @@ from ._digest import kernels_digest
 from .autotune import set_autotune
 from .functional import conv1d, conv2d, explain
 from .modules import Conv1d, Conv2d
-from .plan import BACKEND_NAMES, Plan, backends, set_workspace_limit
+from .plan import BACKEND_NAMES, Plan, backends, set_allow_tf32, set_workspace_limit
 
 __all__ = ["conv1d", "conv2d", "Conv1d", "Conv2d", "explain", "backends", "Plan",
-           "BACKEND_NAMES", "kernels_digest", "set_workspace_limit", "set_autotune"]
+           "BACKEND_NAMES", "kernels_digest", "set_workspace_limit", "set_autotune",
+           "set_allow_tf32"]
 __version__ = "0.1.0"

@@ -154,8 +154,11 @@ def _xp(a):
 
 
 def conv(op: str, input, weight, bias, stride, padding, dilation, groups, padding_mode: str,
-         backend: str, algorithm: str):
-    """(the lazy conv of Dask array `input`, its ConvSpec) (module docstring)."""
+         backend: str, algorithm: str, allow_tf32: bool | None = None):
+    """(the lazy conv of Dask array `input`, its ConvSpec) (module docstring). allow_tf32 None is
+    resolved now (conv.set_allow_tf32's value at the call), not when the graph runs."""
+    from .plan import allow_tf32 as default_allow_tf32
+    allow_tf32 = default_allow_tf32() if allow_tf32 is None else allow_tf32
     import dask.array as da
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
@@ -165,7 +168,7 @@ def conv(op: str, input, weight, bias, stride, padding, dilation, groups, paddin
                          "input.compute_chunk_sizes() first")
     spec: ConvSpec = make_spec(op, _stand_in(input), _stand_in(weight), _stand_in(bias), stride,
                                padding, dilation, groups, padding_mode)
-    _check_plan(spec, input, weight, bias, backend, algorithm)
+    _check_plan(spec, input, weight, bias, backend, algorithm, allow_tf32)
     if is_dask_array(weight) or is_dask_array(bias):
         weight, bias = (a.rechunk(a.shape) if is_dask_array(a) else a for a in (weight, bias))
     top, _, left, _ = spec.pad
@@ -185,7 +188,7 @@ def conv(op: str, input, weight, bias, stride, padding, dilation, groups, paddin
     col_starts = list(itertools.accumulate((0,) + tuple(col_chunks)))
     c_blocks = len(input.chunks[channel_axis])
 
-    name = f"conv-{op}-{tokenize(input, weight, bias, spec, backend, algorithm)}"
+    name = f"conv-{op}-{tokenize(input, weight, bias, spec, backend, algorithm, allow_tf32)}"
     w_key, b_key = (f"{name}-weight",), (f"{name}-bias",)
     layer: dict = {}
     dependencies = [input]
@@ -205,7 +208,7 @@ def conv(op: str, input, weight, bias, stride, padding, dilation, groups, paddin
             b_arg = b_key
     kwargs = dict(stride=spec.stride if two_d else spec.stride[1],
                   dilation=spec.dilation if two_d else spec.dilation[1], groups=spec.groups,
-                  backend=backend, algorithm=algorithm)
+                  backend=backend, algorithm=algorithm, allow_tf32=allow_tf32)
     batch_ranges = list(range(len(n_blocks))) if spec.batched else [None]
     for bn in batch_ranges:
         nb = n_blocks[bn] if bn is not None else None
@@ -256,7 +259,8 @@ def conv(op: str, input, weight, bias, stride, padding, dilation, groups, paddin
     return da.Array(graph, name, out_chunks, meta=meta), spec
 
 
-def _check_plan(spec: ConvSpec, input, weight, bias, backend: str, algorithm: str) -> None:
+def _check_plan(spec: ConvSpec, input, weight, bias, backend: str, algorithm: str,
+                allow_tf32: bool = False) -> None:
     """Plan one block's call now (a piece of one output, on stand-ins of the chunks' kind), so
     that what the blocks' calls would refuse (backend, algorithm, its dtypes, devices) is
     refused at the call, not when the graph runs."""
@@ -271,7 +275,7 @@ def _check_plan(spec: ConvSpec, input, weight, bias, backend: str, algorithm: st
     kwargs = (spec.stride, 0, spec.dilation, spec.groups) if spec.op == "conv2d" else \
         (spec.stride[1], 0, spec.dilation[1], spec.groups)
     piece_spec = make_spec(spec.op, piece, w, b, *kwargs, "zeros")
-    make_plan(piece_spec, piece, w, b, backend, algorithm)
+    make_plan(piece_spec, piece, w, b, backend, algorithm, allow_tf32=allow_tf32)
 
 
 def _block_shape(spec: ConvSpec, nb, rows: int, cols: int) -> tuple:

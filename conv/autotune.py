@@ -202,12 +202,13 @@ def _layout(a, kind: str) -> str:
     return "strided:" + ",".join(str(s) for s in strides)
 
 
-def _key(spec, backend: str, kind: str, input, weight) -> dict:
+def _key(spec, backend: str, kind: str, input, weight, allow_tf32: bool = False) -> dict:
     fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
     fields["dtype"] = np.dtype(spec.dtype).name
     fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
     return {"spec": fields, "backend": backend, "kind": kind,
-            "layout": [_layout(input, kind), _layout(weight, _arrays.array_kind(weight))]}
+            "layout": [_layout(input, kind), _layout(weight, _arrays.array_kind(weight))],
+            "allow_tf32": bool(allow_tf32)}
 
 
 def _strides(a):
@@ -283,12 +284,16 @@ def candidates(spec, backend: str) -> list[tuple[str, str]]:
     return out
 
 
-def choice(spec, backend: str, kind: str, device: str, input, weight, bias) -> Choice | None:
+def choice(spec, backend: str, kind: str, device: str, input, weight, bias,
+           allow_tf32: bool = False) -> Choice | None:
     """The autotuned (algorithm, config) for this call, timing the candidates on a cache miss;
-    None when there is nothing to choose (one candidate, or an empty output)."""
+    None when there is nothing to choose (one candidate, or an empty output). allow_tf32: the
+    call's (resolved) TF32 permission: the candidates are timed in the precision the call will
+    run, and it is part of the key."""
     if spec.is_empty:
         return None
-    recent = (spec, backend, kind, device, _strides(input), _strides(weight), _threads(device))
+    recent = (spec, backend, kind, device, _strides(input), _strides(weight), _threads(device),
+              allow_tf32)
     hit = _recent.get(recent)
     if hit is not None:
         stats["memory_hits"] += 1
@@ -297,7 +302,7 @@ def choice(spec, backend: str, kind: str, device: str, input, weight, bias) -> C
     if len(cands) < 2:
         return None
     fp = fingerprint("cpu" if device in ("cpu", "emulator") else device)
-    key = _key(spec, backend, kind, input, weight)
+    key = _key(spec, backend, kind, input, weight, allow_tf32)
     name = _entry_name(fp, key)
     with _lock:
         hit = _memory.get(name)
@@ -309,7 +314,7 @@ def choice(spec, backend: str, kind: str, device: str, input, weight, bias) -> C
         if hit is not None:
             stats["disk_hits"] += 1
         else:
-            hit = _tune(spec, backend, kind, device, input, weight, bias, cands)
+            hit = _tune(spec, backend, kind, device, input, weight, bias, cands, allow_tf32)
             if hit is None:
                 return None
             hit = dataclasses.replace(hit, path=_write(name, fp, key, hit) or "")
@@ -436,7 +441,8 @@ class _Settler:
         self.waited_s += time.perf_counter() - t0
 
 
-def _tune(spec, backend, kind, device, input, weight, bias, cands) -> Choice | None:
+def _tune(spec, backend, kind, device, input, weight, bias, cands,
+          allow_tf32: bool = False) -> Choice | None:
     from . import plan as _plan
     rng = np.random.default_rng(0x5EED)
     if kind == _arrays.NUMPY or kind not in _arrays.GPU_KINDS:
@@ -451,7 +457,8 @@ def _tune(spec, backend, kind, device, input, weight, bias, cands) -> Choice | N
     for algorithm, config in cands:
         label = _label(algorithm, config)
         try:
-            plan = _plan.make_plan(spec, sx, sw, sb, backend, algorithm, config=config)
+            plan = _plan.make_plan(spec, sx, sw, sb, backend, algorithm, config=config,
+                                   allow_tf32=allow_tf32)
 
             def call(plan=plan):
                 return _plan.execute(plan, sx, sw, sb)

@@ -51,7 +51,7 @@ def _torch_cpu_as_numpy(input, weight, bias):
 
 
 def _conv(op, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend,
-          algorithm):
+          algorithm, allow_tf32=None):
     if type(backend) is not str or type(algorithm) is not str:
         _check_names(backend, algorithm)
     if "torch" in sys.modules and not (type(input) is type(weight) is np.ndarray and (
@@ -59,17 +59,17 @@ def _conv(op, input, weight, bias, stride, padding, dilation, groups, padding_mo
         input, weight, bias, was_tensor = _torch_cpu_as_numpy(input, weight, bias)
         if was_tensor:              # a PyTorch CPU tensor in, one out (over the result's memory)
             out = _conv(op, input, weight, bias, stride, padding, dilation, groups, padding_mode,
-                        backend, algorithm)
+                        backend, algorithm, allow_tf32)
             return sys.modules["torch"].from_numpy(out)
     if type(input) is not np.ndarray and _dask.is_dask_array(input):
         # Lazily, chunk by chunk (conv/_dask.py); each chunk comes back through here.
         out, spec = _dask.conv(op, input, weight, bias, stride, padding, dilation, groups,
-                               padding_mode, backend, algorithm)
+                               padding_mode, backend, algorithm, allow_tf32)
         _same_padding_warning(spec, padding)
         return out
     spec = make_spec_cached(op, input, weight, bias, stride, padding, dilation, groups,
                             padding_mode)
-    plan = _plan.make_plan(spec, input, weight, bias, backend, algorithm)
+    plan = _plan.make_plan(spec, input, weight, bias, backend, algorithm, allow_tf32=allow_tf32)
     _same_padding_warning(spec, padding)
     out = _plan.execute(plan, input, weight, bias)
     if spec.dtype.kind == "c" and type(out) is np.ndarray and out.size:
@@ -96,7 +96,8 @@ def _non_finite_like_pytorch(out: np.ndarray, plan: _plan.Plan, input, weight, b
 
     def real_conv(x, w, b):
         # The same backend and algorithm, planned for the real dtype.
-        real = _plan.make_plan(real_spec, x, w, b, plan.backend, plan.algorithm)
+        real = _plan.make_plan(real_spec, x, w, b, plan.backend, plan.algorithm,
+                               allow_tf32=plan.precision == "tf32")
         return _plan.execute(real, x, w, b)
 
     with np.errstate(all="ignore"):
@@ -112,35 +113,42 @@ def _non_finite_like_pytorch(out: np.ndarray, plan: _plan.Plan, input, weight, b
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode: str = "zeros", backend: str = "auto", algorithm: str = "auto"):
+           padding_mode: str = "zeros", backend: str = "auto", algorithm: str = "auto",
+           allow_tf32: bool | None = None):
     """1-D convolution over (N, C, L) or unbatched (C, L) input with weight (K, C/groups, S).
 
     Same arguments and result as ``torch.nn.functional.conv1d``; ``padding_mode`` ('zeros',
     'reflect', 'replicate', 'circular') is our extension with ``torch.nn.Conv1d``'s meaning.
     ``backend``: 'auto' (from where the input lives), 'cpu', 'reference', 'cupy' or 'numba';
     ``algorithm``: 'auto' or one of the backend's algorithms (see ``conv.explain``).
+    ``allow_tf32``: whether float32 may run in TF32 on GPU algorithms that have it (cupy's
+    implicit_gemm; otherwise it runs 3xTF32, float32-accurate), as PyTorch's
+    ``torch.backends.cudnn.allow_tf32``; None: the default, ``conv.set_allow_tf32`` (initially
+    False). Everything else, the CPU included, ignores it. ``conv.explain`` says which runs.
     Returns an array of the input's kind and dtype, shape (N, K, L_out) or (K, L_out).
     """
     return _conv("conv1d", input, weight, bias, stride, padding, dilation, groups, padding_mode,
-                 backend, algorithm)
+                 backend, algorithm, allow_tf32)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode: str = "zeros", backend: str = "auto", algorithm: str = "auto"):
+           padding_mode: str = "zeros", backend: str = "auto", algorithm: str = "auto",
+           allow_tf32: bool | None = None):
     """2-D convolution over (N, C, H, W) or unbatched (C, H, W) input with weight (K, C/groups, R, S).
 
     Same arguments and result as ``torch.nn.functional.conv2d``; see ``conv1d`` for the extras.
     Returns an array of the input's kind and dtype, shape (N, K, H_out, W_out) or (K, H_out, W_out).
     """
     return _conv("conv2d", input, weight, bias, stride, padding, dilation, groups, padding_mode,
-                 backend, algorithm)
+                 backend, algorithm, allow_tf32)
 
 
 def explain(op: str, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-            padding_mode: str = "zeros", backend: str = "auto",
-            algorithm: str = "auto") -> _plan.Plan:
+            padding_mode: str = "zeros", backend: str = "auto", algorithm: str = "auto",
+            allow_tf32: bool | None = None) -> _plan.Plan:
     """The Plan ``conv1d``/``conv2d`` (op) would execute for these arguments: backend, algorithm
-    and its version, why, workspace bytes and chunking.
+    and its version, the precision where the algorithm has a choice (``Plan.precision``: "tf32",
+    "3xtf32", "f16"), why, workspace bytes and chunking.
 
     Plans exactly as the call does (the call executes this very plan), so it raises exactly what
     the call would raise before computing; computes nothing. A Dask array input runs one such
@@ -155,4 +163,4 @@ def explain(op: str, input, weight, bias=None, stride=1, padding=0, dilation=1, 
         raise TypeError("conv.explain plans one in-memory call; a Dask array runs one such call "
                         "per output block (conv/_dask.py): explain one block's arrays instead")
     spec = make_spec(op, input, weight, bias, stride, padding, dilation, groups, padding_mode)
-    return _plan.make_plan(spec, input, weight, bias, backend, algorithm)
+    return _plan.make_plan(spec, input, weight, bias, backend, algorithm, allow_tf32=allow_tf32)

@@ -142,10 +142,12 @@ class _ConvNd:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
-    def forward(self, input, *, backend: str = "auto", algorithm: str = "auto"):
+    def forward(self, input, *, backend: str = "auto", algorithm: str = "auto",
+                allow_tf32: bool | None = None):
         fn = functional.conv1d if self._n_spatial == 1 else functional.conv2d
         return fn(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                  self.groups, padding_mode=self.padding_mode, backend=backend, algorithm=algorithm)
+                  self.groups, padding_mode=self.padding_mode, backend=backend, algorithm=algorithm,
+                  allow_tf32=allow_tf32)
 
     __call__ = forward
 

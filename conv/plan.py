@@ -15,6 +15,8 @@ A backend module (conv/backend/*, listed in conv.registry.BACKENDS) defines:
     configs(spec, algorithm) -> tuple[str, ...] (optional)   the tile configurations the
         algorithm can run spec with, by name (empty or absent: one, chosen by the backend); a
         Plan whose `config` is "" runs the backend's own choice
+    precision(spec, algorithm, allow_tf32) -> str (optional)   the arithmetic the algorithm will
+        run where it has a choice ("tf32", "3xtf32", "f16"); "" or absent: the dtype's own
     run(plan, input, weight, bias) -> output   (the caller's arrays: possibly non-contiguous,
         never modified; the output has shape spec.output_shape, dtype spec.dtype, and is the same
         kind of array as the input, on its device)
@@ -23,6 +25,8 @@ A backend module (conv/backend/*, listed in conv.registry.BACKENDS) defines:
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from . import _arrays, registry
 from . import autotune as _autotune
@@ -46,14 +50,43 @@ class Plan:
     workspace_bytes: int        # what it allocates beyond the output (per chunk when chunked)
     chunks: Chunks | None       # None: the whole call at once
     config: str = ""            # the tile configuration by name ("": the backend's own choice)
+    # The arithmetic that runs where the algorithm has a choice (the backend's `precision` hook):
+    # "tf32" (allow_tf32), "3xtf32", "f16"; "": the dtype's own.
+    precision: str = ""
 
     def __str__(self) -> str:
         chunked = "whole" if self.chunks is None else \
             f"{self.chunks.count(self.spec)} chunks of {tuple(self.chunks)}"
         config = f" [{self.config}]" if self.config else ""
+        precision = f" in {self.precision}" if self.precision else ""
         return (f"{self.spec.op} on {self.device}: {self.backend}:{self.algorithm}{config} "
-                f"v{self.version} ({chunked}, workspace {self.workspace_bytes} bytes): "
-                f"{self.reason}")
+                f"v{self.version}{precision} ({chunked}, workspace {self.workspace_bytes} "
+                f"bytes): {self.reason}")
+
+
+_allow_tf32 = False
+
+
+def set_allow_tf32(allow: bool) -> None:
+    """The default of the calls' ``allow_tf32`` keyword, like PyTorch's
+    ``torch.backends.cudnn.allow_tf32``
+    (https://pytorch.org/docs/stable/notes/cuda.html#tf32-on-ampere) but initially False: float32 stays float32-accurate unless TF32 is asked for. With it, GPU
+    algorithms that have a TF32 mode (cupy's implicit_gemm) round float32 operands to TF32 (11
+    significant bits); everything else, the CPU included, is unchanged."""
+    global _allow_tf32
+    _allow_tf32 = _check_allow_tf32(allow)
+
+
+def allow_tf32() -> bool:
+    """The current default of ``allow_tf32`` (`set_allow_tf32`)."""
+    return _allow_tf32
+
+
+def _check_allow_tf32(value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"allow_tf32 must be True or False (or None for the default, "
+                        f"conv.set_allow_tf32), not {type(value).__name__}")
+    return bool(value)
 
 
 def backend_module(name: str):
@@ -127,11 +160,15 @@ def configs(backend: str, spec: ConvSpec, algorithm: str) -> tuple[str, ...]:
 
 
 def make_plan(spec: ConvSpec, input, weight, bias, backend: str = "auto",
-              algorithm: str = "auto", *, emulated: bool = False, config: str = "") -> Plan:
+              algorithm: str = "auto", *, emulated: bool = False, config: str = "",
+              allow_tf32: bool | None = None) -> Plan:
     """The Plan of a call whose arguments make_spec has checked into spec. emulated: the plan of
     the named GPU backend for NumPy arrays, without asking for a GPU (conv.emulator runs it).
     config: a tile configuration of the algorithm (`configs`), "" for the backend's choice; with
-    algorithm="auto" and autotuning on (conv/autotune.py) the autotuner picks both."""
+    algorithm="auto" and autotuning on (conv/autotune.py) the autotuner picks both.
+    allow_tf32: whether float32 may run in TF32 where the algorithm can (None: the default,
+    `set_allow_tf32`); the backend's `precision` hook says what then runs (Plan.precision)."""
+    allow = _allow_tf32 if allow_tf32 is None else _check_allow_tf32(allow_tf32)
     device = check_same_device(input, weight, bias)
     kind = _arrays.array_kind(input)
     if emulated:
@@ -142,7 +179,7 @@ def make_plan(spec: ConvSpec, input, weight, bias, backend: str = "auto",
         name, why = _choose_backend(kind, backend, input)
     tuned = None
     if algorithm == "auto" and not emulated and _autotune.enabled():
-        tuned = _autotune.choice(spec, name, kind, device, input, weight, bias)
+        tuned = _autotune.choice(spec, name, kind, device, input, weight, bias, allow)
     if tuned is not None:
         row, algo_why = registry.algorithm(name, tuned.algorithm), tuned.reason
         config = tuned.config
@@ -160,8 +197,9 @@ def make_plan(spec: ConvSpec, input, weight, bias, backend: str = "auto",
     nbytes, chunks, note = module.plan_workspace(spec, row.name, input)
     reason = f"{why}; {algo_why}" + (f"; {note}" if note else "")
     version = getattr(module, "runs_version", lambda s, a: None)(spec, row.name)
+    precision = getattr(module, "precision", lambda s, a, t: "")(spec, row.name, allow)
     return Plan(spec, kind, device, name, row.name, row.version if version is None else version,
-                reason, nbytes, chunks, config)
+                reason, nbytes, chunks, config, precision)
 
 
 def execute(plan: Plan, input, weight, bias):

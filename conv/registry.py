@@ -126,6 +126,11 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm("cupy", "im2col_cublas", "im2col_cublas", 0, SUPPORTED_DTYPES,
               "kernels/cuda/im2col.cu + cupy.matmul", "columns multiplied by cuBLAS: the vendor "
               "baseline, for comparison"),
+    Algorithm("cupy", "implicit_gemm", "implicit_gemm", 0,
+              (np.dtype(np.float16), np.dtype(np.float32)), "kernels/cuda/implicit_gemm.cu",
+              "tensor-core implicit GEMM (mma.sync, cp.async pipeline), input tiles gathered on "
+              "the fly, no workspace: float32 in 3xTF32 (TF32 with allow_tf32), float16 with "
+              "fp32 accumulation"),
     Algorithm("numba", "direct_naive", "direct", 0, _INEXACT, "kernels/numba_cuda/direct.py",
               "one thread per output"),
     Algorithm("numba", "direct", "direct", 1, _INEXACT, "kernels/numba_cuda/direct.py",

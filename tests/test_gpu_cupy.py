@@ -75,6 +75,10 @@ def test_grid(cupy, case, algorithm, dtype):
         with pytest.raises(TypeError, match="slow_conv_dilated"):
             getattr(conv, op)(xd, wd, bd, backend="cupy", algorithm=algorithm, **kwargs)
         return
+    if np.dtype(dtype) not in registry.algorithm("cupy", algorithm).dtypes:    # implicit_gemm
+        with pytest.raises(TypeError, match="has no kernels for dtype"):
+            getattr(conv, op)(xd, wd, bd, backend="cupy", algorithm=algorithm, **kwargs)
+        return
     assert_matches_reference(op, xd, wd, bd, backend="cupy", algorithm=algorithm,
                              x_host=x, w_host=w, b_host=b, **kwargs)
     # Inputs are never modified.
@@ -132,9 +136,11 @@ def test_views_pointwise_and_conv1d(cupy, algorithm):
     w = cupy.asarray(make_operands(rng, (8, 6, 1, 1), None, "float32")[0])
     assert_matches_reference("conv2d", x, w, None, backend="cupy", algorithm=algorithm,
                              x_host=x.get(), w_host=w.get(), stride=2)
-    x1 = cupy.asarray(make_operands(rng, (6, 40), None, "complex64")[0])[:, ::-2]      # unbatched conv1d
-    w1 = cupy.asarray(make_operands(rng, (9, 2, 3), None, "complex64")[0])
-    b1 = cupy.asarray(make_operands(rng, (9,), None, "complex64")[0])[::-1]
+    dtype = ("complex64" if np.dtype("complex64") in registry.algorithm("cupy", algorithm).dtypes
+             else "float32")                                      # implicit_gemm: float32
+    x1 = cupy.asarray(make_operands(rng, (6, 40), None, dtype)[0])[:, ::-2]      # unbatched conv1d
+    w1 = cupy.asarray(make_operands(rng, (9, 2, 3), None, dtype)[0])
+    b1 = cupy.asarray(make_operands(rng, (9,), None, dtype)[0])[::-1]
     assert_matches_reference("conv1d", x1, w1, b1, backend="cupy", algorithm=algorithm,
                              x_host=x1.get(), w_host=w1.get(), b_host=b1.get(), groups=3,
                              padding=2, padding_mode="circular", dilation=2)

@@ -9,6 +9,9 @@ Algorithms (rows in conv/registry.py, which also holds the auto rule):
                    skip the workspace: the GEMM reads the input in place.
   "im2col_naive"   the same with gemm.cu version 0 (one thread per output).
   "im2col_cublas"  the same columns multiplied by ``cupy.matmul`` (cuBLAS): the vendor baseline.
+  "implicit_gemm"  implicit_gemm.cu: the GEMM on tensor cores (mma.sync) with the input tiles
+                   gathered on the fly (no workspace), float16 and float32 only; float32 runs
+                   3xTF32 (near fp32 accuracy) unless the plan asks for "tf32".
 Workspace: the column buffer, capped (`conv.set_workspace_limit(nbytes, "cupy")`, env
 CONV_CUPY_WORKSPACE_BYTES, default 1/8 of the device's free memory counting CuPy's pool, at most
 1 GiB) and chunked by conv/_workspace.py's policy: whole images, then bands of output rows of
@@ -25,8 +28,10 @@ Tile configurations (`configs(spec, algorithm)`, by name; the autotuner times ea
 `make_plan(..., config=name)`): "direct" runs "kb1", "kb4" or "kb8" (KB output channels per
 thread, each an entry point of the one direct module); "im2col" runs the GEMM tile "128x128x8"
 (float16/float32 only: 4-byte accumulators) or "64x64x16" (every dtype), each tile its own
-module (-D options). Plan.config "" is the default: the smallest KB that holds a group's
-channels (8 for more), and sources.GEMM_TILES's tile for the dtype. The tables live in sources.py.
+module (-D options); "implicit_gemm" runs "128x64x16" or "64x64x16" (sources.IGEMM_TILE_CONFIGS,
+each its own module). Plan.config "" is the default: the smallest KB that holds a group's
+channels (8 for more), sources.GEMM_TILES's tile for the dtype, sources.IGEMM_TILE. The tables
+live in sources.py.
 
 Every kernel is compiled per (device, source, dtype, GEMM tile) with the options of
 sources.module_options; the first compile (or load from CuPy's disk cache) of each is timed in
@@ -51,6 +56,9 @@ from .sources import (
     DIRECT_KBS,
     GEMM_TILE_CONFIGS,
     GEMM_TILES,
+    IGEMM_PRECISIONS,
+    IGEMM_TILE,
+    IGEMM_TILE_CONFIGS,
     dtype_name,
     gemm_tiles,
     kernel_source,
@@ -115,12 +123,15 @@ def plan_workspace(spec: ConvSpec, algorithm: str, x) -> tuple[int, Chunks | Non
 def configs(spec: ConvSpec, algorithm: str) -> tuple[str, ...]:
     """The tile configurations `algorithm` can run spec with, by name: direct's output channels
     per thread ("kb1", "kb4", "kb8", any of them for any spec), im2col's GEMM tiles for the
-    dtype ("128x128x8" where the accumulator is 4 bytes, "64x64x16" for every dtype); () for
-    the algorithms with one configuration."""
+    dtype ("128x128x8" where the accumulator is 4 bytes, "64x64x16" for every dtype),
+    implicit_gemm's tensor-core tiles ("128x64x16", "64x64x16"); () for the algorithms with one
+    configuration."""
     if algorithm == "direct":
         return tuple(DIRECT_CONFIGS)
     if algorithm == "im2col":
         return gemm_tiles(spec.dtype)
+    if algorithm == "implicit_gemm":
+        return tuple(IGEMM_TILE_CONFIGS)
     return ()
 
 
@@ -301,12 +312,66 @@ def _im2col(ops: Operands, plan, variant: str) -> list:
     return steps
 
 
+def precision(spec: ConvSpec, algorithm: str, allow_tf32: bool) -> str:
+    """The arithmetic `algorithm` runs spec in (conv/plan.py's hook; Plan.precision):
+    implicit_gemm's "tf32" for float32 where allow_tf32, else "3xtf32", and "f16" for float16;
+    "" for the other algorithms (the dtype's own arithmetic)."""
+    if algorithm != "implicit_gemm" or spec.dtype not in IGEMM_PRECISIONS:
+        return ""
+    if spec.dtype == np.float32:
+        return "tf32" if allow_tf32 else "3xtf32"
+    return IGEMM_PRECISIONS[spec.dtype][0]
+
+
+def implicit_gemm_precision(plan) -> str:
+    """The precision implicit_gemm runs `plan` in: plan.precision ("tf32" or "3xtf32" for
+    float32, "f16" for float16), or where the plan has none the dtype's default
+    (sources.IGEMM_PRECISIONS: "3xtf32" for float32, "f16" for float16)."""
+    choices = IGEMM_PRECISIONS[plan.spec.dtype]
+    precision = plan.precision or choices[0]
+    if precision not in choices:
+        raise ValueError(f"implicit_gemm has no precision {precision!r} for {plan.spec.dtype}; "
+                         f"it has {list(choices)}")
+    return precision
+
+
+def _implicit_gemm(ops: Operands, plan) -> list:
+    """One launch per at most 65535 groups (grid z): a block per BM x BN tile of (m, j), the
+    columns j = (n, p, q) of all images at once; the input read in place through its strides."""
+    spec = plan.spec
+    n, k, p, q = spec.output_shape_4d
+    kg, groups = spec.k_per_group, spec.groups
+    crs = spec.c_per_group * spec.r * spec.s
+    ncols = n * p * q
+    name = plan.config or IGEMM_TILE
+    tile = IGEMM_TILE_CONFIGS[name]
+    if math.ceil(ncols / tile.bn) > _MAX_GRID_X:
+        raise ValueError(f"implicit_gemm: {ncols} output columns need more than {_MAX_GRID_X} "
+                         f"blocks of {tile.bn}")
+    entry = f"implicit_gemm_{implicit_gemm_precision(plan)}"
+    top, _, left, _ = spec.pad
+    bias = ops.b if ops.b is not None else ops.out
+    steps = []
+    for g0 in range(0, groups, _MAX_GRID_Z):
+        gz = min(_MAX_GRID_Z, groups - g0)
+        args = (ops.x, ops.wmat, bias, ops.out) + _i64(
+            kg, spec.c_per_group, ncols, crs, spec.h, spec.w, p, q, spec.r, spec.s, *ops.xs,
+            spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1], top, left,
+            PADDING_MODES[spec.padding_mode], k * p * q, p * q, ops.bs, ops.b is not None, g0)
+        steps.append(_kernel_launch("implicit_gemm.cu", entry, spec.dtype, args,
+                                    grid=(math.ceil(ncols / tile.bn), math.ceil(kg / tile.bm),
+                                          gz),
+                                    block=(tile.threads, 1, 1), tile=name))
+    return steps
+
+
 _LAUNCHES = {
     "direct": lambda ops, plan: _direct(ops, plan.spec, naive=False, config=plan.config),
     "direct_naive": lambda ops, plan: _direct(ops, plan.spec, naive=True),
     "im2col": lambda ops, plan: _im2col(ops, plan, "tiled"),
     "im2col_naive": lambda ops, plan: _im2col(ops, plan, "naive"),
     "im2col_cublas": lambda ops, plan: _im2col(ops, plan, "cublas"),
+    "implicit_gemm": _implicit_gemm,
 }
 
 

@@ -5,7 +5,9 @@ specialisation the backend can launch. No CuPy needed: CI compiles all of them w
 Tile configurations, by name (what `Plan.config` and the autotuner pass): DIRECT_CONFIGS
 ("kb1", "kb4", "kb8": direct version 1's output channels per thread, entry points of one module)
 and GEMM_TILE_CONFIGS ("128x128x8", "64x64x16": gemm.cu version 1's tiles, each its own module
-through -D options; `gemm_tiles(dtype)` says which a dtype has, GEMM_TILES its default).
+through -D options; `gemm_tiles(dtype)` says which a dtype has, GEMM_TILES its default), and
+IGEMM_TILE_CONFIGS ("128x64x16", "64x64x16": implicit_gemm.cu's tensor-core tiles, float16 and
+float32 only, each its own module; IGEMM_DTYPES, IGEMM_PRECISIONS name its dtypes and entry points).
 
 `kernel_source(name)` is the self-contained text CuPy and NVRTC both compile: each
 `#include "x.cuh"` replaced by that file, with the host's tables (padding modes from
@@ -25,7 +27,7 @@ from ..._dtypes import cuda_defines as accumulator_defines
 from ..._padding import cuda_defines as padding_defines
 from ..._spec import SUPPORTED_DTYPES
 
-SOURCES = ("conv2d_direct.cu", "im2col.cu", "gemm.cu")
+SOURCES = ("conv2d_direct.cu", "im2col.cu", "gemm.cu", "implicit_gemm.cu")
 # Options handed to cupy.RawModule (CuPy adds -ftz=true itself; conv._nvrtc adds it in CI).
 BASE_OPTIONS = ("--std=c++17",)
 
@@ -82,6 +84,60 @@ def gemm_tiles(dtype) -> tuple[str, ...]:
 # The tile each dtype runs by default (plan.config ""): the first its accumulator allows,
 # 128x128x8 for float16/float32, 64x64x16 for the 8- and 16-byte accumulators.
 GEMM_TILES: dict[np.dtype, str] = {dt: gemm_tiles(dt)[0] for dt in SUPPORTED_DTYPES}
+
+
+@dataclass(frozen=True)
+class IgemmTile:
+    """A tile configuration of implicit_gemm.cu (-DCONV_IGEMM_BM etc.): a block of
+    32 * warps_m * warps_n threads computes BM x BN outputs (m, j), each warp a
+    (BM/warps_m) x (BN/warps_n) sub-tile of 16 x 8 mma tiles, with `stages` shared-memory buffers
+    of BK reduction steps in its pipeline."""
+
+    bm: int
+    bn: int
+    bk: int
+    warps_m: int
+    warps_n: int
+    stages: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.bm}x{self.bn}x{self.bk}"
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.warps_m * self.warps_n
+
+    def shared_bytes(self, dtype) -> int:
+        """Static shared memory of the kernel for `dtype` (float32 or float16): per stage
+        As[BM][BK + pad] and Bs[BK][BN + 8] (pads: 4 floats or 8 halves for A, 8 for B; the
+        kernel's header says why)."""
+        item = np.dtype(dtype).itemsize
+        a_pad = 4 if item == 4 else 8
+        return self.stages * (self.bm * (self.bk + a_pad) + self.bk * (self.bn + 8)) * item
+
+    def options(self) -> tuple[str, ...]:
+        return (f"-DCONV_IGEMM_BM={self.bm}", f"-DCONV_IGEMM_BN={self.bn}",
+                f"-DCONV_IGEMM_BK={self.bk}", f"-DCONV_IGEMM_WARPS_M={self.warps_m}",
+                f"-DCONV_IGEMM_WARPS_N={self.warps_n}", f"-DCONV_IGEMM_STAGES={self.stages}")
+
+
+# implicit_gemm.cu's tiles by name, the default first (nothing measured yet: the larger tile reuses
+# each loaded element over more outputs). Both are 4 warps in 2 x 2 and 3 stages; the largest
+# static shared memory is 43.5 KiB (128x64x16, float32), under the 48 KiB a static array may use.
+IGEMM_TILE_CONFIGS: dict[str, IgemmTile] = {t.name: t for t in (
+    IgemmTile(128, 64, 16, 2, 2, 3),
+    IgemmTile(64, 64, 16, 2, 2, 3),
+)}
+IGEMM_TILE = next(iter(IGEMM_TILE_CONFIGS))
+# The dtypes implicit_gemm.cu is built for, and each one's precisions (entry point
+# implicit_gemm_<precision>_<dtype>), the default first: 3xTF32 keeps float32 accurate; "tf32" is
+# the opt-in (PyTorch's allow_tf32).
+IGEMM_PRECISIONS: dict[np.dtype, tuple[str, ...]] = {
+    np.dtype(np.float32): ("3xtf32", "tf32"),
+    np.dtype(np.float16): ("f16",),
+}
+IGEMM_DTYPES = tuple(IGEMM_PRECISIONS)
 DIRECT_KBS = (1, 4, 8)          # output channels per thread of direct version 1
 # Direct version 1's configurations by name: one entry point per KB, all in one module (the
 # kernel's ceil-division over k-blocks and its kcount mask take any KB for any channel count).
@@ -124,10 +180,20 @@ def kernel_source(name: str, text: str | None = None) -> str:
 
 def module_options(source: str, dtype, tile: str = "") -> tuple[str, ...]:
     """The compile options of the module built from `source` for `dtype`; for gemm.cu with the
-    GEMM tile named `tile` ("": the dtype's default, GEMM_TILES)."""
+    GEMM tile named `tile` ("": the dtype's default, GEMM_TILES), for implicit_gemm.cu with its
+    tile `tile` ("": IGEMM_TILE)."""
     dt = np.dtype(dtype)
     opts = BASE_OPTIONS + (f"-DCONV_WANT_{dtype_name(dt)}",)
-    if source == "gemm.cu":
+    if source == "implicit_gemm.cu":
+        if dt not in IGEMM_DTYPES:
+            raise ValueError(f"implicit_gemm.cu is built for {[d.name for d in IGEMM_DTYPES]} "
+                             f"only, not {dt}")
+        name = tile or IGEMM_TILE
+        if name not in IGEMM_TILE_CONFIGS:
+            raise ValueError(f"implicit_gemm.cu has no tile {name!r}; it has "
+                             f"{list(IGEMM_TILE_CONFIGS)}")
+        opts += IGEMM_TILE_CONFIGS[name].options()
+    elif source == "gemm.cu":
         name = tile or GEMM_TILES[dt]
         if name not in gemm_tiles(dt):
             raise ValueError(f"gemm.cu has no tile {name!r} for {dt}; it has "
@@ -139,17 +205,20 @@ def module_options(source: str, dtype, tile: str = "") -> tuple[str, ...]:
 
 
 def gemm_tile_of(options: tuple[str, ...]) -> str:
-    """The name of the GEMM tile a module's options build ("" for a module without one)."""
-    return next((name for name, t in GEMM_TILE_CONFIGS.items()
+    """The name of the tile a module's options build, gemm.cu's GEMM tile or implicit_gemm.cu's
+    (their -D options differ: -DCONV_GEMM_* and -DCONV_IGEMM_*); "" for a module without one."""
+    tables = (GEMM_TILE_CONFIGS, IGEMM_TILE_CONFIGS)
+    return next((name for table in tables for name, t in table.items()
                  if set(t.options()) <= set(options)), "")
 
 
 def module_label(source: str, options: tuple[str, ...]) -> str:
-    """"source[dtype]", with ",tile" after the dtype where a GEMM module's tile is not the
-    dtype's default ("gemm.cu[float32,64x64x16]")."""
+    """"source[dtype]", with ",tile" after the dtype where a tiled module's tile is not its
+    default ("gemm.cu[float32,64x64x16]", "implicit_gemm.cu[float16,64x64x16]")."""
     dtype = next(o[len("-DCONV_WANT_"):] for o in options if o.startswith("-DCONV_WANT_"))
     tile = gemm_tile_of(options)
-    if tile and tile != GEMM_TILES[np.dtype(dtype)]:
+    default = IGEMM_TILE if source == "implicit_gemm.cu" else GEMM_TILES[np.dtype(dtype)]
+    if tile and tile != default:
         return f"{source}[{dtype},{tile}]"
     return f"{source}[{dtype}]"
 
@@ -164,15 +233,24 @@ def entry_points(source: str, dtype) -> tuple[str, ...]:
         return (f"im2col_{name}",)
     if source == "gemm.cu":
         return (f"gemm_naive_{name}", f"gemm_tiled_{name}")
+    if source == "implicit_gemm.cu":
+        return tuple(f"implicit_gemm_{p}_{name}"
+                     for p in IGEMM_PRECISIONS.get(np.dtype(dtype), ()))
     raise ValueError(f"unknown kernel source {source!r}")
 
 
 def specialisations() -> list[tuple[str, str, tuple[str, ...]]]:
     """Every (source file, entry point, compile options) this backend can launch: each module's
     entry points with its default options, and gemm_tiled once more for each other GEMM tile of
-    the dtype (the tiled GEMM's configurations; gemm_naive is launched from the default module)."""
+    the dtype (the tiled GEMM's configurations; gemm_naive is launched from the default module),
+    and implicit_gemm.cu's entry points once per tile for float16 and float32."""
     specs = []
     for source in SOURCES:
+        if source == "implicit_gemm.cu":
+            specs += [(source, entry, module_options(source, dt, t))
+                      for dt in IGEMM_DTYPES for t in IGEMM_TILE_CONFIGS
+                      for entry in entry_points(source, dt)]
+            continue
         for dt in SUPPORTED_DTYPES:
             specs += [(source, entry, module_options(source, dt))
                       for entry in entry_points(source, dt)]

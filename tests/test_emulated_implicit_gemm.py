@@ -1,0 +1,250 @@
+"""The tensor-core implicit GEMM (kernels/cuda/implicit_gemm.cu, algorithm cupy:implicit_gemm) on
+the CPU emulator (conv/emulator/): the backend's own launches (conv/backend/cupy/__init__.py:
+launches) for every precision x tile configuration, against the float64 reference, on cases
+with partial tiles on every edge (rows kg < BM and kg = BM + 2, columns not a multiple of BN,
+reductions not a multiple of BK), conv2d and conv1d, the four padding modes, stride, dilation,
+groups (depthwise with a channel multiplier), bias or none, batch > 1 and unbatched, a
+channels_last input view and a strided (negative-stride) view; the schedules give identical
+bits; mutation tests show a removed cp.async wait or __syncthreads of the float32 pipeline is
+caught (the float16 one's barrier is not: see _MUTATION_CASE).
+
+Tolerances (tests/_helpers.py: RTOL[dtype] * sqrt(reduction) * max|ref|): 3xTF32 meets the float32
+one, f16 (fp32 accumulation) the float16 one. TF32 rounds both operands to 11 significant bits
+(cvt.rna: relative error <= 2^-11 each), so a product is off by up to 2^-10 of its magnitude: its
+tolerance is TF32_RTOL = 2^-10 in the same formula (and TF32 must be measurably worse than
+float32's tolerance, or it did not run).
+
+Outputs are NaN-poisoned before the kernels run; each test runs its threads in a schedule
+(forward, reverse or shuffled) drawn from its id.
+"""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+
+import numpy as np
+import pytest
+
+from conv import _gpu_arrays, emulator
+from conv._spec import make_spec
+from conv.backend import cupy as cupy_backend
+from conv.backend.cupy.sources import (
+    IGEMM_PRECISIONS,
+    IGEMM_TILE_CONFIGS,
+    module_options,
+    read_source,
+)
+from conv.backend.reference import conv_reference
+from tests._helpers import RTOL, _report, assert_output_matches_reference, make_operands
+
+_OK, _WHY = emulator.availability()
+pytestmark = [
+    pytest.mark.emulated,
+    pytest.mark.skipif(not _OK, reason=f"CPU emulator of the CUDA kernels not usable: {_WHY}"),
+]
+
+SCHEDULES = tuple(emulator.SCHEDULES)
+TF32_RTOL = 2.0 ** -10          # both operands rounded to TF32: <= 2^-11 relative error each
+PRECISIONS = [("float32", "3xtf32"), ("float32", "tf32"), ("float16", "f16")]
+TILES = list(IGEMM_TILE_CONFIGS)
+COMBOS = [(dt, prec, tile) for dt, prec in PRECISIONS for tile in TILES]
+COMBO_IDS = [f"{prec}-{tile}" for _, prec, tile in COMBOS]
+
+# Partial tiles: kg 20, 3, 2 (below every BM) and 130 (one full BM = 128 tile, then 2 rows);
+# columns 180, 2*20, 240, 2*4*8, 11 (none a multiple of BN = 64); reductions 27, 10, 36, 9, 20
+# (BK = 16 tiles: partial, one partial, two full + 4, ...). Every padding mode; stride, dilation,
+# groups (depthwise with 2 output channels per input channel), bias or none, unbatched conv1d.
+CASES = {
+    "dense-zeros": ("conv2d", (2, 3, 9, 10), (20, 3, 3, 3), True, dict(padding=1)),
+    "grouped-conv1d-reflect": ("conv1d", (2, 6, 40), (9, 2, 5), True,
+                               dict(groups=3, stride=2, padding=2, padding_mode="reflect")),
+    "wide-dilated-replicate": ("conv2d", (1, 6, 6, 40), (130, 6, 2, 3), False,
+                               dict(padding=(1, 2), dilation=2, padding_mode="replicate")),
+    "depthwise-x2-circular": ("conv2d", (2, 4, 7, 8), (8, 1, 3, 3), True,
+                              dict(groups=4, stride=(2, 1), padding=1, padding_mode="circular")),
+    "unbatched-conv1d-strided": ("conv1d", (5, 33), (6, 5, 4), False,
+                                 dict(stride=3, dilation=2, padding=3)),
+}
+
+
+@pytest.fixture(autouse=True)
+def poison_outputs():
+    before = _gpu_arrays.poison_enabled()
+    _gpu_arrays.set_poison_outputs(True)
+    yield
+    _gpu_arrays.set_poison_outputs(before)
+
+
+@pytest.fixture
+def schedule(request) -> tuple[str, int]:
+    """(schedule, seed) of this test, from a stable hash of its id."""
+    h = zlib.crc32(request.node.nodeid.encode())
+    return SCHEDULES[h % 3], h
+
+
+def _plan(op, x, w, b, tile, precision, **kwargs):
+    """The backend's plan of the call on implicit_gemm with `tile`, set to run `precision`."""
+    plan = emulator.plan(op, x, w, b, algorithm="implicit_gemm", config=tile, **kwargs)
+    return dataclasses.replace(plan, precision=precision)
+
+
+def _run(op, x, w, b, tile, precision, schedule=("forward", 0), **kwargs):
+    plan = _plan(op, x, w, b, tile, precision, **kwargs)
+    launched = cupy_backend.launches(plan, cupy_backend._prepare(plan, x, w, b, np))
+    entry = f"implicit_gemm_{precision}_{x.dtype.name}"
+    assert [s.entry for s in launched] == [entry] * len(launched) and launched
+    assert all(s.options == module_options("implicit_gemm.cu", x.dtype, tile) for s in launched)
+    return plan, emulator.run(plan, x, w, b, schedule=schedule[0], seed=schedule[1])
+
+
+def _assert_tf32_close(op, out, x, w, b, where, **kwargs) -> float:
+    """TF32's tolerance, TF32_RTOL * sqrt(reduction) * max|ref|; returns the largest error
+    relative to max|ref|."""
+    spec = make_spec(op, x, w, b, kwargs.get("stride", 1), kwargs.get("padding", 0),
+                     kwargs.get("dilation", 1), kwargs.get("groups", 1),
+                     kwargs.get("padding_mode", "zeros"))
+    ref = conv_reference(x, w, b, spec)
+    assert out.shape == ref.shape and out.dtype == x.dtype, where
+    scale = max(float(np.abs(ref).max()), 1e-30)
+    tol = TF32_RTOL * np.sqrt(max(1, spec.c_per_group * spec.r * spec.s)) * scale
+    err = np.abs(out.astype(np.float64) - ref)
+    bad = ~(err <= tol)                     # NaN (poison left unwritten) is bad
+    if bad.any():
+        _report(where, out, ref, bad, tol)
+    return float(err.max()) / scale
+
+
+def _check(op, out, x, w, b, precision, where, **kwargs):
+    if precision == "tf32":
+        _assert_tf32_close(op, out, x, w, b, where, **kwargs)
+    else:
+        assert_output_matches_reference(op, out, x, w, b, where=where, **kwargs)
+
+
+# --- every precision x tile on the cases ---------------------------------------------------
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("dtype, precision, tile", COMBOS, ids=COMBO_IDS)
+def test_cases(dtype, precision, tile, case, schedule):
+    op, xs, ws, has_bias, kwargs = CASES[case]
+    x, w, b = make_operands(("igemm", case, dtype), xs, ws, dtype, bias=has_bias)
+    copies = [None if a is None else a.copy() for a in (x, w, b)]
+    plan, out = _run(op, x, w, b, tile, precision, schedule, **kwargs)
+    _check(op, out, x, w, b, precision, f"{plan} {precision} [{schedule[0]}]", **kwargs)
+    for a, before in zip((x, w, b), copies):       # inputs are never modified
+        if a is not None:
+            np.testing.assert_array_equal(a, before)
+
+
+@pytest.mark.parametrize("view", ["channels_last", "strided"])
+@pytest.mark.parametrize("dtype, precision, tile", COMBOS, ids=COMBO_IDS)
+def test_views(dtype, precision, tile, view, schedule):
+    if view == "channels_last":         # NHWC memory seen as NCHW: channel stride 1
+        base, w, b = make_operands(("igemm-nhwc", dtype), (2, 9, 10, 5), (20, 5, 3, 3), dtype,
+                                   bias=True)
+        x = base.transpose(0, 3, 1, 2)
+        assert x.strides[1] == x.itemsize
+        kwargs = dict(padding=1, stride=2)
+    else:                               # every other row, columns reversed; a strided bias
+        base, w, b = make_operands(("igemm-strided", dtype), (2, 5, 19, 21), (12, 5, 2, 3),
+                                   dtype, bias=(24,))
+        x, b = base[:, :, ::2, ::-1], b[::-2]
+        kwargs = dict(padding=(1, 0), dilation=(1, 2), padding_mode="reflect")
+    plan, out = _run("conv2d", x, w, b, tile, precision, schedule, **kwargs)
+    _check("conv2d", out, x, w, b, precision, f"{plan} {precision} {view}", **kwargs)
+
+
+def test_schedules_give_identical_bits():
+    # Race-free: each output's sum runs in one lane's mma chain in a fixed order, whatever the
+    # order of the threads between barriers.
+    op, xs, ws, has_bias, kwargs = CASES["dense-zeros"]
+    runs = [(s, 1) for s in SCHEDULES] + [("shuffled", 2)]
+    for dtype, precision in PRECISIONS:
+        x, w, b = make_operands(("igemm-schedules", dtype), xs, ws, dtype, bias=has_bias)
+        outs = [_run(op, x, w, b, "64x64x16", precision, run, **kwargs)[1] for run in runs]
+        for out in outs[1:]:
+            np.testing.assert_array_equal(out, outs[0])
+
+
+def test_tf32_is_tf32_and_3xtf32_is_float32_accurate():
+    # The precision switch changes what runs: TF32's error is far above float32's tolerance
+    # (operands rounded to 11 bits), 3xTF32's within it, on the same data.
+    op, xs, ws, has_bias, kwargs = CASES["dense-zeros"]
+    x, w, b = make_operands("igemm-precision", xs, ws, "float32", bias=has_bias)
+    _, tf32 = _run(op, x, w, b, "128x64x16", "tf32", **kwargs)
+    _, split = _run(op, x, w, b, "128x64x16", "3xtf32", **kwargs)
+    assert_output_matches_reference(op, split, x, w, b, **kwargs)
+    with pytest.raises(AssertionError, match="elements wrong"):
+        assert_output_matches_reference(op, tf32, x, w, b, **kwargs)
+    assert _assert_tf32_close(op, tf32, x, w, b, "tf32", **kwargs) > 10 * RTOL[x.dtype]
+
+
+# --- the launches: grid, block, options; refusals ------------------------------------------
+
+@pytest.mark.parametrize("tile", TILES)
+def test_launch_grid_block_and_options(tile):
+    op, xs, ws, has_bias, kwargs = CASES["wide-dilated-replicate"]
+    x, w, b = make_operands("igemm-launch", xs, ws, "float32", bias=has_bias)
+    plan = emulator.plan(op, x, w, b, algorithm="implicit_gemm", config=tile, **kwargs)
+    assert plan.workspace_bytes == 0 and plan.chunks is None        # no workspace
+    (step,) = cupy_backend.launches(plan, cupy_backend._prepare(plan, x, w, b, np))
+    t = IGEMM_TILE_CONFIGS[tile]
+    spec = plan.spec
+    cols = spec.n * spec.p * spec.q
+    assert step.entry == "implicit_gemm_3xtf32_float32"      # float32's default precision
+    assert step.grid == (-(-cols // t.bn), -(-spec.k_per_group // t.bm), spec.groups)
+    assert step.block == (t.threads, 1, 1)
+    assert f"-DCONV_IGEMM_BM={t.bm}" in step.options and f"-DCONV_IGEMM_STAGES={t.stages}" in \
+        step.options
+    assert len(step.args) == len(emulator.parameters("implicit_gemm.cu"))
+    assert t.shared_bytes("float32") <= 48 * 1024 and t.shared_bytes("float16") <= 48 * 1024
+
+
+def test_default_precisions_and_refusals():
+    x, w, _ = make_operands("igemm-refusals", (1, 2, 5, 5), (4, 2, 3, 3), "float64")
+    with pytest.raises(TypeError, match="implicit_gemm' has no kernels for dtype float64"):
+        emulator.plan("conv2d", x, w, None, algorithm="implicit_gemm")
+    xi, wi = x.astype(np.int32), w.astype(np.int32)
+    with pytest.raises(TypeError, match="implicit_gemm' has no kernels for dtype int32"):
+        emulator.plan("conv2d", xi, wi, None, algorithm="implicit_gemm")
+    for dtype, precisions in IGEMM_PRECISIONS.items():
+        plan = emulator.plan("conv2d", x.astype(dtype), w.astype(dtype), None,
+                             algorithm="implicit_gemm")
+        assert cupy_backend.implicit_gemm_precision(plan) == precisions[0]
+    x16, w16 = x.astype(np.float16), w.astype(np.float16)
+    plan = _plan("conv2d", x16, w16, None, "", "tf32")
+    with pytest.raises(ValueError, match="no precision 'tf32' for float16"):
+        cupy_backend.launches(plan, cupy_backend._prepare(plan, x16, w16, None, np))
+
+
+# --- mutation tests: the checks above can fail --------------------------------------------
+
+_WAIT = "conv_cp_async_wait<STAGES - 2>();"
+_ASYNC_BARRIER = "__syncthreads();                        // everyone's; and tile kt-1 is consumed"
+# One block (40 columns, kg 20) and 3 k-tiles of BK = 16 (CRS 36): the prologue fills two buffers,
+# the loop issues the third. The 64x64x16 tile keeps each thread's copies without the wait (48)
+# under the emulator's 64 pending copies. Not covered: the float16 path's barrier (register
+# staging) is not caught when removed, as the emulator advances warps in lockstep from one warp
+# collective (ldmatrix, mma) to the next, so no warp overtakes another's reads.
+_MUTATION_CASE = ("conv2d", (1, 6, 6, 10), (20, 6, 2, 3), True, {})
+
+
+@pytest.mark.parametrize("removed, what", [(_WAIT, "wait"), (_ASYNC_BARRIER, "barrier")],
+                         ids=["cp-async-wait", "barrier"])
+@pytest.mark.parametrize("precision", ["3xtf32", "tf32"])
+def test_a_removed_wait_or_barrier_is_caught(removed, what, precision, schedule):
+    text = read_source("implicit_gemm.cu")
+    assert text.count(removed) == 1
+    op, xs, ws, has_bias, kwargs = _MUTATION_CASE
+    x, w, b = make_operands("igemm-mutation", xs, ws, "float32", bias=has_bias)
+    plan, out = _run(op, x, w, b, "64x64x16", precision, schedule, **kwargs)
+    _check(op, out, x, w, b, precision, f"{plan}", **kwargs)         # intact: passes
+    # Each mutant's body gets its own name: g++ makes the function-local statics of an inline
+    # template (the emulator's __shared__ sites) process-wide unique symbols, so a second module
+    # with the same instantiation would share the first one's and lose its shared memory.
+    mutant = text.replace(removed, "").replace("implicit_gemm_body",
+                                               f"implicit_gemm_without_{what}_body")
+    with emulator.replaced_source("implicit_gemm.cu", mutant):
+        plan, out = _run(op, x, w, b, "64x64x16", precision, schedule, **kwargs)
+    with pytest.raises(AssertionError, match="elements wrong"):
+        _check(op, out, x, w, b, precision, f"{plan} without {removed.split(';')[0]}", **kwargs)
