@@ -8,8 +8,8 @@ Each results file's rows become entries of its backends' tables: CPU rows -> cpu
 status is ok and it has a median; its (suite, case) is looked up in bench.suites (the full suites
 of the run's device, or the --quick ones when the recorded arguments say the run was quick) to
 compute the case's features, and a row whose case no longer exists, or no longer has the recorded
-arguments, is skipped with a note. "tf32" rows are skipped: our kernels have no TF32 mode, so they
-repeat the fp32 measurement. One run per table: two results files with rows of the same backend
+arguments, is skipped with a note. "tf32" rows are skipped: they time calls with allow_tf32=True,
+and the tables serve the default (TF32 off, float32-accurate). One run per table: two results files with rows of the same backend
 are refused (times from different runs are not comparable).
 
 The tables are deterministic in their inputs (no time stamp), so regenerating from the same
@@ -113,8 +113,8 @@ def tables_from_results(paths, notes: list[str]) -> dict[str, dict]:
         for label, why in missing.items():
             notes.append(f"{name}: skipped {label}: {why}")
         if sum(r["precision"] == "tf32" for r in data["rows"]):
-            notes.append(f"{name}: tf32 rows skipped (our kernels have no TF32 mode: they repeat "
-                         f"the fp32 measurement)")
+            notes.append(f"{name}: tf32 rows skipped (calls with allow_tf32=True; the tables "
+                         f"serve the default, TF32 off)")
         for backend, entries in per_backend.items():
             if backend in tables:
                 raise ValueError(f"{backend}: rows in {tables[backend]['source']['results']} and "

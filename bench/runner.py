@@ -421,13 +421,15 @@ class Runner:
                 continue                              # capped: far too slow to time here
             if _refuses_shape(impl, spec):
                 continue                              # e.g. winograd on a 1x1 or strided conv
-            if precision == "tf32":
-                row["note"] = "ours as-is (no TF32 switch), vs PyTorch with TF32 on"
+            kwargs = case.kwargs
+            if precision == "tf32":     # ours with TF32 allowed (only cupy's implicit_gemm has
+                kwargs = dict(kwargs, allow_tf32=True)      # it), PyTorch with cuDNN's TF32 on
+                row["note"] = "ours with allow_tf32=True, vs PyTorch with TF32 on"
             module = _plan.backend_module(impl.backend)
             args = tuple(_as_kind(a, impl.backend) for a in ours) if self.gpu else ours
 
-            def fn(args=args, impl=impl):
-                return impl.call(conv_fn, args, case.kwargs)
+            def fn(args=args, impl=impl, kwargs=kwargs):
+                return impl.call(conv_fn, args, kwargs)
 
             row, to_time = self._measure(row, fn, ref, precision, reduction, module,
                                          slow=impl.backend == "reference")
