@@ -30,3 +30,13 @@ def _quiet_same_padding_warning():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
         yield
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Reports that tests record as properties named *_table (the NVRTC/ptxas resource table),
+    printed once at the end: a test's own prints do not reach the terminal from an xdist worker."""
+    for report in terminalreporter.stats.get("passed", []):
+        for name, value in getattr(report, "user_properties", ()):
+            if name.endswith("_table") and report.when == "call":
+                terminalreporter.write_line("")
+                terminalreporter.write_line(str(value))

@@ -98,7 +98,7 @@ def test_module_compiles(compiled, key):
             f"{source} for {arch}: entry {entry} missing from the ptxas report:\n{result.log}"
 
 
-def test_resource_table(compiled, capsys, record_property):
+def test_resource_table(compiled, record_property):
     """Print registers / spills / stack per entry (a report, not a threshold)."""
     rows = []
     for (source, options, arch), result in sorted(compiled.items(), key=lambda kv: (kv[0][2], kv[0][0])):
@@ -110,10 +110,12 @@ def test_resource_table(compiled, capsys, record_property):
                 if st.spill_stores or st.spill_loads]
     counted = (f"{len(rows)} entry points in {len(compiled)} modules "
                f"({len(MODULES)} (source, options) modules x {len(ARCHS)} architectures)")
-    record_property("nvrtc_resource_table", table)
-    with capsys.disabled():
-        print("\n\nNVRTC/ptxas resources per entry point (bytes for spills, stack, smem)\n" + table)
-        print(f"{counted}; entries with spills: {', '.join(spilling) if spilling else 'none'}\n")
+    # Printed at the end of the run by tests/conftest.py:pytest_terminal_summary (also from an
+    # xdist worker, whose own output the terminal never shows), and kept in the junit XML.
+    record_property("nvrtc_resource_table",
+                    "NVRTC/ptxas resources per entry point (bytes for spills, stack, smem)\n"
+                    + table + f"\n{counted}; entries with spills: "
+                    + (", ".join(spilling) if spilling else "none"))
     assert len(rows) == sum(len(e) for e in MODULES.values()) * len(ARCHS)
 
 
