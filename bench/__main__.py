@@ -4,7 +4,7 @@
     conv-bench --suite resnet50 --suite sweep --json out.json --csv out.csv --plot out.png
     conv-bench --device gpu --run-tests      # GPU run: writes bench/results/gpu/<date>-<device>.json
     conv-bench --wait-quiet 600 --quick      # first wait (up to 10 min) for a quiet machine
-    conv-bench --write-dispatch-tables bench/results/cpu/2026-12-01-cpu-2core-avx2.json
+    conv-bench --write-dispatch-tables bench/results/cpu/2026-12-01-cpu-2core-settle.json
                                              # regenerate conv/dispatch_tables/ (what auto reads)
     python -m bench --help
 """

@@ -1,6 +1,6 @@
 """Dispatch tables from benchmark results: what `algorithm="auto"` reads (conv/dispatch.py).
 
-    conv-bench --write-dispatch-tables bench/results/cpu/2026-12-01-cpu-2core-avx2.json
+    conv-bench --write-dispatch-tables bench/results/cpu/2026-12-01-cpu-2core-settle.json
     conv-bench --write-dispatch-tables GPU_RESULTS.json --out /tmp/tables
 
 Each results file's rows become entries of its backends' tables: CPU rows -> cpu.json, GPU rows

@@ -200,8 +200,13 @@ def _reason(table, spec, precision, tied, distance, ranked, ms, eligible) -> str
         text += f": nearest measured cases {cases} (the same features; geometric means)"
     text += f" (distance {distance:.2f})"
     text += ", " + " < ".join(f"{a} {_fmt_ms(ms[a])}" for a in ranked)
-    left_out = [a for e in tied for a in e["median_ms"] if a not in eligible]
+    left_out = list(dict.fromkeys(a for e in tied for a in e["median_ms"] if a not in eligible))
     if left_out:
-        names = ", ".join(dict.fromkeys(left_out))
-        text += f" ({names} measured too, not eligible for {spec.dtype})"
+        from . import registry
+        rows = {r.name: r for r in registry.algorithms(table["backend"])}
+        no_dtype = [a for a in left_out if a in rows and spec.dtype not in rows[a].dtypes]
+        no_shape = [a for a in left_out if a not in no_dtype]
+        why = ([f"no kernels for {spec.dtype}"] if no_dtype else []) + \
+            (["does not compute this shape"] if no_shape else [])
+        text += f" ({', '.join(no_dtype + no_shape)} measured too, not eligible: {'; '.join(why)})"
     return text

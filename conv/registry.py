@@ -140,7 +140,7 @@ ALGORITHMS: tuple[Algorithm, ...] = (
               "columns, then a shared-memory tiled GEMM"),
 )
 
-_CPU_BENCH = "bench/results/cpu/2026-12-01-cpu-2core-avx2.json"
+_CPU_BENCH = "bench/results/cpu/2026-12-01-cpu-2core-settle.json"
 _GPU_UNMEASURED = ("not measured: no GPU has run this code yet; written from the kernels' "
                    "structure (a dispatch table replaces it once GPU results exist)")
 # AutoRule.algorithm of a row that asks the backend's dispatch table (conv/dispatch.py) for the
@@ -191,9 +191,9 @@ AUTO_RULES: dict[str, tuple[AutoRule, ...]] = {
         AutoRule(lambda s: True, "implicit",
                  lambda s: "floating point: the register-tiled implicit GEMM (no dispatch table "
                            "found)",
-                 f"{_CPU_BENCH}: the fastest over its fp32 cases taken together (geomean 0.88x "
-                 f"PyTorch; im2col 0.65x, direct 0.38x); conv/dispatch_tables/cpu.json chooses "
-                 f"per case"),
+                 f"{_CPU_BENCH}: the fastest over its fp32 cases taken together (geomean 1.00x "
+                 f"PyTorch; im2col 0.77x, direct 0.42x, winograd 0.49x over its 16, fft 0.19x; "
+                 f"a run marked unreliable); conv/dispatch_tables/cpu.json chooses per case"),
     ),
     "cupy": (
         AutoRule(lambda s: s.dtype.kind in "iu", "direct",

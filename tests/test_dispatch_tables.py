@@ -22,7 +22,7 @@ from conv._spec import make_spec
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CPU_TABLE = ROOT / "conv" / "dispatch_tables" / "cpu.json"
-CPU_RUN = "bench/results/cpu/2026-12-01-cpu-2core-avx2.json"
+CPU_RUN = "bench/results/cpu/2026-12-01-cpu-2core-settle.json"
 
 
 def spec(x_shape, w_shape, dtype="float32", **kwargs):
@@ -86,12 +86,15 @@ def test_the_committed_table_names_its_run():
     src = table["source"]
     assert (src["commit"], src["date"], src["device"], src["kernels_digest"], src["precisions"]) \
         == (run["commit"], run["date"], run["device"], run["kernels_digest"], ["fp32"])
-    # Every fp32 case the run timed, each with its three algorithms.
+    # Every fp32 case the run timed, each with the algorithms timed on it: winograd only on the
+    # stride-1 3x3 (3-tap) ones it computes.
     cases = {f"{r['suite']}/{r['case']}" for r in run["rows"] if r["backend"] == "cpu"}
     assert [e["case"] for e in table["cases"]] == list(dict.fromkeys(
         f"{r['suite']}/{r['case']}" for r in run["rows"] if r["backend"] == "cpu"))
     assert len(cases) == 64
-    assert all(set(e["median_ms"]) == {"implicit", "im2col", "direct"} for e in table["cases"])
+    assert all({"implicit", "im2col", "direct", "fft"} <= set(e["median_ms"])
+               <= {"implicit", "im2col", "direct", "fft", "winograd"} for e in table["cases"])
+    assert sum("winograd" in e["median_ms"] for e in table["cases"]) == 16
 
 
 def test_the_cpu_floating_point_choice_reads_the_table():
@@ -109,25 +112,28 @@ def test_the_cpu_floating_point_choice_reads_the_table():
 # -------------------------------------------------------------------------- nearest-case lookup
 
 def test_a_measured_case_gets_its_own_fastest_algorithm_and_the_reason_names_it():
-    # grouped/mbv2_dw3x3_32_112 itself: direct 0.428 ms < implicit 0.652 ms < im2col 4.61 ms.
+    # grouped/mbv2_dw3x3_32_112 itself: direct 0.489 ms < implicit 0.73 ms < im2col 3.7 ms < ...
     s = spec((1, 32, 112, 112), (32, 1, 3, 3), groups=32, padding=1)
     row, reason = registry.auto_algorithm("cpu", s)
     assert row.name == "direct"
     assert reason == (f"dispatch table ({CPU_RUN}, AMD EPYC, fp32): nearest measured case "
-                      f"grouped/mbv2_dw3x3_32_112 (distance 0.00), direct 0.428 ms < implicit "
-                      f"0.652 ms < im2col 4.61 ms")
+                      f"grouped/mbv2_dw3x3_32_112 (distance 0.00), direct 0.489 ms < implicit "
+                      f"0.73 ms < im2col 3.7 ms < winograd 4.3 ms < fft 9.44 ms")
 
 
 @pytest.mark.parametrize("shapes, kwargs, case, algorithm", [
     # A pointwise conv near ResNet-50's 1x1 layers: one BLAS GEMM (im2col builds no columns).
     (((1, 64, 48, 48), (256, 64, 1, 1)), {}, "resnet50/s1_1x1_64_256", "im2col"),
-    # A dense 3x3 near ResNet-50 stage 2's: the implicit GEMM.
-    (((1, 128, 24, 24), (128, 128, 3, 3)), dict(padding=1), "resnet50/s2_3x3_128", "implicit"),
+    # A dense 3x3 near ResNet-50 stage 2's: Winograd (2.49 ms, the implicit GEMM 2.52 there).
+    (((1, 128, 24, 24), (128, 128, 3, 3)), dict(padding=1), "resnet50/s2_3x3_128", "winograd"),
+    # The same with stride 2, which Winograd does not compute: the fastest it leaves, implicit.
+    (((1, 128, 24, 24), (128, 128, 3, 3)), dict(padding=1, stride=2), "resnet50/s3_3x3_256",
+     "implicit"),
     # Depthwise 3x3 at 14x14 with many channels: MobileNet's last stage, direct.
     (((1, 256, 14, 14), (256, 1, 3, 3)), dict(groups=256, padding=1),
      "grouped/mbv2_dw3x3_384_14", "direct"),
-    # A long-kernel conv1d: the implicit GEMM.
-    (((1, 16, 6000), (16, 16, 101)), dict(padding=50), "longkernel/k127", "implicit"),
+    # A long-kernel conv1d: FFT.
+    (((1, 16, 6000), (16, 16, 101)), dict(padding=50), "longkernel/k127", "fft"),
 ])
 def test_nearest_measured_case_on_hand_made_specs(shapes, kwargs, case, algorithm):
     s = spec(*shapes, **kwargs)
@@ -158,7 +164,7 @@ def test_nearest_is_by_the_documented_distance(tables_folder):
     algo, reason = dispatch.lookup("cpu", spec((1, 16, 32, 32), (16, 16, 3, 3), "int32"),
                                    ("im2col", "direct"))
     assert algo == "im2col" and "int32 was not measured" in reason
-    assert "(implicit measured too, not eligible for int32)" in reason
+    assert "(implicit measured too, not eligible: no kernels for int32)" in reason
     algo, _ = dispatch.lookup("cpu", b, ("direct",))
     assert algo == "direct"
 
@@ -360,3 +366,10 @@ def test_out_without_write_dispatch_tables_is_an_error(capsys):
     with pytest.raises(SystemExit):
         bench_main.main(["--out", "/tmp/x"])
     assert "--out goes with --write-dispatch-tables" in capsys.readouterr().err
+
+
+def test_an_algorithm_left_out_for_the_shape_is_said_so():
+    # Stride 2: winograd, timed at the nearest case, computes stride-1 only.
+    s = spec((1, 128, 24, 24), (128, 128, 3, 3), padding=1, stride=2)
+    _, reason = registry.auto_algorithm("cpu", s)
+    assert "(winograd measured too, not eligible: does not compute this shape)" in reason, reason
