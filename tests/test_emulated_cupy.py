@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest
 
-from conv import _gpu_arrays, emulator, registry
+from conv import emulator, registry
 from conv import plan as planning
 from conv._spec import make_spec
 from conv.backend import cupy as cupy_backend
@@ -35,6 +34,7 @@ from tests._helpers import (
     make_operands,
     refused_by_pytorch,
 )
+from tests._emulated import SCHEDULES, poison_outputs, schedule  # noqa: F401 (fixtures)
 
 _OK, _WHY = emulator.availability()
 pytestmark = [
@@ -52,22 +52,8 @@ def _without_kernels(algorithm: str, dtype) -> bool:
     return np.dtype(dtype) not in registry.algorithm("cupy", algorithm).dtypes
 
 
-SCHEDULES = tuple(emulator.SCHEDULES)
 
 
-@pytest.fixture(autouse=True)
-def poison_outputs():
-    before = _gpu_arrays.poison_enabled()
-    _gpu_arrays.set_poison_outputs(True)
-    yield
-    _gpu_arrays.set_poison_outputs(before)
-
-
-@pytest.fixture
-def schedule(request) -> tuple[str, int]:
-    """(schedule, seed) of this test, from a stable hash of its id."""
-    h = zlib.crc32(request.node.nodeid.encode())
-    return SCHEDULES[h % 3], h
 
 
 @pytest.fixture

@@ -20,12 +20,11 @@ Outputs are NaN-poisoned before the kernels run; each test runs its threads in a
 from __future__ import annotations
 
 import dataclasses
-import zlib
 
 import numpy as np
 import pytest
 
-from conv import _gpu_arrays, emulator
+from conv import emulator
 from conv._spec import make_spec
 from conv.backend import cupy as cupy_backend
 from conv.backend.cupy.sources import (
@@ -35,6 +34,7 @@ from conv.backend.cupy.sources import (
     read_source,
 )
 from conv.backend.reference import conv_reference
+from tests._emulated import SCHEDULES, poison_outputs, schedule  # noqa: F401 (fixtures)
 from tests._helpers import RTOL, _report, assert_output_matches_reference, make_operands
 
 _OK, _WHY = emulator.availability()
@@ -43,7 +43,6 @@ pytestmark = [
     pytest.mark.skipif(not _OK, reason=f"CPU emulator of the CUDA kernels not usable: {_WHY}"),
 ]
 
-SCHEDULES = tuple(emulator.SCHEDULES)
 TF32_RTOL = 2.0 ** -10          # both operands rounded to TF32: <= 2^-11 relative error each
 PRECISIONS = [("float32", "3xtf32"), ("float32", "tf32"), ("float16", "f16")]
 TILES = list(IGEMM_TILE_CONFIGS)
@@ -67,19 +66,6 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def poison_outputs():
-    before = _gpu_arrays.poison_enabled()
-    _gpu_arrays.set_poison_outputs(True)
-    yield
-    _gpu_arrays.set_poison_outputs(before)
-
-
-@pytest.fixture
-def schedule(request) -> tuple[str, int]:
-    """(schedule, seed) of this test, from a stable hash of its id."""
-    h = zlib.crc32(request.node.nodeid.encode())
-    return SCHEDULES[h % 3], h
 
 
 def _plan(op, x, w, b, tile, precision, **kwargs):

@@ -94,6 +94,7 @@ from ..._padding import pad_input, source_index
 from ..._spec import ConvSpec
 from ..._threads import serialised_if_needed
 from ..._workspace import ScratchBuffers
+from .fft import _batch_box  # the same tiles-per-batch box
 from .implicit import MR, _tile, tile_columns
 
 # The largest batch of tiles (bytes of V and M together; also at most a quarter of the cap):
@@ -457,19 +458,6 @@ class WinogradPlan:
         """Transform points per tile: alpha^2 (2-D) or alpha (1-D)."""
         alpha = self.m + 2
         return alpha * alpha if self.two_d else alpha
-
-
-def _batch_box(n: int, th: int, tw: int, most: int) -> tuple[int, int, int]:
-    """The largest box of (images, tile rows, tile columns) holding at most `most` tiles (one at
-    least), whole rows of tiles first, its lengths splitting their axes evenly."""
-    def even(size: int, length: int) -> int:
-        count = -(-size // max(1, length))
-        return -(-size // count)
-    if most >= th * tw:
-        return even(n, most // (th * tw)), th, tw
-    if most >= tw:
-        return 1, even(th, most // tw), tw
-    return 1, 1, even(tw, most)
 
 
 @functools.lru_cache(maxsize=1024)
