@@ -222,3 +222,30 @@ def test_availability_reports_the_simulator():
     ok, why = numba_backend.availability()
     assert ok and "simulator" in why
     assert conv.backends()["numba"][0]
+
+
+def test_workspace_and_constants_are_reused_per_thread(monkeypatch):
+    # The column buffer and the 1-element constants come back on the next call (no allocation or
+    # host-to-device copy per call); another thread gets its own columns; results stay right.
+    import threading
+    x, w, b = _arrays_for("conv2d", (2, 3, 8, 8), (4, 3, 3, 3), True)
+    seen = []
+    real = numba_backend._prepare
+    monkeypatch.setattr(numba_backend, "_prepare",
+                        lambda *a: (seen.append(real(*a)), seen[-1])[1])
+    numba_backend.free_workspace()
+    for _ in range(2):
+        assert_matches_reference("conv2d", x, w, None, backend="numba", algorithm="im2col")
+    first, second = seen
+    assert second.cols is first.cols and second.acc is first.acc and second.b is first.b
+    other = []
+    thread = threading.Thread(target=lambda: other.append(
+        conv.conv2d(x, w, backend="numba", algorithm="im2col")))
+    thread.start()
+    thread.join()
+    assert len(seen) == 3 and seen[2].cols is not first.cols and seen[2].acc is first.acc
+    np.testing.assert_allclose(to_host(other[0]), to_host(conv.conv2d(x, w, backend="numba",
+                                                                      algorithm="im2col")))
+    numba_backend.free_workspace()
+    assert_matches_reference("conv2d", x, w, b, backend="numba", algorithm="im2col")
+    assert seen[-1].cols is not first.cols                  # freed, then a new one

@@ -27,6 +27,7 @@ numba is imported): that is how CI tests the kernels without a GPU.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -232,9 +233,52 @@ def _wait_for_torch(*arrays) -> None:
             torch.cuda.current_stream(a.device).synchronize()
 
 
-def _prepare(plan, x, weight, bias) -> Operands:
-    from numba import cuda
+# Reused between calls (issue: a fresh allocation and a host-to-device copy per call cost more
+# than small convolutions): per device and dtype, the 1-element constants the kernels only read
+# (the accumulator's zero, the bias stand-in); per thread, device and dtype, the im2col column
+# workspace, grown to the largest call so far (at most the workspace cap). Per thread because two
+# threads' calls may run at once; the kernels of one thread's calls run in order on numba's
+# default stream, so a call's columns are never overwritten while the previous call reads them.
+_constants: dict = {}
+_constants_lock = threading.Lock()
+_workspaces = threading.local()
 
+
+def _device_id() -> int:
+    from numba import cuda
+    return getattr(cuda.get_current_device(), "id", 0)     # the simulator's device has no id
+
+
+def _constant(kind: str, dtype):
+    from numba import cuda
+    key = (_device_id(), kind, np.dtype(dtype))
+    with _constants_lock:
+        a = _constants.get(key)
+        if a is None:
+            a = _constants[key] = cuda.to_device(np.zeros(1, dtype=dtype))
+    return a
+
+
+def _workspace(elements: int, dtype):
+    """A device array of at least `elements` of dtype, this thread's (reused across calls)."""
+    from numba import cuda
+    cache = getattr(_workspaces, "buffers", None)
+    if cache is None:
+        cache = _workspaces.buffers = {}
+    key = (_device_id(), np.dtype(dtype))
+    buf = cache.get(key)
+    if buf is None or buf.size < elements:
+        cache.pop(key, None)                  # the old one goes before the larger one comes
+        buf = cache[key] = cuda.device_array(max(1, elements), dtype=dtype)
+    return buf
+
+
+def free_workspace() -> None:
+    """Drop this thread's cached im2col workspaces (the device memory returns to numba)."""
+    _workspaces.buffers = {}
+
+
+def _prepare(plan, x, weight, bias) -> Operands:
     from conv.kernels.numba_cuda.common import ACCUMULATOR
     spec = plan.spec
     acc_dtype, widen = ACCUMULATOR[spec.dtype]
@@ -242,9 +286,9 @@ def _prepare(plan, x, weight, bias) -> Operands:
     xd = _device_4d(x, (spec.n, spec.c, spec.h, spec.w), plan.kind)
     wd = _device_4d(weight, (spec.k, spec.c_per_group, spec.r, spec.s))
     has_bias = bias is not None
-    bd = _gpu_arrays.to_numba(bias) if has_bias else cuda.device_array(1, dtype=spec.dtype)
-    acc = cuda.to_device(np.zeros(1, dtype=acc_dtype))
-    cols = (cuda.device_array(plan.workspace_bytes // acc_dtype.itemsize, dtype=acc_dtype)
+    bd = _gpu_arrays.to_numba(bias) if has_bias else _constant("bias stand-in", spec.dtype)
+    acc = _constant("accumulator zero", acc_dtype)
+    cols = (_workspace(plan.workspace_bytes // acc_dtype.itemsize, acc_dtype)
             if plan.algorithm == "im2col" else None)
     return Operands(xd, wd, bd, has_bias, _new_output(spec.output_shape_4d, spec.dtype), acc,
                     widen, cols)
