@@ -78,6 +78,13 @@ class AutoRule:
     measured: str               # the benchmark run that measured it, or why none did
 
 
+def _depthwise_refusal(spec: ConvSpec) -> Exception | None:
+    # Imported when first asked (the registry must stay cheap; the module imports no CuPy).
+    from .backend.cupy import depthwise_refusal_message
+    message = depthwise_refusal_message(spec)
+    return ValueError(message) if message else None
+
+
 def _winograd_refusal(spec: ConvSpec) -> Exception | None:
     # Imported when first asked (the module imports numba; the registry must stay cheap).
     from .backend.cpu.winograd import refusal
@@ -131,6 +138,10 @@ ALGORITHMS: tuple[Algorithm, ...] = (
               "tensor-core implicit GEMM (mma.sync, cp.async pipeline), input tiles gathered on "
               "the fly, no workspace: float32 in 3xTF32 (TF32 with allow_tf32), float16 with "
               "fp32 accumulation"),
+    Algorithm("cupy", "depthwise", "depthwise", 0, SUPPORTED_DTYPES, "kernels/cuda/depthwise.cu",
+              "depthwise only (groups == C, any channel multiplier): an output tile's input patch "
+              "staged in shared memory once, a register sliding window of outputs along q per "
+              "thread", _depthwise_refusal),
     Algorithm("numba", "direct_naive", "direct", 0, _INEXACT, "kernels/numba_cuda/direct.py",
               "one thread per output"),
     Algorithm("numba", "direct", "direct", 1, _INEXACT, "kernels/numba_cuda/direct.py",

@@ -79,6 +79,11 @@ def test_grid(cupy, case, algorithm, dtype):
         with pytest.raises(TypeError, match="has no kernels for dtype"):
             getattr(conv, op)(xd, wd, bd, backend="cupy", algorithm=algorithm, **kwargs)
         return
+    spec = conv.explain(op, x, w, b, backend="reference", **kwargs).spec
+    if isinstance(registry.algorithm("cupy", algorithm).refusal(spec), ValueError):  # depthwise
+        with pytest.raises(ValueError, match=f"'{algorithm}'"):
+            getattr(conv, op)(xd, wd, bd, backend="cupy", algorithm=algorithm, **kwargs)
+        return
     assert_matches_reference(op, xd, wd, bd, backend="cupy", algorithm=algorithm,
                              x_host=x, w_host=w, b_host=b, **kwargs)
     # Inputs are never modified.
@@ -123,6 +128,10 @@ def test_views_negative_strides_and_transposes(cupy, algorithm):
     w = cupy.asarray(make_operands(rng, (6, 3, 3, 4), None, "float32")[0]).transpose(0, 1, 3, 2)
     b = cupy.asarray(make_operands(rng, (12,), None, "float32")[0])[::2]
     before = base.get()
+    if algorithm == "depthwise":               # groups 2 of C 6: refused (ValueError)
+        with pytest.raises(ValueError, match="'depthwise'"):
+            conv.conv2d(x, w, b, backend="cupy", algorithm=algorithm, padding=(1, 2), groups=2)
+        return
     assert_matches_reference("conv2d", x, w, b, backend="cupy", algorithm=algorithm,
                              x_host=x.get(), w_host=w.get(), b_host=b.get(), padding=(1, 2),
                              groups=2, stride=(1, 2), padding_mode="reflect")
@@ -134,6 +143,10 @@ def test_views_pointwise_and_conv1d(cupy, algorithm):
     rng = np.random.default_rng(4)
     x = cupy.asarray(make_operands(rng, (3, 6, 9, 7), None, "float32")[0])[:, :, ::-1, :]
     w = cupy.asarray(make_operands(rng, (8, 6, 1, 1), None, "float32")[0])
+    if algorithm == "depthwise":               # dense pointwise: refused (ValueError)
+        with pytest.raises(ValueError, match="'depthwise'"):
+            conv.conv2d(x, w, None, backend="cupy", algorithm=algorithm, stride=2)
+        return
     assert_matches_reference("conv2d", x, w, None, backend="cupy", algorithm=algorithm,
                              x_host=x.get(), w_host=w.get(), stride=2)
     dtype = ("complex64" if np.dtype("complex64") in registry.algorithm("cupy", algorithm).dtypes
@@ -314,9 +327,11 @@ def test_property_random_configs(cupy, cfg):
     kwargs = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"],
                   groups=cfg["groups"], padding_mode=cfg["padding_mode"])
     try:
-        make_spec("conv2d", x, w, b, **kwargs)
+        spec = make_spec("conv2d", x, w, b, **kwargs)
     except (ValueError, TypeError):
         assume(False)                          # not a valid PyTorch call
+    # depthwise refuses groups != C (tests/test_emulated_depthwise.py)
+    assume(registry.algorithm("cupy", cfg["algorithm"]).refusal(spec) is None)
     assert_matches_reference("conv2d", *_to_device(cupy, x, w, b), backend="cupy",
                              algorithm=cfg["algorithm"], x_host=x, w_host=w, b_host=b, **kwargs)
 

@@ -12,6 +12,9 @@ Algorithms (rows in conv/registry.py, which also holds the auto rule):
   "implicit_gemm"  implicit_gemm.cu: the GEMM on tensor cores (mma.sync) with the input tiles
                    gathered on the fly (no workspace), float16 and float32 only; float32 runs
                    3xTF32 (near fp32 accuracy) unless the plan asks for "tf32".
+  "depthwise"      depthwise.cu: groups == C (any channel multiplier), every dtype; a block stages
+                   the input patch of an output tile of one (n, k) plane in shared memory, each
+                   thread slides a register window along q. Not picked by "auto" yet (unmeasured).
 Workspace: the column buffer, capped (`conv.set_workspace_limit(nbytes, "cupy")`, env
 CONV_CUPY_WORKSPACE_BYTES, default 1/8 of the device's free memory counting CuPy's pool, at most
 1 GiB) and chunked by conv/_workspace.py's policy: whole images, then bands of output rows of
@@ -29,9 +32,11 @@ Tile configurations (`configs(spec, algorithm)`, by name; the autotuner times ea
 thread, each an entry point of the one direct module); "im2col" runs the GEMM tile "128x128x8"
 (float16/float32 only: 4-byte accumulators) or "64x64x16" (every dtype), each tile its own
 module (-D options); "implicit_gemm" runs "128x64x16" or "64x64x16" (sources.IGEMM_TILE_CONFIGS,
-each its own module). Plan.config "" is the default: the smallest KB that holds a group's
-channels (8 for more), sources.GEMM_TILES's tile for the dtype, sources.IGEMM_TILE. The tables
-live in sources.py.
+each its own module); "depthwise" runs "1x1024", "1x256", "8x64" or "4x32"
+(sources.DEPTHWISE_CONFIGS, entry points of one module; only the tiles whose shared buffer holds the
+spec's patch). Plan.config "" is the default: the smallest KB that holds a group's
+channels (8 for more), sources.GEMM_TILES's tile for the dtype, sources.IGEMM_TILE, depthwise's first fitting tile. The
+tables live in sources.py.
 
 Every kernel is compiled per (device, source, dtype, GEMM tile) with the options of
 sources.module_options; the first compile (or load from CuPy's disk cache) of each is timed in
@@ -52,6 +57,7 @@ from ..._padding import PADDING_MODES
 from ..._spec import ConvSpec
 from ..._workspace import Chunks, WorkspaceLimit, plan_column_chunks
 from .sources import (
+    DEPTHWISE_CONFIGS,
     DIRECT_CONFIGS,
     DIRECT_KBS,
     GEMM_TILE_CONFIGS,
@@ -59,6 +65,7 @@ from .sources import (
     IGEMM_PRECISIONS,
     IGEMM_TILE,
     IGEMM_TILE_CONFIGS,
+    depthwise_configs,
     dtype_name,
     gemm_tiles,
     kernel_source,
@@ -67,7 +74,7 @@ from .sources import (
 )
 
 _BLOCK = 256                    # threads per block of the 1-D kernels (their __launch_bounds__)
-_MAX_GRID_X, _, _MAX_GRID_Z = _gpu_arrays.GRID_LIMITS
+_MAX_GRID_X, _MAX_GRID_Y, _MAX_GRID_Z = _gpu_arrays.GRID_LIMITS
 
 
 def availability() -> tuple[bool, str]:
@@ -124,7 +131,8 @@ def configs(spec: ConvSpec, algorithm: str) -> tuple[str, ...]:
     """The tile configurations `algorithm` can run spec with, by name: direct's output channels
     per thread ("kb1", "kb4", "kb8", any of them for any spec), im2col's GEMM tiles for the
     dtype ("128x128x8" where the accumulator is 4 bytes, "64x64x16" for every dtype),
-    implicit_gemm's tensor-core tiles ("128x64x16", "64x64x16"); () for the algorithms with one
+    implicit_gemm's tensor-core tiles ("128x64x16", "64x64x16"), depthwise's output tiles whose
+    shared buffer holds spec's patch (the preferred first); () for the algorithms with one
     configuration."""
     if algorithm == "direct":
         return tuple(DIRECT_CONFIGS)
@@ -132,6 +140,8 @@ def configs(spec: ConvSpec, algorithm: str) -> tuple[str, ...]:
         return gemm_tiles(spec.dtype)
     if algorithm == "implicit_gemm":
         return tuple(IGEMM_TILE_CONFIGS)
+    if algorithm == "depthwise":
+        return depthwise_configs(spec)
     return ()
 
 
@@ -365,6 +375,52 @@ def _implicit_gemm(ops: Operands, plan) -> list:
     return steps
 
 
+def _depthwise(ops: Operands, plan) -> list:
+    """depthwise.cu on the tile plan.config names, or the first that fits (a smaller tile where a
+    large dilation or stride overflows the preferred one's shared buffer; a ValueError where none
+    fits, which the registry's refusal already raises at planning). One launch per at most 65535
+    (n, k) planes (grid z): blocks over the output columns (x) and rows (y) of each plane."""
+    spec = plan.spec
+    n, k, p, q = spec.output_shape_4d
+    fitting = depthwise_configs(spec)
+    if not fitting:
+        raise ValueError(depthwise_refusal_message(spec))
+    tile = DEPTHWISE_CONFIGS[plan.config or fitting[0]]
+    grid_x, grid_y = math.ceil(q / tile.tile_q), math.ceil(p / tile.tile_p)
+    if grid_x > _MAX_GRID_X or grid_y > _MAX_GRID_Y:
+        raise ValueError(f"depthwise: {p} x {q} outputs per plane need more than "
+                         f"{_MAX_GRID_X} x {_MAX_GRID_Y} blocks of {tile.name}")
+    top, _, left, _ = spec.pad
+    ws_k, _, ws_r, ws_s = ops.ws
+    bias = ops.b if ops.b is not None else ops.out
+    planes = n * k
+    steps = []
+    for plane0 in range(0, planes, _MAX_GRID_Z):
+        gz = min(_MAX_GRID_Z, planes - plane0)
+        args = (ops.x, ops.w, bias, ops.out) + _i64(
+            k, spec.k_per_group, spec.h, spec.w, p, q, spec.r, spec.s, *ops.xs, ws_k, ws_r, ws_s,
+            ops.bs, spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1], top, left,
+            PADDING_MODES[spec.padding_mode], ops.b is not None, plane0)
+        steps.append(_kernel_launch("depthwise.cu", f"depthwise_{tile.name}", spec.dtype, args,
+                                    grid=(grid_x, grid_y, gz), block=(tile.threads, 1, 1)))
+    return steps
+
+
+def depthwise_refusal_message(spec: ConvSpec) -> str:
+    """Why depthwise cannot run spec, or "" where it can (conv/registry.py's spec_refusal)."""
+    if spec.groups != spec.c:
+        return (f"cupy algorithm 'depthwise' computes depthwise convolutions only (groups == C, "
+                f"any channel multiplier K/C); this call has groups={spec.groups}, C={spec.c}: "
+                f"use algorithm 'direct' or 'implicit_gemm'")
+    if not spec.is_empty and not depthwise_configs(spec):
+        smallest = min(t.shared_elements(spec) * spec.dtype.itemsize
+                       for t in DEPTHWISE_CONFIGS.values())
+        return (f"cupy algorithm 'depthwise': the input patch of even its smallest tile needs "
+                f"{smallest} bytes of shared memory for this stride/dilation/kernel "
+                f"({spec.dtype}), more than its buffer holds: use algorithm 'direct'")
+    return ""
+
+
 _LAUNCHES = {
     "direct": lambda ops, plan: _direct(ops, plan.spec, naive=False, config=plan.config),
     "direct_naive": lambda ops, plan: _direct(ops, plan.spec, naive=True),
@@ -372,6 +428,7 @@ _LAUNCHES = {
     "im2col_naive": lambda ops, plan: _im2col(ops, plan, "naive"),
     "im2col_cublas": lambda ops, plan: _im2col(ops, plan, "cublas"),
     "implicit_gemm": _implicit_gemm,
+    "depthwise": _depthwise,
 }
 
 

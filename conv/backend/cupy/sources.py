@@ -7,7 +7,9 @@ Tile configurations, by name (what `Plan.config` and the autotuner pass): DIRECT
 and GEMM_TILE_CONFIGS ("128x128x8", "64x64x16": gemm.cu version 1's tiles, each its own module
 through -D options; `gemm_tiles(dtype)` says which a dtype has, GEMM_TILES its default), and
 IGEMM_TILE_CONFIGS ("128x64x16", "64x64x16": implicit_gemm.cu's tensor-core tiles, float16 and
-float32 only, each its own module; IGEMM_DTYPES, IGEMM_PRECISIONS name its dtypes and entry points).
+float32 only, each its own module; IGEMM_DTYPES, IGEMM_PRECISIONS name its dtypes and entry points),
+and DEPTHWISE_CONFIGS ("1x1024", "1x256", "8x64", "4x32": depthwise.cu's output tiles, entry points
+of the dtype's one module; `depthwise_configs(spec)` says which fit a spec, the preferred first).
 
 `kernel_source(name)` is the self-contained text CuPy and NVRTC both compile: each
 `#include "x.cuh"` replaced by that file, with the host's tables (padding modes from
@@ -27,7 +29,7 @@ from ..._dtypes import cuda_defines as accumulator_defines
 from ..._padding import cuda_defines as padding_defines
 from ..._spec import SUPPORTED_DTYPES
 
-SOURCES = ("conv2d_direct.cu", "im2col.cu", "gemm.cu", "implicit_gemm.cu")
+SOURCES = ("conv2d_direct.cu", "im2col.cu", "gemm.cu", "implicit_gemm.cu", "depthwise.cu")
 # Options handed to cupy.RawModule (CuPy adds -ftz=true itself; conv._nvrtc adds it in CI).
 BASE_OPTIONS = ("--std=c++17",)
 
@@ -138,6 +140,57 @@ IGEMM_PRECISIONS: dict[np.dtype, tuple[str, ...]] = {
     np.dtype(np.float16): ("f16",),
 }
 IGEMM_DTYPES = tuple(IGEMM_PRECISIONS)
+@dataclass(frozen=True)
+class DepthwiseTile:
+    """A tile of depthwise.cu (its entry point depthwise_<P>x<Q>_<dtype>): a block of
+    tile_p * tile_q / qt threads computes tile_p x tile_q outputs of one (n, k) plane, qt
+    consecutive columns per thread, from an input patch and the R*S weights staged in a static
+    shared buffer of smem_bytes. The numbers must match CONV_DEPTHWISE_ENTRIES in the kernel."""
+
+    tile_p: int
+    tile_q: int
+    qt: int
+    smem_bytes: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.tile_p}x{self.tile_q}"
+
+    @property
+    def threads(self) -> int:
+        return self.tile_p * self.tile_q // self.qt
+
+    def shared_elements(self, spec) -> int:
+        """Elements of the buffer spec needs: the patch PH x PW, then the R*S weights."""
+        ph = (self.tile_p - 1) * spec.stride[0] + (spec.r - 1) * spec.dilation[0] + 1
+        pw = (self.tile_q - 1) * spec.stride[1] + (spec.s - 1) * spec.dilation[1] + 1
+        return ph * pw + spec.r * spec.s
+
+    def fits(self, spec) -> bool:
+        return self.shared_elements(spec) <= self.smem_bytes // spec.dtype.itemsize
+
+
+# depthwise.cu's tiles by name. Long rows ("1x1024", "1x256") for conv1d and single-row outputs,
+# where a block's halo (S-1)*dil_w is small against its run of q; 2-D tiles ("8x64", "4x32") for
+# conv2d. Each kind's second tile is the fallback where a huge dilation or stride makes the first
+# one's patch overflow its buffer. Static shared memory at most 24 KiB (under 48 KiB).
+DEPTHWISE_CONFIGS: dict[str, DepthwiseTile] = {t.name: t for t in (
+    DepthwiseTile(1, 1024, 4, 24576),
+    DepthwiseTile(1, 256, 2, 24576),
+    DepthwiseTile(8, 64, 4, 16384),
+    DepthwiseTile(4, 32, 2, 24576),
+)}
+
+
+def depthwise_configs(spec) -> tuple[str, ...]:
+    """The names of depthwise.cu's tiles whose shared buffer holds spec's patch and weights, the
+    preferred first: the long rows where the output has one row (conv1d), the 2-D tiles first
+    otherwise; () where none fits."""
+    order = ("1x1024", "1x256", "8x64", "4x32") if spec.p == 1 else (
+        "8x64", "4x32", "1x1024", "1x256")
+    return tuple(name for name in order if DEPTHWISE_CONFIGS[name].fits(spec))
+
+
 DIRECT_KBS = (1, 4, 8)          # output channels per thread of direct version 1
 # Direct version 1's configurations by name: one entry point per KB, all in one module (the
 # kernel's ceil-division over k-blocks and its kcount mask take any KB for any channel count).
@@ -236,6 +289,8 @@ def entry_points(source: str, dtype) -> tuple[str, ...]:
     if source == "implicit_gemm.cu":
         return tuple(f"implicit_gemm_{p}_{name}"
                      for p in IGEMM_PRECISIONS.get(np.dtype(dtype), ()))
+    if source == "depthwise.cu":
+        return tuple(f"depthwise_{tile}_{name}" for tile in DEPTHWISE_CONFIGS)
     raise ValueError(f"unknown kernel source {source!r}")
 
 
