@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import os
 import pathlib
 import sys
@@ -42,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timing per row (default 0.12 quick, 0.5 full)")
     p.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
+    p.add_argument("--torch-in-process", action="store_true",
+                   help="CPU runs: import and time PyTorch in the runner's own process (the old "
+                        "way, for comparison). By default it runs in a worker process of its own, "
+                        "so its OpenMP pool and numba's never share a process (issue 14)")
+    p.add_argument("--case", action="append", default=[], metavar="TEXT",
+                   help="only the cases whose suite/name contains TEXT (repeatable)")
     p.add_argument("--json", metavar="PATH", help="write results (rows, geomeans, versions) as JSON")
     p.add_argument("--csv", metavar="PATH", help="write the rows as CSV")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of the speed ratios")
@@ -93,7 +101,7 @@ def resolve_device(requested: str) -> tuple[str, str]:
     return "cpu", f"no usable GPU backend ({why})"
 
 
-def thread_info() -> dict:
+def thread_info(worker_threads: int | None = None) -> dict:
     # OPENBLAS_CORETYPE decides which GEMM kernels numpy's OpenBLAS runs (e.g. "Haswell" forces
     # AVX2 on an AVX-512 CPU): the CPU path's speed depends on it, so every result records it.
     info = {"cpu_count": os.cpu_count(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
@@ -110,6 +118,8 @@ def thread_info() -> dict:
     torch = sys.modules.get("torch")         # only when the run used it (--no-torch: not loaded)
     if torch is not None:
         info["torch"] = torch.get_num_threads()
+    elif worker_threads is not None:         # PyTorch ran in the worker process
+        info["torch"] = worker_threads
     try:
         from threadpoolctl import threadpool_info
         info["blas"] = {f"{p['internal_api']}": p["num_threads"] for p in threadpool_info()}
@@ -159,6 +169,19 @@ def torch_note(args, torch, use_torch: bool) -> str | None:
             f"the NumPy reference, no ratios; {summary}")
 
 
+def cpu_peaks(use_torch: bool, worker) -> dict:
+    """metrics.cpu_peaks, with torch.matmul's GEMM rate measured in the PyTorch worker when there
+    is one (metrics measures it by importing torch, which this process must not)."""
+    if worker is None:
+        return metrics.cpu_peaks(use_torch)
+    def measure_in_worker():
+        try:
+            return worker.call("gemm_peak")
+        except runner.WorkerError:
+            return None
+    return metrics.cpu_peaks(True, torch_gemm_peak=measure_in_worker)
+
+
 def _progress(total: int, disable: bool):
     try:
         from tqdm import tqdm
@@ -206,8 +229,20 @@ def main(argv=None) -> int:
 
     impls, more = runner.discover(device, args.backend)
     notes += more
-    torch = None if args.no_torch else runner.import_torch()
-    use_torch = torch is not None and (device == "cpu" or runner.torch_cuda_usable(torch))
+    isolated = device == "cpu" and not args.torch_in_process and not args.no_torch
+    worker = None
+    if isolated:
+        # PyTorch is not imported here: a worker process imports it (runner.TorchWorker).
+        torch = None
+        if importlib.util.find_spec("torch") is not None:
+            try:
+                worker = runner.TorchWorker()
+            except runner.WorkerError as exc:
+                notes.append(f"PyTorch worker did not start: {exc}")
+        use_torch = worker is not None
+    else:
+        torch = None if args.no_torch else runner.import_torch()
+        use_torch = torch is not None and (device == "cpu" or runner.torch_cuda_usable(torch))
     note = torch_note(args, torch, use_torch)
     if note:
         notes.append(note)
@@ -222,13 +257,18 @@ def main(argv=None) -> int:
         peaks = metrics.gpu_peaks()
     else:
         device_name = evidence.cpu_name()
-        peaks = metrics.cpu_peaks(use_torch)
+        peaks = cpu_peaks(use_torch, worker)
 
     cases = suites.build(args.suite, device, args.quick)
+    if args.case:
+        cases = [c for c in cases if any(text in c.label for text in args.case)]
+        if not cases:
+            raise SystemExit("conv-bench: no case matches --case")
     settings = runner.Settings(device=device, precisions=precisions, quick=args.quick,
-                               max_reps=args.repeats, use_torch=use_torch, budget_s=args.budget)
+                               max_reps=args.repeats, use_torch=use_torch, budget_s=args.budget,
+                               torch_in_process=args.torch_in_process)
     bar = _progress(len(cases) * len(precisions), args.no_progress)
-    run = runner.Runner(settings, impls, peaks, progress=bar)
+    run = runner.Runner(settings, impls, peaks, progress=bar, worker=worker)
     def show(rows: list[dict]) -> None:
         # Each row as its case finishes, above the progress bar; flushed, so a pipe sees it too.
         for r in rows:
@@ -244,19 +284,23 @@ def main(argv=None) -> int:
     finally:
         if bar is not None:
             bar.close()
-    others = use_before.others_share(timing.CpuUse.now())
+    use_after = timing.CpuUse.now()
+    # The PyTorch workers' CPU time is the run's own, not other processes'.
+    use_after = dataclasses.replace(use_after, own_s=use_after.own_s + run.worker_cpu_s)
+    others = use_before.others_share(use_after)
     load_after = timing.load_average()
     if device == "cpu":
         notes += metrics.settle_cpu_peak(peaks, rows)
 
     result = evidence.describe_run(device_name, device)
     result.update(
-        threads=thread_info(), peaks=peaks,
+        threads=thread_info(worker.threads if worker is not None else None), peaks=peaks,
         settings={"quick": args.quick, "suites": args.suite or list(suites.SUITES),
                   "backends": [i.label for i in impls] + (["torch"] if use_torch else []),
                   "precisions": list(precisions), "repeats": args.repeats,
                   "budget_s": settings.budget, "rounds": run.rounds, "omp_wait_policy": omp,
-                  "wait_quiet_s": args.wait_quiet,
+                  "wait_quiet_s": args.wait_quiet, "torch_process": run.torch_process(),
+                  "cases": [c.label for c in cases] if args.case else None,
                   "argv": sys.argv[1:] if argv is None else argv},
         notes=notes, tests=None, rows=rows, geomeans=runner.geomeans(rows),
         fastest=runner.fastest_per_case(rows),

@@ -344,18 +344,21 @@ def settle_cpu_peak(peaks: dict, rows: list[dict]) -> list[str]:
     return notes
 
 
-def cpu_peaks(use_torch: bool = True, defined: dict | None = None) -> dict:
+def cpu_peaks(use_torch: bool = True, defined: dict | None = None,
+              torch_gemm_peak=None) -> dict:
     """{"fp32": FLOP/s, "fp16": FLOP/s, "bandwidth": bytes/s, "basis", "how", "defined": {...},
     "gemm_measured": FLOP/s, ...} for this CPU.
 
     fp32 is the defined peak (cpu_defined_peak) when its clock is known, else ("basis": "measured
     GEMM") the measured best-of GEMM: the best float32 rate of np.matmul, of our cpu:implicit
-    kernel on a 1x1 conv of the same size, and of torch.matmul when PyTorch is used. fp16 rows on
-    the CPU compute in float32, so they share the float32 peak.
+    kernel on a 1x1 conv of the same size, and of torch.matmul when PyTorch is used
+    (torch_gemm_peak: a function measuring it elsewhere, e.g. in the runner's PyTorch worker
+    process, instead of importing torch here). fp16 rows on the CPU compute in float32, so they
+    share the float32 peak.
     """
     numpy_gemm = measure_cpu_gemm_peak()
     implicit_gemm = measure_implicit_gemm_peak()
-    torch_gemm = measure_torch_cpu_gemm_peak() if use_torch else None
+    torch_gemm = ((torch_gemm_peak or measure_torch_cpu_gemm_peak)() if use_torch else None)
     gemm = max(numpy_gemm, implicit_gemm, torch_gemm or 0.0)
     gemm_how = (f"float32 np.matmul {numpy_gemm / 1e9:.0f} GFLOP/s, cpu:implicit as a 1x1 conv "
                 f"{implicit_gemm / 1e9:.0f} GFLOP/s")

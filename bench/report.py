@@ -226,6 +226,21 @@ def _interference_line(result: dict) -> str | None:
     return f"interference: none past the thresholds ({seen})"
 
 
+def _torch_process_line(result: dict) -> str | None:
+    """Where PyTorch ran (settings.torch_process): its own worker process, or this one."""
+    where = result.get("settings", {}).get("torch_process") or {}
+    if where.get("mode") == "worker":
+        pids = ", ".join(map(str, where.get("worker_pids") or [])) or "none started"
+        return (f"processes: PyTorch and our implementations ran in separate processes: PyTorch "
+                f"in a worker (pid {pids}; {where.get('start_method')}), ours in the runner (pid "
+                f"{where.get('runner_pid')}, torch imported there: "
+                f"{'yes' if where.get('torch_imported_in_runner') else 'no'}); one timed at a time")
+    if where.get("mode") == "in-process":
+        return (f"processes: PyTorch ran in the runner's own process (pid {where.get('runner_pid')}"
+                f", --torch-in-process or a GPU run), beside our implementations")
+    return None
+
+
 def header(result: dict) -> str:
     """A few lines saying where and how the numbers were taken, and whether they can be trusted."""
     parts = []
@@ -240,6 +255,9 @@ def header(result: dict) -> str:
     threads = result.get("threads", {})
     if threads:
         parts.append("threads: " + ", ".join(f"{k} {v}" for k, v in threads.items()))
+    line = _torch_process_line(result)
+    if line:
+        parts.append(line)
     line = _interference_line(result)
     if line:
         parts.append(line)

@@ -9,11 +9,25 @@ Implementations: every usable backend and algorithm of conv (found at run time t
 ``conv.registry``) for the device, plus PyTorch (``torch.nn.functional.conv1d/conv2d``; cuDNN
 with ``cudnn.benchmark = True`` on the GPU). Precisions: "fp32" (TF32 off on both sides), "tf32"
 (PyTorch with TF32 on, ours as-is), "fp16".
+
+Who runs where. On a CPU run PyTorch lives in a worker process of its own (TorchWorker, started
+with multiprocessing's "spawn", the environment inherited: OMP_WAIT_POLICY and the thread settings
+are the same) and this process never imports it: PyTorch's OpenMP pool and numba's, both spinning
+after their work, slowed each other unevenly in one process (a 1x1 conv took 25 ms with PyTorch
+imported and 7 ms alone, issue 14). The worker rebuilds the case's inputs (host_inputs is
+deterministic; a hash of the arrays sent along proves they are the ones timed here), computes the
+float64 reference and sends it back, makes the torch row's first call and sends its output back
+for the same `check`, and times one round whenever this process asks: the interleaved rounds stay,
+and only one process times at a time. A worker that dies or errs makes that case's torch row an
+ERROR row; the next case starts a new one. GPU runs (and --torch-in-process) keep PyTorch in this
+process: the issue is the CPU thread pools, and a CUDA context per process would cost more.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import multiprocessing
 import os
 import sys
 import time
@@ -83,6 +97,7 @@ class Settings:
     max_reps: int | None = None      # --repeats
     use_torch: bool = True
     budget_s: float | None = None    # timing budget per (case, implementation)
+    torch_in_process: bool = False   # --torch-in-process: CPU PyTorch in this process (the old way)
 
     @property
     def budget(self) -> float:
@@ -170,6 +185,20 @@ def host_inputs(case: Case, precision: str):
     w = (rng.standard_normal(case.w_shape, dtype=np.float32) / math.sqrt(fan_in)).astype(dtype)
     b = rng.standard_normal(case.w_shape[0], dtype=np.float32).astype(dtype) if case.bias else None
     return x, w, b, base
+
+
+def inputs_digest(x_base, w, b) -> str:
+    """SHA-256 of the case's arrays (shapes, dtypes and bytes): the worker checks that the inputs
+    it rebuilt are the ones this process times ours on."""
+    h = hashlib.sha256()
+    for a in (x_base, w, b):
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def _gpu_arrays(x_base, w, b, case: Case):
@@ -281,6 +310,154 @@ def check(out: np.ndarray, ref: np.ndarray, precision: str, reduction: int) -> t
     return True, max_err, tol, ""
 
 
+# --------------------------------------------------------------------------- the PyTorch worker
+# Test hook: CONV_BENCH_TORCH_WORKER_EXIT="STAGE[:TEXT]" makes the worker exit abruptly (as a
+# crash would) on reaching STAGE ("reference", "first_call" or "time_round") for a case whose
+# label contains TEXT (any case without it).
+WORKER_EXIT_HOOK = "CONV_BENCH_TORCH_WORKER_EXIT"
+
+
+class WorkerError(RuntimeError):
+    """The PyTorch worker failed a request: it raised (still alive) or it died."""
+
+
+class TorchWorker:
+    """PyTorch in a spawned process of its own; requests go over a pipe, one at a time, and this
+    process waits for each answer (so the two never compute, let alone time, at once)."""
+
+    def __init__(self):
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_torch_worker_main, args=(child,), daemon=True,
+                                   name="conv-bench-torch-worker")
+        self.process.start()
+        child.close()
+        self.pid = self.process.pid
+        try:
+            hello = self.call("hello")
+        except WorkerError:
+            self.close()
+            raise
+        self.version, self.threads = hello["version"], hello["threads"]
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def call(self, what: str, *args):
+        """The worker's answer to request `what`; WorkerError if it raised or died."""
+        try:
+            self._conn.send((what, args))
+            while not self._conn.poll(0.5):
+                if not self.process.is_alive() and not self._conn.poll(0):
+                    raise EOFError
+            kind, value = self._conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+            self.process.join(1.0)
+            raise WorkerError(f"the PyTorch worker (pid {self.pid}) died during '{what}' "
+                              f"(exit code {self.process.exitcode})") from None
+        if kind == "error":
+            raise WorkerError(f"in the PyTorch worker (pid {self.pid}), '{what}': {value}")
+        return value
+
+    def cpu_seconds(self) -> float:
+        """The worker's CPU time so far (0 once it is gone)."""
+        from .timing import _process_cpu_seconds
+        return _process_cpu_seconds(self.pid) if self.process.is_alive() else 0.0
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            with contextlib.suppress(Exception):
+                self._conn.send(("stop", ()))
+            self.process.join(2.0)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(1.0)
+        self._conn.close()
+
+
+class _RemoteRound:
+    """The torch row's fn in _time_rounds: one round is timed by the worker, not here."""
+
+    def __init__(self, worker: TorchWorker):
+        self.worker = worker
+
+    def time_round(self, **how) -> Timing:
+        return self.worker.call("time_round", how)
+
+
+def _torch_worker_main(conn) -> None:
+    """The worker's loop: answer ("ok", value) or ("error", text) to each request until "stop"."""
+    torch = None
+    current: dict = {}          # the case being worked on: its label, spec, tensors, precision
+    exit_stage, _, exit_case = os.environ.get(WORKER_EXIT_HOOK, "").partition(":")
+
+    def hello():
+        nonlocal torch
+        torch = import_torch()
+        if torch is None:
+            raise RuntimeError("PyTorch does not import in the worker")
+        # Plain str and int: torch.__version__ is a torch class, and unpickling it would import
+        # torch in the runner.
+        return {"pid": os.getpid(), "version": str(torch.__version__),
+                "threads": int(torch.get_num_threads())}
+
+    def gemm_peak():
+        peak = metrics.measure_torch_cpu_gemm_peak()
+        return None if peak is None else float(peak)
+
+    def reference(case: Case, precision: str, digest: str):
+        current.clear()
+        x, w, b, x_base = host_inputs(case, precision)
+        if inputs_digest(x_base, w, b) != digest:
+            raise RuntimeError("the inputs rebuilt here differ from the runner's")
+        spec = make_spec(case.op, x, w, b, case.stride, case.padding, case.dilation, case.groups,
+                         case.padding_mode)
+        ref, what = reference_output(torch, case, spec, x, w, b, x_base, "cpu")
+        current.update(label=case.label, case=case, spec=spec, precision=precision,
+                       tensors=_torch_tensors(torch, case, x_base, w, b, "cpu"))
+        return np.asarray(ref, dtype=np.float64), str(what)
+
+    def fn():
+        return torch_conv(torch, current["case"], current["spec"], *current["tensors"])
+
+    def context():
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(torch_precision(torch, current["precision"]))
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")
+        return stack
+
+    def first_call():
+        # As Runner._measure and _first_call: one call timed apart, its output sent for `check`.
+        with context():
+            t0 = time.perf_counter()
+            out = fn()
+            first_ms = (time.perf_counter() - t0) * 1e3
+        return first_ms, np.array(out.numpy())
+
+    def time_round(how: dict):
+        with context():
+            return time_cpu(fn, **how)
+
+    handlers = {"hello": hello, "gemm_peak": gemm_peak, "reference": reference,
+                "first_call": first_call, "time_round": time_round}
+    while True:
+        try:
+            what, args = conn.recv()
+        except EOFError:                    # the runner went away
+            return
+        if what == "stop":
+            return
+        label = args[0].label if what == "reference" else current.get("label", "")
+        if exit_stage == what and exit_case in label:
+            os._exit(17)
+        try:
+            conn.send(("ok", handlers[what](*args)))
+        except Exception as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"[:300]))
+
+
 # ------------------------------------------------------------------------------------------ rows
 def _row(case: Case, spec, impl: Impl, precision: str, **fields) -> dict:
     itemsize = metrics.ITEMSIZE[precision]
@@ -315,13 +492,20 @@ def _fill_rates(row: dict, peaks: dict) -> None:
 class Runner:
     """Runs cases on one device and collects rows."""
 
-    def __init__(self, settings: Settings, impls: list[Impl], peaks: dict, progress=None):
+    def __init__(self, settings: Settings, impls: list[Impl], peaks: dict, progress=None,
+                 worker: TorchWorker | None = None):
         self.settings = settings
         self.impls = impls
         self.peaks = peaks
         self.progress = progress
-        self.torch = import_torch() if settings.use_torch else None
         self.gpu = settings.device == "gpu"
+        # CPU runs: PyTorch in a worker process (`worker`, or one started here), never imported
+        # in this one; a worker that dies is replaced at the next case.
+        self.isolated = settings.use_torch and not self.gpu and not settings.torch_in_process
+        self.worker = worker
+        self.worker_pids: list[int] = [worker.pid] if worker is not None else []
+        self.worker_cpu_s = 0.0     # CPU seconds of the workers closed so far (the run's, not others')
+        self.torch = import_torch() if settings.use_torch and not self.isolated else None
         if self.gpu and self.torch is not None and not torch_cuda_usable(self.torch):
             self.torch = None                   # a CPU-only PyTorch has no cuDNN to compare with
         self.timer = GpuTimer() if self.gpu else None
@@ -329,23 +513,55 @@ class Runner:
             self.torch.backends.cudnn.benchmark = True
         self.rows: list[dict] = []
 
+    @property
+    def compares_torch(self) -> bool:
+        return self.isolated or self.torch is not None
+
+    def _worker(self) -> TorchWorker:
+        """The live worker, a new one if the last died (WorkerError if it cannot start)."""
+        if self.worker is not None and not self.worker.alive():
+            self.close()
+        if self.worker is None:
+            self.worker = TorchWorker()
+            self.worker_pids.append(self.worker.pid)
+        return self.worker
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker_cpu_s += self.worker.cpu_seconds()
+            self.worker.close()
+            self.worker = None
+
+    def _own_pids(self) -> tuple:
+        """Processes whose CPU time is this run's, not interference: the worker's."""
+        return (self.worker.pid,) if self.worker is not None and self.worker.alive() else ()
+
     # -- timing -------------------------------------------------------------------------------
     @property
     def rounds(self) -> int:
         """CPU rows are timed in this many interleaved rounds (GPU timings are steady: one)."""
         return 1 if self.gpu else (2 if self.settings.quick else 4)
 
-    def _time(self, fn, slow: bool = False):
-        """One round of timing: the budget and the repetitions are split over the rounds."""
+    def _max_min_reps(self, slow: bool) -> tuple[int, int]:
         s = self.settings
         max_reps = s.max_reps or (30 if s.quick else 100) * (2 if self.gpu else 1)
-        min_reps = min(max_reps, 3 if (slow or s.quick) else 5)
-        if self.gpu:
-            return self.timer.time(fn, budget_s=s.budget, min_reps=min(max_reps, 10),
-                                   max_reps=max_reps)
+        return max_reps, min(max_reps, 3 if (slow or s.quick) else 5)
+
+    def cpu_round(self, slow: bool = False) -> dict:
+        """time_cpu's budget and repetitions for one CPU round (split over the rounds); the
+        worker's torch rounds get the same."""
+        max_reps, min_reps = self._max_min_reps(slow)
         rounds = self.rounds
-        return time_cpu(fn, budget_s=s.budget / rounds, min_reps=max(2, min_reps // rounds),
-                        max_reps=max(2, max_reps // rounds))
+        return {"budget_s": self.settings.budget / rounds,
+                "min_reps": max(2, min_reps // rounds), "max_reps": max(2, max_reps // rounds)}
+
+    def _time(self, fn, slow: bool = False):
+        """One round of timing: the budget and the repetitions are split over the rounds."""
+        if self.gpu:
+            max_reps, _ = self._max_min_reps(slow)
+            return self.timer.time(fn, budget_s=self.settings.budget,
+                                   min_reps=min(max_reps, 10), max_reps=max_reps)
+        return time_cpu(fn, **self.cpu_round(slow))
 
     def _first_call(self, fn):
         if self.gpu:
@@ -383,16 +599,35 @@ class Runner:
         """timed: (row, fn, slow, context) for every verified row of a case; context() wraps the
         calls (PyTorch's precision switches). Each round times every row once, in order."""
         samples = [[] for _ in timed]
-        before = CpuUse.now()
+        pids = self._own_pids()
+        # CpuUse.now(pids) only with a worker: the interference tests stand in a plain now().
+
+        def snapshot():
+            return CpuUse.now(pids) if pids else CpuUse.now()
+        before = snapshot()
+        failed = set()
         for _ in range(self.rounds):
             for i, (row, fn, slow, context) in enumerate(timed):
+                if i in failed:
+                    continue
+                remote = getattr(fn, "time_round", None)
+                if remote is not None:          # the worker's torch row: its round r, now
+                    try:
+                        samples[i].append(remote(**self.cpu_round(slow)))
+                    except WorkerError as exc:
+                        row.update(status="ERROR", note=str(exc)[:300])
+                        failed.add(i)
+                    continue
                 with warnings.catch_warnings(), context():
                     warnings.simplefilter("ignore")
                     samples[i].append(self._time(fn, slow=slow))
-        # Interference seen while this case was timed: what other processes took of the CPUs,
-        # and how far each row's rounds disagree (timing.row_interference says when it is too far).
-        others = before.others_share(CpuUse.now()) if timed else None
-        for (row, *_), rounds in zip(timed, samples):
+        # Interference seen while this case was timed: what other processes took of the CPUs
+        # (the worker's CPU time is ours), and how far each row's rounds disagree
+        # (timing.row_interference says when it is too far).
+        others = before.others_share(snapshot()) if timed else None
+        for i, ((row, *_), rounds) in enumerate(zip(timed, samples)):
+            if i in failed:
+                continue
             t = Timing.pooled(rounds)
             spread = round_spread(rounds)
             row.update(median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, reps=t.reps,
@@ -408,8 +643,13 @@ class Runner:
                          case.padding_mode)
         reduction = spec.c_per_group * spec.r * spec.s
         gpu_arrays = _gpu_arrays(x_base, w, b, case) if self.gpu else None
-        ref, ref_what = reference_output(torch, case, spec, x, w, b, x_base, self.settings.device,
-                                         gpu_arrays)
+        worker_failed = None
+        if self.isolated:
+            ref, ref_what, worker_failed = self._worker_reference(case, precision, spec, x, w, b,
+                                                                  x_base)
+        else:
+            ref, ref_what = reference_output(torch, case, spec, x, w, b, x_base,
+                                             self.settings.device, gpu_arrays)
         conv_fn = getattr(conv, case.op)
         rows = []
         ours = gpu_arrays[:3] if self.gpu else (x, w, b)
@@ -439,15 +679,19 @@ class Runner:
             rows.append(row)
             if to_time:
                 timed.append((row, *to_time, contextlib.nullcontext))
-        if torch is not None:
-            row, to_time, context = self._torch_row(case, spec, precision, x_base, w, b,
-                                                    gpu_arrays, ref, reduction)
+        if self.compares_torch:
+            if self.isolated:
+                row, to_time, context = self._worker_torch_row(case, spec, precision, ref,
+                                                               reduction, worker_failed)
+            else:
+                row, to_time, context = self._torch_row(case, spec, precision, x_base, w, b,
+                                                        gpu_arrays, ref, reduction)
             rows.append(row)
             if to_time:
                 timed.append((row, *to_time, context))
         self._time_rounds(timed)
-        torch_ms = rows[-1]["median_ms"] if torch is not None else None
-        torch_noisy = rows[-1].get("unreliable") if torch is not None else None
+        torch_ms = rows[-1]["median_ms"] if self.compares_torch else None
+        torch_noisy = rows[-1].get("unreliable") if self.compares_torch else None
         for row in rows:
             row["reference"] = ref_what
             if torch_ms and row["median_ms"] and row["backend"] != TORCH:
@@ -490,11 +734,61 @@ class Runner:
             row, to_time = self._measure(row, fn, ref, precision, reduction)
         return row, to_time, context
 
+    def _worker_reference(self, case, precision, spec, x, w, b, x_base) -> tuple:
+        """(reference, what it is, why the worker failed or None): PyTorch float64 computed in the
+        worker on the inputs it rebuilt (their hash checked), or the NumPy reference if it failed."""
+        try:
+            worker = self._worker()
+            ref, what = worker.call("reference", case, precision, inputs_digest(x_base, w, b))
+            return ref, f"{what}, in the worker process (pid {worker.pid})", None
+        except WorkerError as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ref = conv_reference(x, w, b, spec)
+            return ref, "NumPy reference (float64; the PyTorch worker failed)", str(exc)
+
+    def _worker_torch_row(self, case, spec, precision, ref, reduction, failed) -> tuple:
+        """The torch row from the worker: its first call's output checked here with `check`, as
+        _measure checks ours; its rounds timed there (_RemoteRound)."""
+        impl = Impl(TORCH)
+        worker = self.worker
+        label = (f"torch CPU, {worker.threads} threads, worker pid {worker.pid}"
+                 if worker is not None and failed is None else "torch CPU, worker process")
+        row = _row(case, spec, impl, precision, note=label)
+        if failed is None:
+            try:
+                first_ms, out = worker.call("first_call")
+            except WorkerError as exc:
+                failed = str(exc)
+        if failed is not None:
+            row.update(status="ERROR", note=failed[:300])
+            return row, None, None
+        row["first_ms"] = first_ms
+        ok, max_err, tol, msg = check(out, ref, precision, reduction)
+        row.update(max_err=max_err, tol=tol)
+        if not ok:
+            row.update(status="WRONG", note=msg)
+            return row, None, None
+        return row, (_RemoteRound(worker), False), contextlib.nullcontext
+
     # -- all cases ----------------------------------------------------------------------------
     def run(self, cases: list[Case], on_rows=None) -> list[dict]:
         """Every case at every precision; on_rows(rows) as each finishes."""
-        with fresh_autotune_cache():
-            return self._run(cases, on_rows)
+        try:
+            with fresh_autotune_cache():
+                return self._run(cases, on_rows)
+        finally:
+            self.close()
+
+    def torch_process(self) -> dict:
+        """Where PyTorch ran, for the results' settings and the header."""
+        if not self.compares_torch:
+            return {"mode": None, "torch_imported_in_runner": "torch" in sys.modules,
+                    "runner_pid": os.getpid()}
+        mode = "worker" if self.isolated else "in-process"
+        return {"mode": mode, "runner_pid": os.getpid(), "worker_pids": list(self.worker_pids),
+                "start_method": "spawn" if self.isolated else None,
+                "torch_imported_in_runner": "torch" in sys.modules}
 
     def _run(self, cases: list[Case], on_rows=None) -> list[dict]:
         for case in cases:

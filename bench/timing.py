@@ -202,6 +202,17 @@ def _busy_seconds(cpus: set[int] | None) -> tuple[float, int] | None:
     return (busy / tick, count) if count else None
 
 
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (/proc/PID/stat's utime and stime; 0
+    where it cannot be read: no /proc, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()   # after "(comm)", which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
+
+
 @dataclass(frozen=True)
 class CpuUse:
     """A snapshot of how much CPU time the CPUs this process may run on, and this process, have
@@ -209,15 +220,18 @@ class CpuUse:
 
     wall_s: float
     busy_s: float | None     # every process on the allowed CPUs (None without /proc/stat)
-    own_s: float             # this process, all of its threads (os.times)
+    own_s: float             # this process, all of its threads (os.times), and `also`'s
     cpus: int
 
     @classmethod
-    def now(cls) -> CpuUse:
+    def now(cls, also=()) -> CpuUse:
+        """`also`: pids of processes working for this one (the runner's PyTorch worker), whose
+        CPU time is ours, not interference."""
         allowed = _allowed_cpus()
         busy = _busy_seconds(allowed)
         t = os.times()
-        return cls(time.perf_counter(), None if busy is None else busy[0], t.user + t.system,
+        own = t.user + t.system + sum(_process_cpu_seconds(pid) for pid in also)
+        return cls(time.perf_counter(), None if busy is None else busy[0], own,
                    busy[1] if busy else (len(allowed) if allowed else os.cpu_count() or 1))
 
     def others_share(self, later: CpuUse) -> float | None:
