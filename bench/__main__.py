@@ -1,6 +1,6 @@
 """conv-bench: verify and time every backend and algorithm against PyTorch, over the suites.
 
-    conv-bench --quick                       # CPU smoke run, about 80 s on 2 cores
+    conv-bench --quick                       # CPU smoke run, about 100 s on 2 cores
     conv-bench --suite resnet50 --suite sweep --json out.json --csv out.csv --plot out.png
     conv-bench --device gpu --run-tests      # GPU run: writes bench/results/gpu/<date>-<device>.json
     conv-bench --wait-quiet 600 --quick      # first wait (up to 10 min) for a quiet machine
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "(> 1: we are faster); rows that disagree with the reference are WRONG, never "
                 "timed."))
     p.add_argument("--quick", action="store_true",
-                   help="small subset and short timing budget (CPU: about 80 s on 2 cores)")
+                   help="small subset and short timing budget (CPU: about 100 s on 2 cores)")
     p.add_argument("--suite", action="append", default=[], choices=list(suites.SUITES),
                    metavar="NAME", help="suite to run (repeatable; default: all)")
     p.add_argument("--backend", action="append", default=[], metavar="NAME",

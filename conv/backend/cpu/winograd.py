@@ -18,9 +18,9 @@ once into the compute dtype, or taken from the cache (Memory); conv1d uses the
 
 GEMM: `_point_gemms` runs implicit.py's LLVM register-tiled micro-kernel (MR output channels x
 NR columns) over V's panels, numba-parallel over (point, group, column block, panel block):
-numpy's batched matmul on OpenBLAS measured 5-100x slower per call on the shared 2-core machine
-(its threads spin against numba's); blocks of output channels and depthwise groups still use
-numpy (matmul / a broadcast product).
+numpy's batched matmul on OpenBLAS was 5-100x slower per call on the shared 2-core machine (its
+threads spin against numba's; a timing script while writing this, not the benchmark runner);
+blocks of output channels and depthwise groups still use numpy (matmul / a broadcast product).
 
 Who computes what: `_input_transform` are numba-parallel over (block of channels, image,
 tile row) of the batch (about TRANSFORM_TASKS tasks: one per channel cost a microsecond each of
