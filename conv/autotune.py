@@ -60,7 +60,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _gpu_arrays
 
 SCHEMA = 1
 ROUNDS = 3                      # most rounds; each times every candidate PER_ROUND times
@@ -81,7 +81,7 @@ _recent: dict = {}              # (spec, backend, kind, device, strides, threads
 _lock = threading.Lock()        # one tuning at a time: candidates timed side by side disturb each other
 _disk_broken: str | None = None  # why the cache folder is unusable (warned once)
 stats = {"tuned": 0, "candidates_timed": 0, "disk_hits": 0, "memory_hits": 0, "writes": 0,
-         "ignored": 0}          # counters (tests read them): what this process did
+         "ignored": 0, "skipped_in_capture": 0}          # counters (tests read them): what this process did
 
 
 class AutotuneCacheWarning(RuntimeWarning):
@@ -224,7 +224,9 @@ def _threads(device: str):
     if device in ("cpu", "emulator"):
         import numba
         return numba.get_num_threads()
-    from ._gpu_arrays import import_cupy
+    if ":" in device:                           # "cuda:N": the device is in the key already
+        return None
+    from ._gpu_arrays import import_cupy       # a pointer-only array: the current device's
     return import_cupy().cuda.Device().id
 
 
@@ -301,6 +303,11 @@ def choice(spec, backend: str, kind: str, device: str, input, weight, bias,
     cands = candidates(spec, backend)
     if len(cands) < 2:
         return None
+    if device not in ("cpu", "emulator") and _gpu_arrays.capturing(kind):
+        # Timing synchronises, which a CUDA graph capture forbids: the dispatch rule decides,
+        # and nothing is remembered (the first call outside a capture tunes). Warm up first.
+        stats["skipped_in_capture"] += 1
+        return None
     fp = fingerprint("cpu" if device in ("cpu", "emulator") else device)
     key = _key(spec, backend, kind, input, weight, allow_tf32)
     name = _entry_name(fp, key)
@@ -314,7 +321,10 @@ def choice(spec, backend: str, kind: str, device: str, input, weight, bias,
         if hit is not None:
             stats["disk_hits"] += 1
         else:
-            hit = _tune(spec, backend, kind, device, input, weight, bias, cands, allow_tf32)
+            with _gpu_arrays.on_device(None if device in ("cpu", "emulator") else
+                                       _arrays.cuda_device_of(input)):
+                # scratch arrays, timed calls and events on the input's device
+                hit = _tune(spec, backend, kind, device, input, weight, bias, cands, allow_tf32)
             if hit is None:
                 return None
             hit = dataclasses.replace(hit, path=_write(name, fp, key, hit) or "")

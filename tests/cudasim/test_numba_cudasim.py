@@ -126,7 +126,7 @@ def test_im2col_workspace_is_capped_by_chunking(monkeypatch, limit, launches):
     x, w, b = _arrays_for("conv2d", (2, 3, 8, 8), (4, 3, 3, 3), True)
     calls = []
     real = numba_backend._launch_on_numba
-    monkeypatch.setattr(numba_backend, "_launch_on_numba", lambda s: (calls.append(s), real(s)))
+    monkeypatch.setattr(numba_backend, "_launch_on_numba", lambda s, stream=0: (calls.append(s), real(s, stream)))
     numba_backend.set_workspace_limit(limit)
     try:
         plan = conv.explain("conv2d", x, w, b, backend="numba", algorithm="im2col")

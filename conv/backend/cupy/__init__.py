@@ -45,13 +45,14 @@ sources.module_options; the first compile (or load from CuPy's disk cache) of ea
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from ... import _gpu_arrays
+from ... import _arrays, _gpu_arrays
 from ..._dtypes import accumulator_dtype
 from ..._padding import PADDING_MODES
 from ..._spec import ConvSpec
@@ -84,13 +85,28 @@ def availability() -> tuple[bool, str]:
 # ---------------------------------------------------------------------------------------------
 # Workspace
 
+_free_seen: dict = {}           # device -> free bytes it last reported (for calls in a capture)
+
+
 def _default_limit() -> int:
+    """1/8 of the current device's free memory, counting what CuPy's pool and PyTorch's cache
+    hold unused (PyTorch inputs draw their workspace from that cache), within [1 MiB, 1 GiB]. In
+    a CUDA graph capture the device is not asked (the last answer, else the largest cap)."""
     try:
         cupy = _gpu_arrays.import_cupy()
-        free, _ = cupy.cuda.runtime.memGetInfo()
+        device = cupy.cuda.runtime.getDevice()
     except Exception:           # no device to ask (the CPU emulator): the cap's largest value
         return 1 << 30
-    free += cupy.get_default_memory_pool().free_bytes()
+    if _gpu_arrays.capturing(_arrays.TORCH_CUDA) or _gpu_arrays.capturing(
+            _arrays.CUPY):
+        free = _free_seen.get(device, 8 << 30)
+    else:
+        free, _ = cupy.cuda.runtime.memGetInfo()
+        free += cupy.get_default_memory_pool().free_bytes()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        _free_seen[device] = free
     return int(max(1 << 20, min(1 << 30, free // 8)))
 
 
@@ -102,10 +118,9 @@ workspace_limit = _limit.get
 def _limit_for(x) -> int:
     """The cap for a call on x: the default asks x's device (the current one for NumPy input)."""
     try:
-        device = _gpu_arrays.import_cupy().cuda.Device(_gpu_arrays.input_device(x))
-    except Exception:           # no CuPy or no device (the CPU emulator)
-        return _limit.get()
-    with device:
+        with _gpu_arrays.on_device(_gpu_arrays.input_device(x)):
+            return _limit.get()
+    except ImportError:         # no CuPy (a host array planned for the CPU emulator)
         return _limit.get()
 
 
@@ -471,10 +486,11 @@ def _new_device_array(size_or_shape, dtype, xp):
     return a
 
 
-def _prepare(plan, input, weight, bias, xp=None) -> Operands:
-    """Zero-copy device views of the caller's arrays (never modified), the output and the
-    workspace plan.workspace_bytes says. xp=numpy: NumPy arrays stand for device memory (the CPU
-    emulator of the kernels, conv/emulator/)."""
+def _prepare(plan, input, weight, bias, xp=None, out=None) -> Operands:
+    """Zero-copy device views of the caller's arrays (never modified), the output (`out`, a
+    contiguous (N, K, P, Q) array the caller allocated, or a new one) and the workspace
+    plan.workspace_bytes says. xp=numpy: NumPy arrays stand for device memory (the CPU emulator
+    of the kernels, conv/emulator/)."""
     spec = plan.spec
     if xp is None:
         xp = _gpu_arrays.import_cupy()
@@ -486,7 +502,8 @@ def _prepare(plan, input, weight, bias, xp=None) -> Operands:
     w, ws = _element_strides(device(weight), xp)
     b, bs = (None, (0,)) if bias is None else _element_strides(device(bias), xp)
     wmat = xp.ascontiguousarray(w).reshape(spec.k, -1)      # a copy only for odd views
-    out = _new_device_array(spec.output_shape_4d, spec.dtype, xp)
+    if out is None:
+        out = _new_device_array(spec.output_shape_4d, spec.dtype, xp)
     cols = (_new_device_array(plan.workspace_bytes // spec.dtype.itemsize, spec.dtype, xp)
             if plan.workspace_bytes else None)
     return Operands(x, _as_4d_strides(xs, spec.batched, spec.op), w,
@@ -534,16 +551,31 @@ def _launch_on_cupy(step) -> None:
 
 
 def run(plan, input, weight, bias):
-    """The convolution on the input's CUDA device (the current one for NumPy input), on CuPy's
-    current stream; returns the input's kind of array, shape spec.output_shape, dtype spec.dtype."""
+    """The convolution on the input's CUDA device (the current one for NumPy input), on the
+    stream of the caller's library (`_gpu_arrays.cupy_call`: PyTorch's current stream and
+    caching allocator for PyTorch tensors, CuPy's current stream and pool otherwise); returns
+    the input's kind of array (a native tensor for PyTorch), shape spec.output_shape, dtype
+    spec.dtype. Nothing synchronises: the result is ready in stream order."""
     spec = plan.spec
-    cupy = _gpu_arrays.import_cupy()
-    with cupy.cuda.Device(_gpu_arrays.input_device(input)):
+    torch_kind = plan.kind == _arrays.TORCH_CUDA
+    with _gpu_arrays.cupy_call(plan.kind, _gpu_arrays.input_device(input)):
+        cupy = _gpu_arrays.import_cupy()
+        result = None
+        if torch_kind:                     # PyTorch's own tensor, viewed by the kernels
+            result = _gpu_arrays.torch_empty(spec.output_shape_4d, spec.dtype,
+                                             cupy.cuda.runtime.getDevice())
         if spec.is_empty:                  # nothing to compute: no conversion, no launch
             out = cupy.empty(spec.output_shape, dtype=spec.dtype)
         else:
-            ops = _prepare(plan, input, weight, bias)
+            out = None
+            if result is not None:
+                out = cupy.from_dlpack(result)
+                if _gpu_arrays.poison_enabled():
+                    out.fill(_gpu_arrays.poison_value(spec.dtype))
+            ops = _prepare(plan, input, weight, bias, out=out)
             for step in launches(plan, ops):
                 _launch_on_cupy(step)
             out = ops.out.reshape(spec.output_shape)
+    if result is not None:
+        return result.reshape(spec.output_shape)
     return _gpu_arrays.from_cupy(out, plan.kind)

@@ -20,13 +20,15 @@ PyTorch has no CUDA integer convolution, and the simulator cannot mirror the GPU
 
 How a call runs: `_prepare` makes the operands (device views, output, accumulator probe, column
 buffer), `launches(plan, ops)` says what to launch (`Launch`: kernel, grid, block, arguments) and
-`_launch_on_numba` launches it on numba's default stream.
+`_Call.launch` launches it: on PyTorch's current stream for PyTorch tensors, CuPy's for CuPy arrays,
+numba's default stream otherwise (`_Call` also says where buffers come from).
 
 Runs on a real GPU, or on the CPU in Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1, set before
 numba is imported): that is how CI tests the kernels without a GPU.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -197,36 +199,101 @@ def launches(plan, ops: Operands) -> list:
 
 # ---- the launch helper: operands; and who launches ---------------------------------------------
 
-def _new_output(shape4, dtype):
-    from numba import cuda
-    if _gpu_arrays.poison_enabled():          # unwritten elements then fail the tests
-        return cuda.to_device(np.full(shape4, _gpu_arrays.poison_value(dtype), dtype=dtype))
-    return cuda.device_array(shape4, dtype=dtype)
+class _Call:
+    """Where one call's kernels run and where its buffers come from, by the input's kind: PyTorch
+    tensors on PyTorch's current stream with buffers from PyTorch's caching allocator (the
+    output a native tensor), CuPy arrays on CuPy's current stream with buffers from CuPy's pool
+    (the output a CuPy array), everything else on numba's default stream with numba's
+    allocations. Then a PyTorch or CuPy caller needs no synchronisation, as with its own
+    library's ops, and a CUDA graph capture on a PyTorch side stream sees only launches on that
+    stream and allocations from its private pool (conv/_gpu_arrays.py says more)."""
+
+    def __init__(self, kind: str, device_index: int):
+        from numba import cuda
+        self.kind, self.device_index = kind, device_index
+        ptr = None
+        if kind == _arrays.TORCH_CUDA:
+            import torch
+            ptr = torch.cuda.current_stream(device_index).cuda_stream
+        elif kind == _arrays.CUPY:
+            ptr = _gpu_arrays.import_cupy().cuda.get_current_stream().ptr
+        if ptr is None:
+            self.stream = 0                                 # numba's default stream
+        elif ptr in (0, 1):                                 # CUDA's legacy default stream
+            self.stream = cuda.legacy_default_stream()
+        elif ptr == 2:                                      # cudaStreamPerThread
+            self.stream = cuda.per_thread_default_stream()
+        else:
+            self.stream = cuda.external_stream(ptr)
+
+    @property
+    def own_stream(self) -> bool:
+        """Whether the kernels run on the stream of the caller's library (no sync needed)."""
+        return self.kind in (_arrays.TORCH_CUDA, _arrays.CUPY)
+
+    def empty(self, shape, dtype, poison: bool = False):
+        """(numba device view, the array to hand back: a tensor, a CuPy array or the view)."""
+        from numba import cuda
+        dtype = np.dtype(dtype)
+        fill = _gpu_arrays.poison_value(dtype) if poison and _gpu_arrays.poison_enabled() \
+            else None
+        if self.kind == _arrays.TORCH_CUDA:
+            owner = _gpu_arrays.torch_empty(shape, dtype, self.device_index)
+            if fill is not None:
+                owner.fill_(fill)
+            return cuda.as_cuda_array(owner), owner
+        if self.kind == _arrays.CUPY:
+            owner = _gpu_arrays.import_cupy().empty(shape, dtype=dtype)
+            if fill is not None:
+                owner.fill(fill)
+            return cuda.as_cuda_array(owner, sync=False), owner
+        if fill is not None:
+            view = cuda.to_device(np.full(shape, fill, dtype=dtype), stream=self.stream)
+        else:
+            view = cuda.device_array(shape, dtype=dtype, stream=self.stream)
+        return view, view
+
+    def workspace(self, elements: int, dtype):
+        """The column buffer: from the caller's library's pool on its stream, or this thread's
+        reused numba buffer (safe there: one thread's calls run in order on numba's default
+        stream)."""
+        if self.own_stream:
+            return self.empty((max(1, elements),), dtype)[0]
+        return _workspace(elements, dtype)
+
+    def launch(self, step: Launch) -> None:
+        _launch_on_numba(step, self.stream)
 
 
-def _device_4d(a, shape4, kind: str | None = None):
+def _launch_on_numba(step: Launch, stream=0) -> None:
+    """Who launches: numba, on `stream` (a call's: _Call.stream)."""
+    step.kernel[step.grid, step.block, stream](*step.args)
+
+
+def _device_4d(a, shape4, call: _Call, kind: str | None = None):
     """A 4-D numba device view of input/weight `a` (read only; copies only when it must)."""
     if isinstance(a, np.ndarray):              # reshape on the host, one transfer
         return _gpu_arrays.to_numba(np.reshape(a, shape4), _arrays.NUMPY)
-    d = _gpu_arrays.to_numba(a, kind)
+    d = _gpu_arrays.to_numba(a, kind, sync=not call.own_stream)
     if d.ndim == 4:
         return d                               # kernels index with strides: no copy
     if not d.is_c_contiguous():
-        from numba import cuda
-
         from conv.kernels.numba_cuda import copy as copies
-        dense = cuda.device_array(d.shape, dtype=d.dtype)
+        dense = call.empty(d.shape, d.dtype)[0]
         if dense.size:
             kernel = copies.copy_2d if d.ndim == 2 else copies.copy_3d
-            _launch_on_numba(_launch(kernel, (_blocks(dense.size, copies.BLOCK),), copies.BLOCK,
-                                     d, dense))
+            call.launch(_launch(kernel, (_blocks(dense.size, copies.BLOCK),), copies.BLOCK,
+                                d, dense))
         d = dense
     return d.reshape(shape4)
 
 
-def _wait_for_torch(*arrays) -> None:
-    """PyTorch exports __cuda_array_interface__ without its stream: finish the work queued on its
-    current stream for these tensors before our kernels read them."""
+def _wait_for_torch(call: _Call, *arrays) -> None:
+    """PyTorch exports __cuda_array_interface__ without its stream: where our kernels run on
+    another stream than PyTorch's current one (a tensor passed with a CuPy input, say), finish
+    the work queued there for these tensors before our kernels read them."""
+    if call.kind == _arrays.TORCH_CUDA:
+        return                                 # same stream: ordered, nothing to wait for
     for a in arrays:
         if a is not None and _arrays.array_kind(a) == _arrays.TORCH_CUDA:
             import torch
@@ -236,9 +303,11 @@ def _wait_for_torch(*arrays) -> None:
 # Reused between calls (issue: a fresh allocation and a host-to-device copy per call cost more
 # than small convolutions): per device and dtype, the 1-element constants the kernels only read
 # (the accumulator's zero, the bias stand-in); per thread, device and dtype, the im2col column
-# workspace, grown to the largest call so far (at most the workspace cap). Per thread because two
-# threads' calls may run at once; the kernels of one thread's calls run in order on numba's
-# default stream, so a call's columns are never overwritten while the previous call reads them.
+# workspace of calls on numba's default stream, grown to the largest call so far (at most the
+# workspace cap). Per thread because two threads' calls may run at once; the kernels of one
+# thread's calls run in order on numba's default stream, so a call's columns are never
+# overwritten while the previous call reads them. (Calls on a PyTorch or CuPy stream draw their
+# columns from that library's stream-ordered pool instead: _Call.workspace.)
 _constants: dict = {}
 _constants_lock = threading.Lock()
 _workspaces = threading.local()
@@ -278,39 +347,45 @@ def free_workspace() -> None:
     _workspaces.buffers = {}
 
 
-def _prepare(plan, x, weight, bias) -> Operands:
+def _prepare(plan, x, weight, bias, call: _Call, out) -> Operands:
     from conv.kernels.numba_cuda.common import ACCUMULATOR
     spec = plan.spec
     acc_dtype, widen = ACCUMULATOR[spec.dtype]
-    _wait_for_torch(x, weight, bias)
-    xd = _device_4d(x, (spec.n, spec.c, spec.h, spec.w), plan.kind)
-    wd = _device_4d(weight, (spec.k, spec.c_per_group, spec.r, spec.s))
+    _wait_for_torch(call, x, weight, bias)
+    xd = _device_4d(x, (spec.n, spec.c, spec.h, spec.w), call, plan.kind)
+    wd = _device_4d(weight, (spec.k, spec.c_per_group, spec.r, spec.s), call)
     has_bias = bias is not None
-    bd = _gpu_arrays.to_numba(bias) if has_bias else _constant("bias stand-in", spec.dtype)
+    bd = (_gpu_arrays.to_numba(bias, sync=not call.own_stream) if has_bias
+          else _constant("bias stand-in", spec.dtype))
     acc = _constant("accumulator zero", acc_dtype)
-    cols = (_workspace(plan.workspace_bytes // acc_dtype.itemsize, acc_dtype)
+    cols = (call.workspace(plan.workspace_bytes // acc_dtype.itemsize, acc_dtype)
             if plan.algorithm == "im2col" else None)
-    return Operands(xd, wd, bd, has_bias, _new_output(spec.output_shape_4d, spec.dtype), acc,
-                    widen, cols)
+    return Operands(xd, wd, bd, has_bias, out, acc, widen, cols)
 
 
-def _launch_on_numba(step: Launch) -> None:
-    """Who launches: numba, on its default stream."""
-    step.kernel[step.grid, step.block](*step.args)
+def _on_device(index: int | None):
+    """numba's context of CUDA device `index` for the block (None: the current one). Entering
+    it never makes a context on another device (numba would default to device 0's)."""
+    from numba import cuda
+    return contextlib.nullcontext() if index is None else cuda.gpus[index]
 
 
 def run(plan, x, weight, bias):
+    """The convolution on the input's device (`_Call` says on which stream, from which pool);
+    returns the input's kind of array."""
     from numba import cuda
     spec = plan.spec
-    if spec.is_empty:
-        out = _new_output(spec.output_shape_4d, spec.dtype)
-    else:
-        ops = _prepare(plan, x, weight, bias)
-        for step in launches(plan, ops):
-            _launch_on_numba(step)
-        out = ops.out
-    if plan.kind not in (_arrays.NUMBA_CUDA, _arrays.NUMPY):
-        # The kernels ran on numba's default stream; a CuPy or PyTorch caller may read the result
-        # from a non-blocking stream that does not wait for it.
-        cuda.default_stream().synchronize()
-    return _gpu_arrays.from_numba(out.reshape(spec.output_shape), x, plan.kind)
+    with _on_device(_gpu_arrays.input_device(x)):
+        call = _Call(plan.kind, _device_id())
+        out, result = call.empty(spec.output_shape_4d, spec.dtype, poison=True)
+        if not spec.is_empty:
+            ops = _prepare(plan, x, weight, bias, call, out)
+            for step in launches(plan, ops):
+                call.launch(step)
+        if not call.own_stream and plan.kind not in (_arrays.NUMBA_CUDA, _arrays.NUMPY):
+            # The kernels ran on numba's default stream; a caller with another array kind
+            # may read the result from a non-blocking stream that does not wait for it.
+            cuda.default_stream().synchronize()
+        if call.own_stream:
+            return result.reshape(spec.output_shape)
+        return _gpu_arrays.from_numba(out.reshape(spec.output_shape), x, plan.kind)
