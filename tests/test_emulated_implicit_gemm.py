@@ -225,11 +225,9 @@ def test_a_removed_wait_or_barrier_is_caught(removed, what, precision, schedule)
     x, w, b = make_operands("igemm-mutation", xs, ws, "float32", bias=has_bias)
     plan, out = _run(op, x, w, b, "64x64x16", precision, schedule, **kwargs)
     _check(op, out, x, w, b, precision, f"{plan}", **kwargs)         # intact: passes
-    # Each mutant's body gets its own name: g++ makes the function-local statics of an inline
-    # template (the emulator's __shared__ sites) process-wide unique symbols, so a second module
-    # with the same instantiation would share the first one's and lose its shared memory.
-    mutant = text.replace(removed, "").replace("implicit_gemm_body",
-                                               f"implicit_gemm_without_{what}_body")
+    # The mutant keeps every name of the intact kernel: the emulator's modules do not share
+    # the statics of their template instantiations (conv/emulator's -fno-gnu-unique).
+    mutant = text.replace(removed, "")
     with emulator.replaced_source("implicit_gemm.cu", mutant):
         plan, out = _run(op, x, w, b, "64x64x16", precision, schedule, **kwargs)
     with pytest.raises(AssertionError, match="elements wrong"):

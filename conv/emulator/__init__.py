@@ -49,7 +49,13 @@ import numpy as np
 
 SCHEDULES = {"forward": 0, "reverse": 1, "shuffled": 2}
 _HEADER = "cuda_emulator.h"
-_CXXFLAGS = ("-std=c++17", "-O1", "-fPIC", "-shared", "-fno-strict-aliasing", "-w")
+# -fno-gnu-unique: g++ otherwise makes the function-local statics of inline templates (the
+# bookkeeping of each __shared__ site) STB_GNU_UNIQUE symbols, which the dynamic linker binds
+# process-wide even under RTLD_LOCAL: a second module with the same template instantiation (a
+# mutant of a kernel, another tile's module) would share the first one's and lose its shared
+# memory ("dst is not inside a __shared__ array").
+_CXXFLAGS = ("-std=c++17", "-O1", "-fPIC", "-shared", "-fno-strict-aliasing", "-fno-gnu-unique",
+             "-w")
 _ASAN_FLAGS = ("-fsanitize=address", "-fno-omit-frame-pointer", "-DCONV_EMU_ASAN", "-g")
 
 # PTX instructions with an emulation in cuda_emulator.h: mnemonic -> function.
