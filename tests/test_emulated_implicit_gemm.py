@@ -207,22 +207,30 @@ def test_default_precisions_and_refusals():
 
 _WAIT = "conv_cp_async_wait<STAGES - 2>();"
 _ASYNC_BARRIER = "__syncthreads();                        // everyone's; and tile kt-1 is consumed"
+_F16_BARRIER = "__syncthreads();                        // tile kt stored; tile kt-1 consumed"
 # One block (40 columns, kg 20) and 3 k-tiles of BK = 16 (CRS 36): the prologue fills two buffers,
 # the loop issues the third. The 64x64x16 tile keeps each thread's copies without the wait (48)
-# under the emulator's 64 pending copies. Not covered: the float16 path's barrier (register
-# staging) is not caught when removed, as the emulator advances warps in lockstep from one warp
-# collective (ldmatrix, mma) to the next, so no warp overtakes another's reads.
+# under the emulator's 64 pending copies. The float16 path's barrier (stores staged through
+# registers) is caught only where one warp runs ahead of the others: the reverse and shuffled
+# schedules release one warp at a time from its warp collectives (ldmatrix, mma); the forward
+# schedule advances warps together from one collective to the next, so no warp overtakes.
 _MUTATION_CASE = ("conv2d", (1, 6, 6, 10), (20, 6, 2, 3), True, {})
+_MUTANTS = [(_WAIT, "wait", "3xtf32"), (_ASYNC_BARRIER, "barrier", "3xtf32"),
+            (_WAIT, "wait", "tf32"), (_ASYNC_BARRIER, "barrier", "tf32"),
+            (_F16_BARRIER, "barrier", "f16")]
 
 
-@pytest.mark.parametrize("removed, what", [(_WAIT, "wait"), (_ASYNC_BARRIER, "barrier")],
-                         ids=["cp-async-wait", "barrier"])
-@pytest.mark.parametrize("precision", ["3xtf32", "tf32"])
+@pytest.mark.parametrize("removed, what, precision", _MUTANTS,
+                         ids=[f"{p}-{'cp-async-wait' if w == 'wait' else w}"
+                              for _, w, p in _MUTANTS])
 def test_a_removed_wait_or_barrier_is_caught(removed, what, precision, schedule):
     text = read_source("implicit_gemm.cu")
     assert text.count(removed) == 1
+    if precision == "f16" and schedule[0] == "forward":
+        schedule = ("reverse", schedule[1])    # the forward schedule cannot catch it (above)
+    dtype = "float16" if precision == "f16" else "float32"
     op, xs, ws, has_bias, kwargs = _MUTATION_CASE
-    x, w, b = make_operands("igemm-mutation", xs, ws, "float32", bias=has_bias)
+    x, w, b = make_operands("igemm-mutation", xs, ws, dtype, bias=has_bias)
     plan, out = _run(op, x, w, b, "64x64x16", precision, schedule, **kwargs)
     _check(op, out, x, w, b, precision, f"{plan}", **kwargs)         # intact: passes
     # The mutant keeps every name of the intact kernel: the emulator's modules do not share

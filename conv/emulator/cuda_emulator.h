@@ -7,7 +7,11 @@
 // (forward, reverse, or shuffled anew at every barrier), so results that depend on the order of
 // threads between barriers differ between schedules. A barrier releases once every thread of the
 // block (of the warp, for __syncwarp) that has not returned waits at it; threads that wait at
-// barriers no other thread can reach are reported as a deadlock.
+// barriers no other thread can reach are reported as a deadlock. Warps released from warp
+// barriers (and so from warp collectives): all together under the forward schedule, one at a time
+// under the others (the last ready warp for reverse; for shuffled the warp released before while
+// it is ready, else a random one), which lets one warp run ahead of the rest up to the next
+// __syncthreads, as warps do on a GPU.
 //
 // Built-ins: threadIdx, blockIdx, blockDim, gridDim, warpSize; __syncthreads, __syncwarp,
 // __shfl_sync (a warp rendezvous: every lane deposits, every lane reads); __float_as_uint,
@@ -218,6 +222,7 @@ inline void free_shared() {
 
 inline void run_block(int schedule, uint64_t &rng) {
     static int order[kMaxThreads];
+    int n_passes = 0;
     for (int i = 0; i < nthreads; ++i) {
         getcontext(&fibers[i]);
         fibers[i].uc_stack.ss_sp = stacks + (size_t)i * kStack;
@@ -251,6 +256,16 @@ inline void run_block(int schedule, uint64_t &rng) {
                 if (state[i] == AT_BARRIER) state[i] = READY;
             continue;
         }
+        // The warps whose every (not returned) thread waits at a warp barrier. The forward
+        // schedule releases all of them, so warps advance together from one warp barrier (or
+        // collective) to the next; the reverse schedule releases only the last of them and the
+        // shuffled one a random one, so that warp runs ahead of the others up to the next block
+        // barrier: a kernel that lacks a __syncthreads between one warp's shared-memory stores
+        // and another's reads (or the reverse) then reads poison or overwritten data.
+        static int ready_warps[kMaxThreads / 32];
+        static int favoured_warp;
+        if (!n_passes++) favoured_warp = -1;
+        int n_ready = 0;
         for (int w0 = 0; w0 < nthreads; w0 += 32) {
             int w1 = w0 + 32 < nthreads ? w0 + 32 : nthreads;
             bool warp_ready = true, any = false;
@@ -258,12 +273,28 @@ inline void run_block(int schedule, uint64_t &rng) {
                 if (state[i] == AT_WARP_BARRIER) any = true;
                 else if (state[i] != DONE) warp_ready = false;
             }
-            if (any && warp_ready)
-                for (int i = w0; i < w1; ++i)
-                    if (state[i] == AT_WARP_BARRIER) {
-                        state[i] = READY;
-                        ++released;
-                    }
+            if (any && warp_ready) ready_warps[n_ready++] = w0;
+        }
+        int first = 0, last = n_ready;
+        if (n_ready && schedule == 1) {
+            first = n_ready - 1;
+        } else if (n_ready && schedule == 2) {
+            // The warp released last goes on while it can (up to a block barrier or its end);
+            // otherwise a random ready warp takes over.
+            first = -1;
+            for (int r = 0; r < n_ready; ++r)
+                if (ready_warps[r] == favoured_warp) first = r;
+            if (first < 0) first = (int)(next_random(rng) % (uint64_t)n_ready);
+            favoured_warp = ready_warps[first];
+            last = first + 1;
+        }
+        for (int r = first; r < last; ++r) {
+            int w0 = ready_warps[r], w1 = w0 + 32 < nthreads ? w0 + 32 : nthreads;
+            for (int i = w0; i < w1; ++i)
+                if (state[i] == AT_WARP_BARRIER) {
+                    state[i] = READY;
+                    ++released;
+                }
         }
         if (!released) {
             fail("deadlock: threads wait at barriers the other threads of their block or warp "
