@@ -126,3 +126,92 @@ def to_numpy(a) -> np.ndarray:
     if hasattr(a, "copy_to_host"):          # numba.cuda device arrays
         return a.copy_to_host()
     raise TypeError(f"cannot bring {type(a).__name__} to the host")
+
+
+# --- PyTorch's memory format, guessed from strides ------------------------------------------
+# PyTorch lays out a convolution's output as channels_last when its input or weight "suggests"
+# channels_last (conv/functional.py has the whole rule). The suggestion is c10's
+# is_channels_last_strides_2d (c10/core/MemoryFormat.h), written again here so that it works on
+# plain tuples, NumPy and CuPy arrays too, and never imports torch.
+
+def suggests_channels_last(shape, strides) -> bool:
+    """Whether PyTorch's ``Tensor.suggest_memory_format()`` is ``torch.channels_last`` for a
+    strided tensor of `shape` and `strides`: only 4-D ones can be; density is not required (a
+    sliced NHWC view counts).
+
+    `strides` in elements (PyTorch's ``stride()``; bytes answer alike: the rule only compares
+    strides with each other and with strides times sizes).
+
+    Walking from the fastest NHWC dimension to the slowest (C, W, H, N), each stride must reach
+    past everything the faster dimensions span. Ambiguous strides resolve to NCHW, as in c10:
+    a zero channel stride (channels broadcast), a zero-size dimension, and an N111-like tensor
+    whose batch stride a channel stride could equally explain. A size-1 dimension does not widen
+    the span, which is how N1HW-channels_last and a transposed 1C1W tell themselves apart.
+    """
+    if len(shape) != 4:
+        return False                    # 3-D tensors have no channels_last in PyTorch
+    if strides[1] == 0:
+        return False
+    span = 0                            # elements (or bytes) the faster dimensions cover
+    for dim in (1, 3, 2, 0):
+        size, stride = shape[dim], strides[dim]
+        if size == 0 or stride < span:
+            return False
+        if dim == 0 and span == strides[1]:
+            return False
+        span = stride * size if size > 1 else stride
+    return True
+
+
+def is_channels_last_contiguous(shape, strides) -> bool:
+    """PyTorch's ``is_contiguous(memory_format=torch.channels_last)`` for a 4-D `shape` and element
+    `strides`: dense in NHWC order, size-1 dimensions' strides ignored (so a tensor can be this
+    and not suggest channels_last: N111, NC11 with NCHW strides)."""
+    expected = 1
+    for dim in (1, 3, 2, 0):
+        if shape[dim] != 1:
+            if strides[dim] != expected:
+                return False
+            expected *= shape[dim]
+    return True
+
+
+def is_contiguous_strides(shape, strides) -> bool:
+    """PyTorch's ``is_contiguous()`` for `shape` and element `strides`: dense in C order, size-1
+    dimensions' strides ignored (``contiguous()`` returns such a tensor as it is)."""
+    expected = 1
+    for size, stride in zip(reversed(shape), reversed(strides)):
+        if size != 1:
+            if stride != expected:
+                return False
+            expected *= size
+    return True
+
+
+def channels_last_strides(shape) -> tuple:
+    """The element strides PyTorch gives a new channels_last tensor of 4-D `shape` (c10's
+    get_channels_last_strides_2d: C fastest, then W, H, N; sizes taken as they are, zeros too)."""
+    _, c, h, w = shape
+    return (h * w * c, 1, w * c, c)
+
+
+def element_strides_of(a) -> tuple | None:
+    """`a`'s strides in elements, as PyTorch's ``stride()`` (NumPy's, CuPy's and Numba's bytes
+    divided by the item size); None where only a C-contiguous layout is known (a
+    __cuda_array_interface__ without strides), for a stride that is no whole number of elements
+    (PyTorch has no such tensor), or when `a` is no array."""
+    if _is_torch_tensor(a):
+        return a.stride()
+    strides = getattr(a, "strides", None)
+    if strides is None:
+        iface = getattr(a, "__cuda_array_interface__", None)
+        strides = None if iface is None else iface.get("strides")
+        if strides is None:
+            return None
+    try:
+        itemsize = dtype_of(a).itemsize
+    except (AttributeError, TypeError):     # strides but no dtype (a memoryview): no array of ours
+        return None
+    if not itemsize or any(s % itemsize for s in strides):
+        return None
+    return tuple(s // itemsize for s in strides)
