@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 
+from ._dtypes import BFLOAT16
+
 # The array kinds the dispatcher distinguishes.
 NUMPY, CUPY, TORCH_CUDA, NUMBA_CUDA, CUDA_OTHER, TORCH_CPU, UNKNOWN = (
     "numpy", "cupy", "torch-cuda", "numba-cuda", "cuda-array", "torch-cpu", "unknown")
@@ -18,7 +20,7 @@ _TORCH_TO_NUMPY = {
     "torch.float16": np.float16, "torch.float32": np.float32, "torch.float64": np.float64,
     "torch.complex64": np.complex64, "torch.complex128": np.complex128, "torch.int8": np.int8,
     "torch.int16": np.int16, "torch.int32": np.int32, "torch.int64": np.int64,
-    "torch.uint8": np.uint8, "torch.bool": np.bool_,
+    "torch.uint8": np.uint8, "torch.bool": np.bool_, "torch.bfloat16": BFLOAT16,
 }
 
 
@@ -114,6 +116,22 @@ def device_name(a) -> str:
     return "cpu"
 
 
+def torch_cpu_numpy(t) -> np.ndarray:
+    """The NumPy array over a PyTorch CPU tensor's memory (zero-copy): bfloat16, which
+    Tensor.numpy() refuses, as ml_dtypes' bfloat16 through a same-size integer view."""
+    if str(t.dtype) == "torch.bfloat16":
+        return t.view(sys.modules["torch"].int16).numpy().view(BFLOAT16)
+    return t.numpy()
+
+
+def torch_from_numpy(a: np.ndarray):
+    """torch.from_numpy, bfloat16 (ml_dtypes) included: a tensor over `a`'s memory."""
+    torch = sys.modules["torch"]
+    if a.dtype == BFLOAT16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
 def to_numpy(a) -> np.ndarray:
     """Any array kind the library returns (NumPy, CuPy, Numba device array, PyTorch tensor) as NumPy,
     copied to the host where it lives on a GPU."""
@@ -122,7 +140,7 @@ def to_numpy(a) -> np.ndarray:
     if _is_cupy_array(a):
         return a.get()
     if _is_torch_tensor(a):
-        return a.detach().cpu().numpy()
+        return torch_cpu_numpy(a.detach().cpu())
     if hasattr(a, "copy_to_host"):          # numba.cuda device arrays
         return a.copy_to_host()
     raise TypeError(f"cannot bring {type(a).__name__} to the host")

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from . import _arrays
+from ._dtypes import BFLOAT16, is_floating
 
 
 def import_cupy():
@@ -194,7 +195,10 @@ def to_cupy(a, kind: str | None = None):
     if kind == _arrays.NUMPY:
         return cupy.asarray(a)
     if kind == _arrays.TORCH_CUDA:
-        return cupy.from_dlpack(_plain_torch(a))    # honours the producer's stream
+        a = _plain_torch(a)
+        if str(a.dtype) == "torch.bfloat16":        # CuPy's bfloat16 (ml_dtypes) by a bit view
+            return cupy.from_dlpack(a.view(sys.modules["torch"].int16)).view(BFLOAT16)
+        return cupy.from_dlpack(a)                  # honours the producer's stream
     if not hasattr(a, "__cuda_array_interface__") and hasattr(a, "__dlpack__"):
         return cupy.from_dlpack(a)
     return cupy.asarray(a)                  # __cuda_array_interface__: zero-copy
@@ -266,6 +270,6 @@ def poison_enabled() -> bool:
 
 def poison_value(dtype: np.dtype):
     dtype = np.dtype(dtype)
-    if dtype.kind in "fc":
+    if dtype.kind in "fc" or is_floating(dtype):          # bfloat16's kind is "V"
         return np.nan
     return np.iinfo(dtype).min + 7    # unlikely to be a correct integer result

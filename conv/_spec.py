@@ -18,11 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._arrays import dtype_of, shape_of
+from ._dtypes import BFLOAT16
 from ._padding import PADDING_MODES
 
 # PyTorch's C++ scalar-type names, used in its dtype-mismatch messages.
 _TORCH_TYPE_NAMES = {
     np.dtype(np.float16): "c10::Half",
+    BFLOAT16: "c10::BFloat16",
     np.dtype(np.float32): "float",
     np.dtype(np.float64): "double",
     np.dtype(np.complex64): "c10::complex<float>",
@@ -49,7 +51,7 @@ _TORCH_SCALAR_NAMES = {
     np.dtype(np.uint64): "UInt64",
 }
 
-FLOAT_DTYPES = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64))
+FLOAT_DTYPES = tuple(np.dtype(t) for t in (np.float16, BFLOAT16, np.float32, np.float64))
 COMPLEX_DTYPES = tuple(np.dtype(t) for t in (np.complex64, np.complex128))
 INT_DTYPES = tuple(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64, np.uint8))
 SUPPORTED_DTYPES = FLOAT_DTYPES + COMPLEX_DTYPES + INT_DTYPES

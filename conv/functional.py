@@ -44,7 +44,7 @@ def _torch_cpu_as_numpy(input, weight, bias):
         if a is not None and type(a) is not np.ndarray and _arrays.array_kind(a) == _arrays.TORCH_CPU:
             from ._gpu_arrays import _plain_torch
             try:
-                a = _plain_torch(a).numpy()
+                a = _arrays.torch_cpu_numpy(_plain_torch(a))
             except TypeError:       # a dtype NumPy has no equivalent of (bfloat16, ...)
                 raise TypeError(f"conv has no kernels for PyTorch dtype {a.dtype}") from None
             was_tensor |= i == 0
@@ -208,7 +208,7 @@ def _conv(op, input, weight, bias, stride, padding, dilation, groups, padding_mo
         if was_tensor:              # a PyTorch CPU tensor in, one out (over the result's memory)
             out, spec = _conv_in_memory(op, input, weight, bias, stride, padding, dilation, groups,
                                         padding_mode, backend, algorithm, allow_tf32)
-            return _in_torch_memory_format(sys.modules["torch"].from_numpy(out), spec, layouts)
+            return _in_torch_memory_format(_arrays.torch_from_numpy(out), spec, layouts)
         if layouts is not None:     # a PyTorch CUDA tensor: the backend returns a tensor
             out, spec = _conv_in_memory(op, input, weight, bias, stride, padding, dilation, groups,
                                         padding_mode, backend, algorithm, allow_tf32)

@@ -67,7 +67,7 @@ class _ConvNd:
         dtype = np.dtype(np.float32 if dtype is None else dtype)
         if dtype not in FLOAT_DTYPES + COMPLEX_DTYPES:
             raise TypeError(f"{type(self).__name__}: dtype must be a floating point or complex dtype "
-                            f"(float16/32/64, complex64/128), got {dtype}")
+                            f"(float16, bfloat16, float32/64, complex64/128), got {dtype}")
         self._device_index = _parse_device(device)
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -30,10 +30,15 @@ from typing import Callable
 import numpy as np
 
 from . import _arrays, dispatch
-from ._spec import SUPPORTED_DTYPES, ConvSpec
+from ._dtypes import BFLOAT16, is_floating
+from ._spec import FLOAT_DTYPES, SUPPORTED_DTYPES, ConvSpec
 
-_FLOATS = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64))
+_FLOATS = FLOAT_DTYPES          # float16, bfloat16, float32, float64
 _INEXACT = _FLOATS + tuple(np.dtype(t) for t in (np.complex64, np.complex128))
+# bfloat16 (ml_dtypes on the host) where the kernels cannot take it: numba has no such type, and
+# cuBLAS through cupy.matmul is the fp32/fp16 baseline only.
+_NO_BF16 = tuple(d for d in SUPPORTED_DTYPES if d != BFLOAT16)
+_NUMBA_INEXACT = tuple(d for d in _INEXACT if d != BFLOAT16)
 
 
 @dataclass(frozen=True)
@@ -130,23 +135,24 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm("cupy", "im2col", "im2col", 1, SUPPORTED_DTYPES,
               "kernels/cuda/im2col.cu + kernels/cuda/gemm.cu",
               "columns, then a shared-memory tiled GEMM with the bias fused"),
-    Algorithm("cupy", "im2col_cublas", "im2col_cublas", 0, SUPPORTED_DTYPES,
+    Algorithm("cupy", "im2col_cublas", "im2col_cublas", 0, _NO_BF16,
               "kernels/cuda/im2col.cu + cupy.matmul", "columns multiplied by cuBLAS: the vendor "
               "baseline, for comparison"),
     Algorithm("cupy", "implicit_gemm", "implicit_gemm", 0,
-              (np.dtype(np.float16), np.dtype(np.float32)), "kernels/cuda/implicit_gemm.cu",
+              (np.dtype(np.float16), BFLOAT16, np.dtype(np.float32)),
+              "kernels/cuda/implicit_gemm.cu",
               "tensor-core implicit GEMM (mma.sync, cp.async pipeline), input tiles gathered on "
-              "the fly, no workspace: float32 in 3xTF32 (TF32 with allow_tf32), float16 with "
-              "fp32 accumulation"),
+              "the fly, no workspace: float32 in 3xTF32 (TF32 with allow_tf32), float16 and "
+              "bfloat16 with fp32 accumulation"),
     Algorithm("cupy", "depthwise", "depthwise", 0, SUPPORTED_DTYPES, "kernels/cuda/depthwise.cu",
               "depthwise only (groups == C, any channel multiplier): an output tile's input patch "
               "staged in shared memory once, a register sliding window of outputs along q per "
               "thread", _depthwise_refusal),
-    Algorithm("numba", "direct_naive", "direct", 0, _INEXACT, "kernels/numba_cuda/direct.py",
+    Algorithm("numba", "direct_naive", "direct", 0, _NUMBA_INEXACT, "kernels/numba_cuda/direct.py",
               "one thread per output"),
-    Algorithm("numba", "direct", "direct", 1, _INEXACT, "kernels/numba_cuda/direct.py",
+    Algorithm("numba", "direct", "direct", 1, _NUMBA_INEXACT, "kernels/numba_cuda/direct.py",
               "a block stages an input patch in shared memory for a tile of outputs"),
-    Algorithm("numba", "im2col", "im2col", 1, _INEXACT,
+    Algorithm("numba", "im2col", "im2col", 1, _NUMBA_INEXACT,
               "kernels/numba_cuda/im2col.py + kernels/numba_cuda/gemm.py",
               "columns, then a shared-memory tiled GEMM"),
 )
@@ -165,7 +171,7 @@ def _table_row(backend: str, when: Callable[[ConvSpec], bool], measured: str) ->
 
 
 def _is_float(spec: ConvSpec) -> bool:
-    return spec.dtype.kind == "f"
+    return is_floating(spec.dtype)
 
 
 def _reduction(spec: ConvSpec) -> int:

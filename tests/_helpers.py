@@ -19,6 +19,7 @@ import numpy as np
 
 import conv
 from conv._arrays import to_numpy as to_host
+from conv._dtypes import BFLOAT16, is_floating
 from conv._spec import make_spec
 from conv.backend.reference import conv_reference
 
@@ -29,11 +30,20 @@ from conv.backend.reference import conv_reference
 # (float16, direct), 0.03 for float32 and complex64, 0.003 for float64 and complex128.
 RTOL = {
     np.dtype(np.float16): 2e-3,
+    # bfloat16: see BF16_ROUNDING below (its tolerance does not grow with the reduction).
+    BFLOAT16: 2e-6,
     np.dtype(np.float32): 2e-6,
     np.dtype(np.float64): 1e-13,
     np.dtype(np.complex64): 2e-6,
     np.dtype(np.complex128): 1e-13,
 }
+
+# bfloat16: every path sums in float32 (float32's error, RTOL[bfloat16] = RTOL[float32] in the
+# formula) and rounds once, to 8 significant bits: at most half an ulp, which is at most 2^-8 of
+# max|ref| (a value in [2^e, 2^(e+1)) has ulp 2^(e-7)). That term is added to the formula's, not
+# scaled by sqrt(reduction): derived, not fitted, and tight enough that truncating instead of
+# rounding (up to a whole ulp) fails.
+BF16_ROUNDING = 2.0 ** -8
 
 FLOAT_AND_COMPLEX = ["float16", "float32", "float64", "complex64", "complex128"]
 
@@ -131,6 +141,8 @@ def assert_output_matches_reference(op: str, out, x_host, w_host, b_host=None, *
     reduction = max(1, spec.c_per_group * spec.r * spec.s)
     scale = max(float(np.abs(ref).max()), 1e-30)
     tol = RTOL[x_host.dtype] * np.sqrt(reduction) * scale
+    if x_host.dtype == BFLOAT16:
+        tol += BF16_ROUNDING * scale
     err = np.abs(out.astype(ref.dtype) - ref)
     bad = ~(err <= tol)           # NaN (an unwritten, poisoned element) counts as bad
     if bad.any():
@@ -168,14 +180,14 @@ def refused_by_algorithm(algorithm, dtype) -> bool:
     every spec but stride-1 dilation-1 3x3 conv2d and 3-tap conv1d: that depends on the spec,
     not the dtype (winograd.refusal says it)."""
     kind = np.dtype(dtype).kind
-    return ((algorithm in ("implicit", "winograd") and kind not in "f")
+    return ((algorithm in ("implicit", "winograd") and not is_floating(dtype))
             or (algorithm == "fft" and kind in "iu"))
 
 
 def implicit_refusal(dtype) -> str:
     """The TypeError message of cpu:implicit for an input of `dtype` it has no kernel for."""
     return (f"cpu algorithm 'implicit' has no kernels for dtype {np.dtype(dtype)} "
-            f"(supported: float16, float32, float64)")
+            f"(supported: float16, bfloat16, float32, float64)")
 
 
 def algorithm_refusal(algorithm, dtype) -> str:
@@ -184,7 +196,7 @@ def algorithm_refusal(algorithm, dtype) -> str:
         return implicit_refusal(dtype)
     if algorithm == "winograd":
         return (f"cpu algorithm 'winograd' has no kernels for dtype {np.dtype(dtype)} "
-                f"(supported: float16, float32, float64)")
+                f"(supported: float16, bfloat16, float32, float64)")
     assert algorithm == "fft", algorithm
     return (f"cpu algorithm 'fft' has no kernels for dtype {np.dtype(dtype)} "
-            f"(supported: float16, float32, float64, complex64, complex128)")
+            f"(supported: float16, bfloat16, float32, float64, complex64, complex128)")

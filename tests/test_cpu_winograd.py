@@ -195,7 +195,7 @@ def test_ineligible_specs_are_refused(case):
 def test_other_dtypes_are_refused(dtype):
     x, w, _ = make_operands("winograd-int", (1, 2, 6, 6), (3, 2, 3, 3), dtype)
     with pytest.raises(TypeError, match=r"^cpu algorithm 'winograd' has no kernels for dtype "
-                                        + dtype + r" \(supported: float16, float32, float64\)$"):
+                                        + dtype + r" \(supported: float16, bfloat16, float32, float64\)$"):
         conv.conv2d(x, w, algorithm="winograd")
 
 

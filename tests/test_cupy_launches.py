@@ -116,7 +116,7 @@ def test_configs_by_algorithm_and_dtype():
     assert _configs_of("direct") == ["kb1", "kb4", "kb8"]
     for dt in SUPPORTED_DTYPES:
         # 128x128x8 only for 4-byte accumulators; 64x64x16 for every dtype; the default first.
-        four_bytes = dt.name in ("float16", "float32")
+        four_bytes = dt.name in ("float16", "bfloat16", "float32")
         assert _configs_of("im2col", dt) == (["128x128x8", "64x64x16"] if four_bytes
                                              else ["64x64x16"])
         assert sources.GEMM_TILES[dt] == ("128x128x8" if four_bytes else "64x64x16")

@@ -44,7 +44,7 @@ pytestmark = [
 ]
 
 ALGORITHMS = [a.name for a in registry.algorithms("cupy")]
-DTYPES = FLOAT_AND_COMPLEX + ["int32"]
+DTYPES = FLOAT_AND_COMPLEX + ["bfloat16", "int32"]
 
 
 def _without_kernels(algorithm: str, dtype) -> bool:

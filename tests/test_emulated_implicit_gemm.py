@@ -9,7 +9,7 @@ bits; mutation tests show a removed cp.async wait or __syncthreads of the float3
 caught (the float16 one's barrier is not: see _MUTATION_CASE).
 
 Tolerances (tests/_helpers.py: RTOL[dtype] * sqrt(reduction) * max|ref|): 3xTF32 meets the float32
-one, f16 (fp32 accumulation) the float16 one. TF32 rounds both operands to 11 significant bits
+one, f16 and bf16 (fp32 accumulation) the float16 and bfloat16 ones. TF32 rounds both operands to 11 significant bits
 (cvt.rna: relative error <= 2^-11 each), so a product is off by up to 2^-10 of its magnitude: its
 tolerance is TF32_RTOL = 2^-10 in the same formula (and TF32 must be measurably worse than
 float32's tolerance, or it did not run).
@@ -44,7 +44,8 @@ pytestmark = [
 ]
 
 TF32_RTOL = 2.0 ** -10          # both operands rounded to TF32: <= 2^-11 relative error each
-PRECISIONS = [("float32", "3xtf32"), ("float32", "tf32"), ("float16", "f16")]
+PRECISIONS = [("float32", "3xtf32"), ("float32", "tf32"), ("float16", "f16"),
+              ("bfloat16", "bf16")]
 TILES = list(IGEMM_TILE_CONFIGS)
 COMBOS = [(dt, prec, tile) for dt, prec in PRECISIONS for tile in TILES]
 COMBO_IDS = [f"{prec}-{tile}" for _, prec, tile in COMBOS]

@@ -531,11 +531,12 @@ def test_torch_cpu_tensors_in_give_torch_cpu_tensors_out():
 
 
 def test_torch_cpu_dtypes_numpy_lacks_are_refused_clearly():
+    """float8 has no NumPy dtype here (bfloat16 has: ml_dtypes, tests/test_bfloat16.py)."""
     torch = torch_or_skip()
-    x, w = torch.zeros(1, 2, 5, 5, dtype=torch.bfloat16), torch.zeros(3, 2, 3, 3,
-                                                                       dtype=torch.bfloat16)
+    x, w = torch.ones(1, 2, 5, 5).to(torch.float8_e4m3fn), torch.ones(3, 2, 3, 3).to(
+        torch.float8_e4m3fn)
     for call in (lambda: conv.conv2d(x, w), lambda: conv.explain("conv2d", x, w)):
-        with pytest.raises(TypeError, match="no kernels for PyTorch dtype torch.bfloat16"):
+        with pytest.raises(TypeError, match="no kernels for PyTorch dtype torch.float8_e4m3fn"):
             call()
 
 

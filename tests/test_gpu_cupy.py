@@ -31,7 +31,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths"),
 ]
 
-DTYPES = FLOAT_AND_COMPLEX + ["int32"]
+DTYPES = FLOAT_AND_COMPLEX + ["bfloat16", "int32"]
 
 
 @pytest.fixture

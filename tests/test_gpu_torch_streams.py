@@ -20,6 +20,7 @@ import pytest
 import conv
 from conv import _gpu_arrays, autotune, registry
 from conv.plan import backend_availability
+from tests._emulated import poison_outputs  # noqa: F401 (autouse: outputs start as NaN)
 from tests._helpers import assert_output_matches_reference, make_operands
 
 pytestmark = [pytest.mark.gpu]
@@ -33,14 +34,6 @@ BACKENDS = [b for b in ("cupy", "numba") if backend_availability(b)[0]]
 ALGORITHMS = [(b, a.name) for b in BACKENDS for a in registry.algorithms(b)
               if a.name != "depthwise"]
 SLEEP_CYCLES = 200_000_000          # ~0.1 s of GPU spinning at ~2 GHz: longer than our launches
-
-
-@pytest.fixture(autouse=True)
-def poison_outputs():
-    before = _gpu_arrays.poison_enabled()
-    _gpu_arrays.set_poison_outputs(True)
-    yield
-    _gpu_arrays.set_poison_outputs(before)
 
 
 def _operands(seed, dtype="float32", depthwise=False):

@@ -9,6 +9,8 @@
 // Storage type T -> accumulation type Acc (Traits<T>), as the host's one table says
 // (conv/_dtypes.py, pasted before this file as the CONV_ACC_<dtype> macros):
 //   float16 (conv_half, raw IEEE bits) -> float   (converted with cvt.f32.f16 / cvt.rn.f16.f32)
+//   bfloat16 (conv_bf16, raw bits: the top half of a float32) -> float (a shift; back by rounding
+//       to nearest even in integer arithmetic, NaN kept quiet)
 //   float32 -> float, float64 -> double
 //   complex64 -> conv_complex<float>, complex128 -> conv_complex<double> (no conjugation, as PyTorch)
 //   int8/int16/int32/int64/uint8 -> long long: exact, wrapping on the cast back (PyTorch/CPU)
@@ -17,7 +19,7 @@
 // -DCONV_WANT_float32), always given by the host (conv/backend/cupy/sources.py:module_options).
 #pragma once
 
-#if !defined(CONV_WANT_float16) && !defined(CONV_WANT_float32) && !defined(CONV_WANT_float64) && \
+#if !defined(CONV_WANT_float16) && !defined(CONV_WANT_bfloat16) && !defined(CONV_WANT_float32) && !defined(CONV_WANT_float64) && \
     !defined(CONV_WANT_complex64) && !defined(CONV_WANT_complex128) && !defined(CONV_WANT_int8) && \
     !defined(CONV_WANT_int16) && !defined(CONV_WANT_int32) && !defined(CONV_WANT_int64) && \
     !defined(CONV_WANT_uint8)
@@ -27,7 +29,7 @@
 // The host's tables, pasted before this file by the loader: padding modes (conv/_padding.py) as
 // CONV_PAD_<MODE>, accumulation types (conv/_dtypes.py) as CONV_ACC_<dtype>.
 #if !defined(CONV_PAD_ZEROS) || !defined(CONV_PAD_REFLECT) || !defined(CONV_PAD_REPLICATE) || \
-    !defined(CONV_PAD_CIRCULAR) || !defined(CONV_ACC_float16)
+    !defined(CONV_PAD_CIRCULAR) || !defined(CONV_ACC_float16) || !defined(CONV_ACC_bfloat16)
 #error "compile the loader's text (conv/backend/cupy/sources.py:kernel_source), not this file"
 #endif
 
@@ -47,6 +49,27 @@ __device__ __forceinline__ unsigned short conv_float_to_half(float f) {
     unsigned short h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
+}
+
+// ---------------------------------------------------------------------------------------------
+// bfloat16 as raw bits (the sign, exponent and top 7 mantissa bits of a float32); arithmetic
+// happens in float32. The conversion back is integer arithmetic, the same on every architecture
+// (cvt.rn.bf16.f32 needs sm_80) and in the CPU emulator: round to nearest even (adding 0x7fff
+// plus the lowest kept bit carries exactly when the dropped half is above, or at with an odd
+// kept part; a carry out of the mantissa rounds up the exponent, to inf past the largest
+// finite), NaN kept a quiet NaN of the same sign.
+struct conv_bf16 {
+    unsigned short bits;
+};
+
+__device__ __forceinline__ float conv_bf16_to_float(unsigned short h) {
+    return __uint_as_float((unsigned)h << 16);
+}
+
+__device__ __forceinline__ unsigned short conv_float_to_bf16(float f) {
+    const unsigned u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);
+    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -92,6 +115,18 @@ struct Traits<conv_half> {
     static __device__ __forceinline__ conv_half store(Acc a) {
         conv_half h;
         h.bits = conv_float_to_half(a);
+        return h;
+    }
+    static __device__ __forceinline__ Acc zero() { return 0.0f; }
+};
+
+template <>
+struct Traits<conv_bf16> {
+    typedef CONV_ACC_bfloat16 Acc;
+    static __device__ __forceinline__ Acc load(conv_bf16 v) { return conv_bf16_to_float(v.bits); }
+    static __device__ __forceinline__ conv_bf16 store(Acc a) {
+        conv_bf16 h;
+        h.bits = conv_float_to_bf16(a);
         return h;
     }
     static __device__ __forceinline__ Acc zero() { return 0.0f; }

@@ -161,6 +161,9 @@ __device__ __forceinline__ void conv2d_direct_kblock_body(CONV_DIRECT_PARAMS(T))
 #if defined(CONV_WANT_float16)
 CONV_DIRECT_ENTRIES(float16, conv_half)
 #endif
+#if defined(CONV_WANT_bfloat16)
+CONV_DIRECT_ENTRIES(bfloat16, conv_bf16)
+#endif
 #if defined(CONV_WANT_float32)
 CONV_DIRECT_ENTRIES(float32, float)
 #endif

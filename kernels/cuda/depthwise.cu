@@ -184,6 +184,9 @@ __device__ __forceinline__ void depthwise_body(CONV_DEPTHWISE_PARAMS(T)) {
 #if defined(CONV_WANT_float16)
 CONV_DEPTHWISE_ENTRIES(float16, conv_half)
 #endif
+#if defined(CONV_WANT_bfloat16)
+CONV_DEPTHWISE_ENTRIES(bfloat16, conv_bf16)
+#endif
 #if defined(CONV_WANT_float32)
 CONV_DEPTHWISE_ENTRIES(float32, float)
 #endif

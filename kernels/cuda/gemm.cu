@@ -174,6 +174,9 @@ __device__ __forceinline__ void gemm_tiled_body(CONV_GEMM_PARAMS(T)) {
 #if defined(CONV_WANT_float16)
 CONV_GEMM_ENTRIES(float16, conv_half)
 #endif
+#if defined(CONV_WANT_bfloat16)
+CONV_GEMM_ENTRIES(bfloat16, conv_bf16)
+#endif
 #if defined(CONV_WANT_float32)
 CONV_GEMM_ENTRIES(float32, float)
 #endif

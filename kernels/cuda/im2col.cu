@@ -64,6 +64,9 @@ __device__ __forceinline__ void im2col_body(CONV_IM2COL_PARAMS(T)) {
 #if defined(CONV_WANT_float16)
 CONV_IM2COL_ENTRY(float16, conv_half)
 #endif
+#if defined(CONV_WANT_bfloat16)
+CONV_IM2COL_ENTRY(bfloat16, conv_bf16)
+#endif
 #if defined(CONV_WANT_float32)
 CONV_IM2COL_ENTRY(float32, float)
 #endif

@@ -72,16 +72,17 @@
 //   implicit_gemm_f16_float16:    m16n8k16 on float16 operands (exact products), fragments from
 //       shared memory by ldmatrix (.x4 for A from the m-major tile, .x2.trans for B from the
 //       k-major one), fp32 accumulation, one rounding to float16 in the epilogue.
-//   (bfloat16 is not a dtype of the project yet: no bf16 entry point.)
+//   implicit_gemm_bf16_bfloat16:  the same on bfloat16 operands (m16n8k16 .bf16, exact products
+//       in fp32), one rounding to bfloat16 in the epilogue (common.cuh: round to nearest even).
 //
 // Tile configurations (conv/backend/cupy/sources.py: IGEMM_TILE_CONFIGS, by name BMxBNxBK, each its
 // own module built with -DCONV_IGEMM_BM/BN/BK/WARPS_M/WARPS_N/STAGES). ptxas (NVRTC 13.5, the
 // options CuPy uses; tests/test_nvrtc_compile.py), registers sm_80 / sm_90, static shared memory,
 // no spills and no stack in any of them:
 //   "128x64x16": 4 warps (2 x 2 of 64 x 32), 3 stages: tf32 158 / 160, 3xtf32 175 / 195 registers,
-//                44,544 B; f16 144 / 140 registers, 25,344 B.
+//                44,544 B; f16 and bf16 144 / 140 registers, 25,344 B.
 //   "64x64x16":  4 warps (2 x 2 of 32 x 32), 3 stages: tf32 120 / 122, 3xtf32 122 / 117 registers,
-//                29,184 B; f16 94 / 93 registers, 16,128 B.
+//                29,184 B; f16 and bf16 94 / 93 registers, 16,128 B.
 // Occupancy by registers (65,536 per SM): 128x64x16 3xtf32 2 blocks (8 warps) per SM, tf32 3;
 // 64x64x16 4. Nothing has been timed on a GPU.
 // 64-bit index arithmetic throughout (offsets into x, wmat, out; columns j).
@@ -106,30 +107,35 @@
     x, wmat, bias, out, kg, cg, M, CRS, H, W, P, Q, R, S, xs_n, xs_c, xs_h, xs_w, stride_h,     \
         stride_w, dil_h, dil_w, pad_top, pad_left, mode, o_n, o_k, bs, has_bias, g0
 
-// The three precisions (template argument of the body).
+// The four precisions (template argument of the body); f16 and bf16 share the 16-bit path.
 #define CONV_IGEMM_TF32 0
 #define CONV_IGEMM_3XTF32 1
 #define CONV_IGEMM_F16 2
+#define CONV_IGEMM_BF16 3
 
 // What a shared-memory tile holds per precision: float32 values (rounded to TF32 when a fragment
-// is read) or float16 bit patterns; the pads of the header.
+// is read) or float16 / bfloat16 bit patterns; the pads of the header.
 template <int PRECISION>
 struct IgemmSmem {
     typedef float Elem;
     static constexpr int A_PAD = 4, B_PAD = 8, K_STEP = 8;     // m16n8k8
 };
-template <>
-struct IgemmSmem<CONV_IGEMM_F16> {
+struct IgemmSmem16 {
     typedef unsigned short Elem;
     static constexpr int A_PAD = 8, B_PAD = 8, K_STEP = 16;    // m16n8k16
 };
+template <>
+struct IgemmSmem<CONV_IGEMM_F16> : IgemmSmem16 {};
+template <>
+struct IgemmSmem<CONV_IGEMM_BF16> : IgemmSmem16 {};
 
 template <typename T, int PRECISION, int BM, int BN, int BK, int WARPS_M, int WARPS_N,
           int STAGES>
 __device__ __forceinline__ void implicit_gemm_body(CONV_IGEMM_PARAMS(T)) {
     typedef IgemmSmem<PRECISION> Smem;
     typedef typename Smem::Elem Elem;
-    constexpr bool ASYNC = PRECISION != CONV_IGEMM_F16;     // cp.async (4-byte elements)
+    constexpr bool BITS16 = PRECISION == CONV_IGEMM_F16 || PRECISION == CONV_IGEMM_BF16;
+    constexpr bool ASYNC = !BITS16;                         // cp.async (4-byte elements)
     constexpr int NT = 32 * WARPS_M * WARPS_N;              // threads per block
     constexpr int WTM = BM / WARPS_M, WTN = BN / WARPS_N;   // warp tile
     constexpr int MI = WTM / 16, NI = WTN / 8;              // mma tiles per warp
@@ -239,7 +245,7 @@ __device__ __forceinline__ void implicit_gemm_body(CONV_IGEMM_PARAMS(T)) {
     auto compute_tile = [&](int stage) {
 #pragma unroll
         for (int ks = 0; ks < BK; ks += K_STEP) {
-            if constexpr (PRECISION == CONV_IGEMM_F16) {
+            if constexpr (BITS16) {
                 unsigned a[MI][4], b[NI][2];
 #pragma unroll
                 for (int mi = 0; mi < MI; ++mi)     // lanes 0-15: rows of k 0-7, 16-31: of k 8-15
@@ -253,7 +259,10 @@ __device__ __forceinline__ void implicit_gemm_body(CONV_IGEMM_PARAMS(T)) {
                 for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
                     for (int ni = 0; ni < NI; ++ni)
-                        conv_mma_m16n8k16_f16(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
+                        if constexpr (PRECISION == CONV_IGEMM_BF16)
+                            conv_mma_m16n8k16_bf16(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
+                        else
+                            conv_mma_m16n8k16_f16(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
             } else {
                 constexpr bool SPLIT = PRECISION == CONV_IGEMM_3XTF32;
                 unsigned a_big[MI][4], a_small[MI][4], b_big[NI][2], b_small[NI][2];
@@ -365,6 +374,9 @@ CONV_IGEMM_ENTRY(3xtf32, CONV_IGEMM_3XTF32, float32, float)
 #if defined(CONV_WANT_float16)
 CONV_IGEMM_ENTRY(f16, CONV_IGEMM_F16, float16, conv_half)
 #endif
-#if !defined(CONV_WANT_float32) && !defined(CONV_WANT_float16)
-#error "implicit_gemm.cu is built for float32 or float16 only"
+#if defined(CONV_WANT_bfloat16)
+CONV_IGEMM_ENTRY(bf16, CONV_IGEMM_BF16, bfloat16, conv_bf16)
+#endif
+#if !defined(CONV_WANT_float32) && !defined(CONV_WANT_float16) && !defined(CONV_WANT_bfloat16)
+#error "implicit_gemm.cu is built for float32, float16 or bfloat16 only"
 #endif

@@ -19,7 +19,8 @@ Memory: every algorithm allocates at most the output plus the workspace limit
 (`conv.set_workspace_limit(nbytes, "cpu")`, env CONV_CPU_WORKSPACE_BYTES, default 64 MiB) plus a
 few KiB: a call whose copies (padded or converted input, phase layout, column buffer,
 compute-dtype output) would exceed it runs as chunks of itself (_run_chunked, chunks.py).
-Accumulation: conv/_dtypes.py (float16 in float32, integers exactly in int64).
+Accumulation: conv/_dtypes.py (float16 in float32, integers exactly in int64). bfloat16 runs as the
+float32 call on float32 copies of its operands, rounded once at the end (_run).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from ..._numba_cache import ensure_writable_cache
 
 ensure_writable_cache()         # before any kernel module (cache=True) is imported
 
+from ..._dtypes import BFLOAT16  # noqa: E402
 from ..._dtypes import accumulator_dtype as compute_dtype  # noqa: E402
 from ..._padding import as_4d, gather_padded, pad_input, source_index, weight_4d  # noqa: E402
 from ..._spec import ConvSpec  # noqa: E402
@@ -52,10 +54,13 @@ def availability() -> tuple[bool, str]:
 
 def plan_workspace(spec: ConvSpec, algorithm: str, x) -> tuple[int, object, str]:
     """(workspace bytes, chunks or None, note) of the call on input x (its dtype and contiguity
-    decide what is copied)."""
+    decide what is copied). bfloat16: that of the float32 call it runs (_run)."""
     if spec.is_empty:
         return 0, None, ""
-    nbytes, chunking = chunks.plan_workspace(spec, algorithm, x.dtype, x.flags.c_contiguous,
+    dtype, contiguous = x.dtype, x.flags.c_contiguous
+    if spec.dtype == BFLOAT16:
+        spec, dtype, contiguous = dataclasses.replace(spec, dtype=_F32), _F32, True
+    nbytes, chunking = chunks.plan_workspace(spec, algorithm, dtype, contiguous,
                                              numba_threads(), _limit.get())
     note = "" if chunking is None else (
         f"its workspace would exceed the {_limit.get()}-byte cap: it runs as "
@@ -76,8 +81,22 @@ def run(plan, x, weight, bias) -> np.ndarray:
         return _run(plan, x, weight, bias)
 
 
+_F32 = np.dtype(np.float32)
+
+
 def _run(plan, x, weight, bias) -> np.ndarray:
     spec, algorithm = plan.spec, plan.algorithm
+    if spec.dtype == BFLOAT16 and spec.output_shape_4d[0] * spec.output_shape_4d[1] * spec.p \
+            * spec.q:
+        # No kernel reads bfloat16 (numba has no such type): the operands are converted to
+        # float32 (exact), the float32 call runs (its plan's workspace and chunks, which
+        # plan_workspace computed), and its result is rounded once to bfloat16, as PyTorch's
+        # float32 accumulation does. The float32 copies of input, weight and output are this
+        # dtype's cost beyond the workspace cap.
+        plan32 = dataclasses.replace(plan, spec=dataclasses.replace(spec, dtype=_F32))
+        out = _run(plan32, np.asarray(x, _F32), np.asarray(weight, _F32),
+                   None if bias is None else np.asarray(bias, _F32))
+        return out.astype(BFLOAT16)
     n, k, p, q = spec.output_shape_4d
     cdt = compute_dtype(spec.dtype)
     if not n * k * p * q:

@@ -10,7 +10,7 @@ Algorithms (rows in conv/registry.py, which also holds the auto rule):
   "im2col_naive"   the same with gemm.cu version 0 (one thread per output).
   "im2col_cublas"  the same columns multiplied by ``cupy.matmul`` (cuBLAS): the vendor baseline.
   "implicit_gemm"  implicit_gemm.cu: the GEMM on tensor cores (mma.sync) with the input tiles
-                   gathered on the fly (no workspace), float16 and float32 only; float32 runs
+                   gathered on the fly (no workspace), float16, bfloat16 and float32 only; float32 runs
                    3xTF32 (near fp32 accuracy) unless the plan asks for "tf32".
   "depthwise"      depthwise.cu: groups == C (any channel multiplier), every dtype; a block stages
                    the input patch of an output tile of one (n, k) plane in shared memory, each
@@ -30,7 +30,7 @@ the very launches `launches` computed.
 Tile configurations (`configs(spec, algorithm)`, by name; the autotuner times each through
 `make_plan(..., config=name)`): "direct" runs "kb1", "kb4" or "kb8" (KB output channels per
 thread, each an entry point of the one direct module); "im2col" runs the GEMM tile "128x128x8"
-(float16/float32 only: 4-byte accumulators) or "64x64x16" (every dtype), each tile its own
+(float16/bfloat16/float32 only: 4-byte accumulators) or "64x64x16" (every dtype), each tile its own
 module (-D options); "implicit_gemm" runs "128x64x16" or "64x64x16" (sources.IGEMM_TILE_CONFIGS,
 each its own module); "depthwise" runs "1x1024", "1x256", "8x64" or "4x32"
 (sources.DEPTHWISE_CONFIGS, entry points of one module; only the tiles whose shared buffer holds the
@@ -569,7 +569,7 @@ def run(plan, input, weight, bias):
         else:
             out = None
             if result is not None:
-                out = cupy.from_dlpack(result)
+                out = _gpu_arrays.to_cupy(result, plan.kind)
                 if _gpu_arrays.poison_enabled():
                     out.fill(_gpu_arrays.poison_value(spec.dtype))
             ops = _prepare(plan, input, weight, bias, out=out)

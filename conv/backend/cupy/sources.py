@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..._dtypes import accumulator_dtype
+from ..._dtypes import BFLOAT16, accumulator_dtype
 from ..._dtypes import cuda_defines as accumulator_defines
 from ..._padding import cuda_defines as padding_defines
 from ..._spec import SUPPORTED_DTYPES
@@ -111,8 +111,8 @@ class IgemmTile:
         return 32 * self.warps_m * self.warps_n
 
     def shared_bytes(self, dtype) -> int:
-        """Static shared memory of the kernel for `dtype` (float32 or float16): per stage
-        As[BM][BK + pad] and Bs[BK][BN + 8] (pads: 4 floats or 8 halves for A, 8 for B; the
+        """Static shared memory of the kernel for `dtype` (float32, float16 or bfloat16): per
+        stage As[BM][BK + pad] and Bs[BK][BN + 8] (pads: 4 floats or 8 halves for A, 8 for B; the
         kernel's header says why)."""
         item = np.dtype(dtype).itemsize
         a_pad = 4 if item == 4 else 8
@@ -138,6 +138,7 @@ IGEMM_TILE = next(iter(IGEMM_TILE_CONFIGS))
 IGEMM_PRECISIONS: dict[np.dtype, tuple[str, ...]] = {
     np.dtype(np.float32): ("3xtf32", "tf32"),
     np.dtype(np.float16): ("f16",),
+    BFLOAT16: ("bf16",),
 }
 IGEMM_DTYPES = tuple(IGEMM_PRECISIONS)
 @dataclass(frozen=True)
@@ -298,7 +299,7 @@ def specialisations() -> list[tuple[str, str, tuple[str, ...]]]:
     """Every (source file, entry point, compile options) this backend can launch: each module's
     entry points with its default options, and gemm_tiled once more for each other GEMM tile of
     the dtype (the tiled GEMM's configurations; gemm_naive is launched from the default module),
-    and implicit_gemm.cu's entry points once per tile for float16 and float32."""
+    and implicit_gemm.cu's entry points once per tile for float16, bfloat16 and float32."""
     specs = []
     for source in SOURCES:
         if source == "implicit_gemm.cu":
