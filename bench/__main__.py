@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto",
                    help="auto: the GPU when CuPy sees one and a GPU backend is usable, else the CPU")
     p.add_argument("--precision", action="append", default=[], choices=runner.PRECISIONS,
-                   help="precision rows (repeatable; default: fp32 on CPU, fp32 tf32 fp16 on GPU)")
+                   help="precision rows (repeatable; default: fp32 on CPU, fp32 tf32 fp16 bf16 on GPU)")
     p.add_argument("--repeats", type=int, default=None,
                    help="most timed repetitions per row (default: 30 quick / 100 full, x2 on GPU)")
     p.add_argument("--budget", type=float, default=None,
@@ -220,7 +220,7 @@ def main(argv=None) -> int:
                      + ("quiet" if waited["quiet"] else "still busy, went ahead"))
 
     precisions = tuple(dict.fromkeys(args.precision)) or (
-        ("fp32", "tf32", "fp16") if device == "gpu" else ("fp32",))
+        ("fp32", "tf32", "fp16", "bf16") if device == "gpu" else ("fp32",))
     if device == "cpu" and "tf32" in precisions:
         precisions = tuple(p for p in precisions if p != "tf32")
         notes.append("tf32: no such mode on the CPU, rows skipped")

@@ -36,7 +36,7 @@ import numpy as np
 from conv._spec import ConvSpec
 
 # Bytes per element of each precision label (TF32 is stored as float32).
-ITEMSIZE = {"fp32": 4, "tf32": 4, "fp16": 2}
+ITEMSIZE = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2}
 
 
 def conv_flops(spec: ConvSpec) -> int:
@@ -328,7 +328,7 @@ def settle_cpu_peak(peaks: dict, rows: list[dict]) -> list[str]:
         fastest = max(timed, key=lambda r: r["gflops"])
         what = f"{fastest['suite']}/{fastest['case']} {fastest['impl']}"
         if raise_clock_to(defined, fastest["gflops"] * 1e9, what):
-            peaks["fp32"] = peaks["fp16"] = defined["peak"]
+            peaks["fp32"] = peaks["fp16"] = peaks["bf16"] = defined["peak"]
             peaks["how"] = _peak_how(defined, peaks["gemm_measured"], peaks["gemm_how"],
                                      peaks["bandwidth_how"])
             notes.append(f"defined peak: {what} ran at {fastest['gflops']:.0f} GFLOP/s, above "
@@ -353,8 +353,8 @@ def cpu_peaks(use_torch: bool = True, defined: dict | None = None,
     GEMM") the measured best-of GEMM: the best float32 rate of np.matmul, of our cpu:implicit
     kernel on a 1x1 conv of the same size, and of torch.matmul when PyTorch is used
     (torch_gemm_peak: a function measuring it elsewhere, e.g. in the runner's PyTorch worker
-    process, instead of importing torch here). fp16 rows on the CPU compute in float32, so they
-    share the float32 peak.
+    process, instead of importing torch here). fp16 and bf16 rows on the CPU compute in float32,
+    so they share the float32 peak.
     """
     numpy_gemm = measure_cpu_gemm_peak()
     implicit_gemm = measure_implicit_gemm_peak()
@@ -372,7 +372,8 @@ def cpu_peaks(use_torch: bool = True, defined: dict | None = None,
         basis, peak = "defined", defined["peak"]
     else:
         basis, peak = "measured GEMM", gemm
-    return {"fp32": peak, "fp16": peak, "bandwidth": measure_cpu_bandwidth(), "basis": basis,
+    return {"fp32": peak, "fp16": peak, "bf16": peak, "bandwidth": measure_cpu_bandwidth(),
+            "basis": basis,
             "how": _peak_how(defined, gemm, gemm_how, bandwidth_how), "defined": defined,
             "gemm_measured": gemm, "gemm_how": gemm_how, "bandwidth_how": bandwidth_how,
             "numpy_gemm": numpy_gemm, "implicit_gemm": implicit_gemm, "torch_gemm": torch_gemm}
@@ -396,7 +397,9 @@ def _gpu_best_rate(fn, work: float, reps: int) -> float:
     return best
 
 
-def _torch_tf32_peak(n: int, reps: int) -> float | None:
+def _torch_matmul_peak(n: int, reps: int, precision: str) -> float | None:
+    """Best rate of torch.matmul n^2 on the GPU in `precision`: "tf32" (float32 with
+    allow_tf32) or "bf16"; None without PyTorch's CUDA build."""
     try:
         import torch
     except ImportError:
@@ -404,10 +407,11 @@ def _torch_tf32_peak(n: int, reps: int) -> float | None:
     if not torch.cuda.is_available():
         return None
     old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     try:
-        a = torch.randn(n, n, device="cuda")
-        b = torch.randn(n, n, device="cuda")
+        a = torch.randn(n, n, device="cuda", dtype=dtype)
+        b = torch.randn(n, n, device="cuda", dtype=dtype)
         torch.matmul(a, b)
         torch.cuda.synchronize()
         best = 0.0
@@ -434,8 +438,10 @@ def gpu_peaks(n: int = 8192, reps: int = 10) -> dict:
         out = cupy.empty((n, n), dtype=dtype)
         peaks[label] = _gpu_best_rate(lambda: cupy.matmul(a, b, out=out), 2.0 * n ** 3, reps)
         del a, b, out
-    tf32 = _torch_tf32_peak(n, reps)
+    tf32 = _torch_matmul_peak(n, reps, "tf32")
     peaks["tf32"] = tf32 if tf32 is not None else peaks["fp32"]
+    bf16 = _torch_matmul_peak(n, reps, "bf16")
+    peaks["bf16"] = bf16 if bf16 is not None else peaks["fp16"]
     nbytes = 1 << 30
     src = cupy.ones(nbytes // 4, dtype=cupy.float32)
     dst = cupy.empty_like(src)
@@ -444,6 +450,7 @@ def gpu_peaks(n: int = 8192, reps: int = 10) -> dict:
     cupy.get_default_memory_pool().free_all_blocks()
     peaks["basis"] = "measured"
     peaks["how"] = ("measured: cupy.matmul %d^2 for fp32/fp16 (CUPY_TF32 unset), %s for tf32, "
-                    "device-to-device copy of 1 GiB (read + write) for bandwidth"
-                    % (n, "torch.matmul allow_tf32" if tf32 is not None else "fp32 value (no torch)"))
+                    "%s for bf16, device-to-device copy of 1 GiB (read + write) for bandwidth"
+                    % (n, "torch.matmul allow_tf32" if tf32 is not None else "fp32 value (no torch)",
+                       "torch.matmul bfloat16" if bf16 is not None else "fp16 value (no torch)"))
     return peaks

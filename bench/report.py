@@ -201,7 +201,7 @@ def _peak_lines(result: dict) -> list[str]:
                          f"{100 * peaks['gemm_measured'] / peaks['fp32']:.0f}% of the defined "
                          f"peak ({peaks.get('gemm_how', '')})")
         return lines
-    flops = ", ".join(f"{k} {peaks[k] / 1e9:.0f} GFLOP/s" for k in ("fp32", "tf32", "fp16")
+    flops = ", ".join(f"{k} {peaks[k] / 1e9:.0f} GFLOP/s" for k in ("fp32", "tf32", "fp16", "bf16")
                       if peaks.get(k) and (precisions is None or k in precisions))
     basis = peaks.get("basis") or "measured"
     return [(f"peak ({basis}; %peak is a share of it): {flops}; {bandwidth} "

@@ -8,7 +8,8 @@ result is a WRONG row with its error, never a time.
 Implementations: every usable backend and algorithm of conv (found at run time through
 ``conv.registry``) for the device, plus PyTorch (``torch.nn.functional.conv1d/conv2d``; cuDNN
 with ``cudnn.benchmark = True`` on the GPU). Precisions: "fp32" (TF32 off on both sides), "tf32"
-(PyTorch with TF32 on, ours as-is), "fp16".
+(PyTorch with TF32 on, ours as-is), "fp16", "bf16" (ml_dtypes' bfloat16 arrays, torch.bfloat16
+tensors; implementations without bfloat16 kernels have no row: numba's, im2col_cublas).
 
 Who runs where. On a CPU run PyTorch lives in a worker process of its own (TorchWorker, started
 with multiprocessing's "spawn", the environment inherited: OMP_WAIT_POLICY and the thread settings
@@ -41,6 +42,8 @@ import conv
 from conv import plan as _plan
 from conv import registry
 from conv._arrays import to_numpy as to_host
+from conv._arrays import torch_from_numpy
+from conv._dtypes import BFLOAT16
 from conv._spec import make_spec
 from conv.backend.reference import conv_reference
 
@@ -48,13 +51,17 @@ from . import metrics
 from .suites import Case
 from .timing import CpuUse, GpuTimer, Timing, round_spread, row_interference, time_cpu
 
-PRECISIONS = ("fp32", "tf32", "fp16")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 # Rows that time algorithm="auto": "auto" with autotuning off (the registry's auto rule, read from
 # the dispatch tables), "autotune" with it on, its cache in a fresh folder per run, so the row's
 # first call is the tuning (first_ms: every candidate timed, then the call itself).
 AUTO_MODES = ("auto", "autotune")
-# Relative tolerance per precision, times sqrt(reduction length) times max |reference|.
-RTOL = {"fp32": 2e-6, "tf32": 5e-4, "fp16": 1e-3}
+# Relative tolerance per precision, times sqrt(reduction length) times max |reference|; plus, for
+# bf16, ROUNDING times max |reference|: both sides sum in float32 (RTOL's term) and round once to
+# 8 significant bits, half an ulp, at most 2^-8 of max |reference| (tests/_helpers.py derives it).
+RTOL = {"fp32": 2e-6, "tf32": 5e-4, "fp16": 1e-3, "bf16": 2e-6}
+ROUNDING = {"bf16": 2.0 ** -8}
+STORAGE = {"fp16": np.dtype(np.float16), "bf16": BFLOAT16}    # else float32
 # The NumPy reference backend is slow: timed only on cases up to this many FLOPs.
 REFERENCE_MAX_FLOPS = 3e7
 TORCH = "torch"
@@ -174,7 +181,7 @@ def host_inputs(case: Case, precision: str):
     """(x, w, b) NumPy arrays for the case in the precision's storage dtype, plus x's base array
     (x is base.transpose(0, 2, 1), non-contiguous, when the case asks for a transposed input)."""
     rng = np.random.default_rng(_seed(case))
-    dtype = np.float16 if precision == "fp16" else np.float32
+    dtype = STORAGE.get(precision, np.dtype(np.float32))
     if case.transposed_input:
         n, c, length = case.x_shape
         base = rng.standard_normal((n, length, c), dtype=np.float32).astype(dtype)
@@ -254,15 +261,21 @@ def torch_conv(torch, case: Case, spec, x, w, b):
               case.groups)
 
 
+def _torch_cuda(torch, a):
+    """A zero-copy tensor of CuPy array `a`; bfloat16 through a same-size integer view (its
+    __cuda_array_interface__ has no bfloat16 type string PyTorch reads)."""
+    if a.dtype == BFLOAT16:
+        return torch.as_tensor(a.view(np.int16), device="cuda").view(torch.bfloat16)
+    return torch.as_tensor(a, device="cuda")
+
+
 def _torch_tensors(torch, case: Case, x_base, w, b, device: str):
     """Torch views of the same data (zero-copy from NumPy or CuPy)."""
     if device == "cpu":
-        tx = torch.from_numpy(x_base)
-        tw, tb = torch.from_numpy(w), None if b is None else torch.from_numpy(b)
+        tx = torch_from_numpy(x_base)
+        tw, tb = torch_from_numpy(w), None if b is None else torch_from_numpy(b)
     else:
-        tx = torch.as_tensor(x_base, device="cuda")
-        tw = torch.as_tensor(w, device="cuda")
-        tb = None if b is None else torch.as_tensor(b, device="cuda")
+        tx, tw, tb = (None if a is None else _torch_cuda(torch, a) for a in (x_base, w, b))
     if case.transposed_input:
         tx = tx.transpose(1, 2)
     return tx, tw, tb
@@ -299,7 +312,7 @@ def check(out: np.ndarray, ref: np.ndarray, precision: str, reduction: int) -> t
     if ref.size == 0:
         return True, 0.0, 0.0, ""
     scale = max(float(np.abs(ref).max()), 1e-30)
-    tol = RTOL[precision] * math.sqrt(max(1, reduction)) * scale
+    tol = (RTOL[precision] * math.sqrt(max(1, reduction)) + ROUNDING.get(precision, 0.0)) * scale
     err = np.abs(out.astype(np.float64) - ref)
     bad = ~(err <= tol)
     max_err = float(np.nanmax(np.where(np.isfinite(err), err, np.inf)))
@@ -434,7 +447,7 @@ def _torch_worker_main(conn) -> None:
             t0 = time.perf_counter()
             out = fn()
             first_ms = (time.perf_counter() - t0) * 1e3
-        return first_ms, np.array(out.numpy())
+        return first_ms, np.array(to_host(out))
 
     def time_round(how: dict):
         with context():
@@ -836,14 +849,17 @@ def fresh_autotune_cache():
 
 def _refuses_shape(impl: Impl, spec) -> bool:
     """Whether impl's algorithm computes only some shapes and not this one (its registry row's
-    spec refusal: winograd takes stride-1 3x3 only): such a case has no row for it, as the
-    reference has none above its cap. A dtype it lacks still shows as an ERROR row."""
+    spec refusal: winograd takes stride-1 3x3 only), or has no bfloat16 kernels in a bf16 run
+    (numba's, im2col_cublas: the registry's dtypes): such a case has no row for it, as the
+    reference has none above its cap. Another dtype it lacks still shows as an ERROR row."""
     if impl.is_auto or impl.backend == TORCH:
         return False
     try:
         row = registry.algorithm(impl.backend, impl.algorithm)
     except ValueError:
         return False
+    if spec.dtype == BFLOAT16 and spec.dtype not in row.dtypes:
+        return True
     return (spec.dtype in row.dtypes and row.spec_refusal is not None
             and row.spec_refusal(spec) is not None)
 

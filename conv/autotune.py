@@ -61,6 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _arrays, _gpu_arrays
+from ._dtypes import is_floating
 
 SCHEMA = 1
 ROUNDS = 3                      # most rounds; each times every candidate PER_ROUND times
@@ -338,7 +339,7 @@ def choice(spec, backend: str, kind: str, device: str, input, weight, bias,
 
 def _fill_random(a: np.ndarray, rng: np.random.Generator) -> None:
     dt = a.dtype
-    if dt.kind == "f":
+    if is_floating(dt):                 # bfloat16 included (its kind is "V")
         a[...] = rng.standard_normal(a.shape).astype(dt)
     elif dt.kind == "c":
         a[...] = (rng.standard_normal(a.shape) + 1j * rng.standard_normal(a.shape)).astype(dt)
