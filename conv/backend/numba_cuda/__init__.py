@@ -241,7 +241,7 @@ class _Call:
             owner = _gpu_arrays.torch_empty(shape, dtype, self.device_index)
             if fill is not None:
                 owner.fill_(fill)
-            return cuda.as_cuda_array(owner), owner
+            return cuda.as_cuda_array(owner, sync=False), owner
         if self.kind == _arrays.CUPY:
             owner = _gpu_arrays.import_cupy().empty(shape, dtype=dtype)
             if fill is not None:
