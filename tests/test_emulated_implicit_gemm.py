@@ -241,3 +241,90 @@ def test_a_removed_wait_or_barrier_is_caught(removed, what, precision, schedule)
         plan, out = _run(op, x, w, b, "64x64x16", precision, schedule, **kwargs)
     with pytest.raises(AssertionError, match="elements wrong"):
         _check(op, out, x, w, b, precision, f"{plan} without {removed.split(';')[0]}", **kwargs)
+
+
+# --- split-K ("<tile>/k<splits>": fp32 partial sums, then splitk_sum.cu) -----------------------
+
+# Long reductions on small grids (where split-K is offered): CRS 144 (9 k-tiles of 16: /k2 5 + 4,
+# /k4 3 + 3 + 3 + an empty split), with bias, padding, partial tiles; CRS 120 in a conv1d with
+# kg 6 < BM, 46 columns < BN, stride, reflect padding, no bias; CRS 72 grouped (2 groups).
+SPLIT_CASES = {
+    "dense-bias": ("conv2d", (2, 16, 7, 9), (20, 16, 3, 3), True, dict(padding=1)),
+    "conv1d-reflect": ("conv1d", (1, 24, 95), (6, 24, 5), False,
+                       dict(stride=2, padding=2, padding_mode="reflect")),
+    "grouped": ("conv2d", (1, 16, 6, 6), (10, 8, 3, 3), True, dict(groups=2, padding=1)),
+}
+SPLIT_CONFIGS = ["128x64x16/k2", "128x64x16/k4", "64x64x16/k2", "64x64x16/k4"]
+
+
+@pytest.mark.parametrize("config", SPLIT_CONFIGS)
+@pytest.mark.parametrize("case", list(SPLIT_CASES))
+@pytest.mark.parametrize("dtype, precision", PRECISIONS, ids=[p for _, p in PRECISIONS])
+def test_split_k(dtype, precision, case, config, schedule):
+    op, xs, ws, has_bias, kwargs = SPLIT_CASES[case]
+    x, w, b = make_operands(("igemm-splitk", case, dtype), xs, ws, dtype, bias=has_bias)
+    spec = make_spec(op, x, w, b, kwargs.get("stride", 1), kwargs.get("padding", 0), 1,
+                     kwargs.get("groups", 1), kwargs.get("padding_mode", "zeros"))
+    crs = spec.c_per_group * spec.r * spec.s
+    if -(-crs // 16) < 2 * int(config.split("/k")[1]):
+        assert config not in cupy_backend.configs(spec, "implicit_gemm")
+        return
+    plan = dataclasses.replace(
+        emulator.plan(op, x, w, b, algorithm="implicit_gemm", config=config, **kwargs),
+        precision=precision)
+    splits = int(config.split("/k")[1])
+    n, k, p, q = spec.output_shape_4d
+    assert plan.workspace_bytes == splits * n * k * p * q * 4        # fp32 partial sums
+    assert f"split-K in {splits}" in plan.reason
+    steps = cupy_backend.launches(plan, cupy_backend._prepare(plan, x, w, b, np))
+    assert [s.entry for s in steps] == [f"implicit_gemm_{precision}_splitk_{x.dtype.name}",
+                                        f"splitk_sum_{x.dtype.name}"]
+    assert steps[0].grid[2] == spec.groups * splits
+    out = emulator.run(plan, x, w, b, schedule=schedule[0], seed=schedule[1])
+    _check(op, out, x, w, b, precision, f"{plan} {precision} [{schedule[0]}]", **kwargs)
+
+
+def test_split_k_gives_identical_bits_in_every_schedule():
+    op, xs, ws, has_bias, kwargs = SPLIT_CASES["dense-bias"]
+    x, w, b = make_operands("igemm-splitk-bits", xs, ws, "float32", bias=has_bias)
+    plan = emulator.plan(op, x, w, b, algorithm="implicit_gemm", config="64x64x16/k4", **kwargs)
+    runs = [(s, 1) for s in SCHEDULES] + [("shuffled", 2)]
+    outs = [emulator.run(plan, x, w, b, schedule=s, seed=seed) for s, seed in runs]
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+
+
+def test_split_k_is_offered_only_for_small_grids_long_reductions_and_within_the_cap():
+    def offered(xs, ws, **kwargs):
+        x, w, _ = make_operands("igemm-splitk-offer", xs, ws, "float32")
+        spec = make_spec("conv2d", x, w, None, 1, kwargs.get("padding", 0), 1, 1, "zeros")
+        return [c for c in cupy_backend.configs(spec, "implicit_gemm") if "/k" in c]
+    assert offered((2, 16, 7, 9), (20, 16, 3, 3), padding=1) == SPLIT_CONFIGS
+    assert offered((2, 2, 7, 9), (20, 2, 3, 3), padding=1) == []       # 18: two k-tiles
+    assert offered((64, 16, 56, 56), (64, 16, 3, 3), padding=1) == []  # a large grid already
+    op, xs, ws, has_bias, kwargs = SPLIT_CASES["dense-bias"]
+    x, w, b = make_operands("igemm-splitk-cap", xs, ws, "float32", bias=has_bias)
+    cupy_backend.set_workspace_limit(4096)
+    try:
+        spec = make_spec(op, x, w, b, 1, 1, 1, 1, "zeros")
+        assert not [c for c in cupy_backend.configs(spec, "implicit_gemm") if "/k" in c]
+        with pytest.raises(ValueError, match="no tile configuration '128x64x16/k2'"):
+            emulator.plan(op, x, w, b, algorithm="implicit_gemm", config="128x64x16/k2",
+                          **kwargs)
+    finally:
+        cupy_backend.set_workspace_limit(None)
+
+
+def test_a_split_k_without_its_k_offset_is_caught():
+    """Mutant: every split reads the reduction from its start (the k-tile offset dropped)."""
+    text = read_source("implicit_gemm.cu")
+    line = "const long long i_first = kt0 * BK;"
+    assert text.count(line) == 1
+    op, xs, ws, has_bias, kwargs = SPLIT_CASES["dense-bias"]
+    x, w, b = make_operands("igemm-splitk-mutant", xs, ws, "float32", bias=has_bias)
+    plan = emulator.plan(op, x, w, b, algorithm="implicit_gemm", config="64x64x16/k2", **kwargs)
+    with emulator.replaced_source("implicit_gemm.cu", text.replace(line, "const long long "
+                                                                         "i_first = 0;")):
+        out = emulator.run(plan, x, w, b)
+    with pytest.raises(AssertionError, match="elements wrong"):
+        assert_output_matches_reference(op, out, x, w, b, **kwargs)

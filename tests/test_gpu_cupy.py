@@ -19,6 +19,7 @@ from tests._cases import CASE_IDS, CASES
 from tests._helpers import (
     FLOAT_AND_COMPLEX,
     assert_matches_reference,
+    assert_output_matches_reference,
     make_operands,
     refused_by_pytorch,
 )
@@ -136,6 +137,23 @@ def test_views_negative_strides_and_transposes(cupy, algorithm):
                              x_host=x.get(), w_host=w.get(), b_host=b.get(), padding=(1, 2),
                              groups=2, stride=(1, 2), padding_mode="reflect")
     np.testing.assert_array_equal(base.get(), before)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_every_implicit_gemm_configuration(cupy, dtype):
+    """Both tiles and their split-K forms (offered here: a small grid, CRS 144), every precision
+    of the dtype, against the reference (float32's TF32 with TF32's tolerance is the emulated
+    test's; here 3xTF32 and the 16-bit ones)."""
+    x, w, b = make_operands(("gpu-igemm-configs", dtype), (2, 16, 7, 9), (20, 16, 3, 3), dtype,
+                            bias=True)
+    xd, wd, bd = _to_device(cupy, x, w, b)
+    spec = conv.explain("conv2d", x, w, b, backend="reference", padding=1).spec
+    names = _cupy_backend.configs(spec, "implicit_gemm")
+    assert any("/k4" in c for c in names)
+    for config in names:
+        plan = conv.plan.make_plan(spec, xd, wd, bd, "cupy", "implicit_gemm", config=config)
+        out = conv.plan.execute(plan, xd, wd, bd).reshape(spec.output_shape)
+        assert_output_matches_reference("conv2d", out, x, w, b, where=f"{plan}", padding=1)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

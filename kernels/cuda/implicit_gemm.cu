@@ -18,7 +18,9 @@
 //
 // Who computes what (one version, three precisions; tile shapes from -D options):
 //   block (blockIdx.x, blockIdx.y, blockIdx.z) -> the BM x BN output tile of rows
-//       m0 = blockIdx.y*BM [0, kg) and columns j0 = blockIdx.x*BN [0, M) of group g0 + blockIdx.z;
+//       m0 = blockIdx.y*BM [0, kg) and columns j0 = blockIdx.x*BN [0, M) of group
+//       g0 + blockIdx.z / splits, over the k-tiles of split blockIdx.z % splits (splits = 1: all
+//       of them; the launch's tile configuration "<tile>/k<splits>" names the split-K ones).
 //       NT = 32*WARPS_M*WARPS_N threads.
 //   warp w = threadIdx.x / 32 -> the (BM/WARPS_M) x (BN/WARPS_N) sub-tile at rows
 //       (w % WARPS_M)*BM/WARPS_M and columns (w / WARPS_M)*BN/WARPS_N of the block tile, as
@@ -79,10 +81,13 @@
 // own module built with -DCONV_IGEMM_BM/BN/BK/WARPS_M/WARPS_N/STAGES). ptxas (NVRTC 13.5, the
 // options CuPy uses; tests/test_nvrtc_compile.py), registers sm_80 / sm_90, static shared memory,
 // no spills and no stack in any of them:
-//   "128x64x16": 4 warps (2 x 2 of 64 x 32), 3 stages: tf32 158 / 160, 3xtf32 175 / 195 registers,
-//                44,544 B; f16 and bf16 144 / 140 registers, 25,344 B.
-//   "64x64x16":  4 warps (2 x 2 of 32 x 32), 3 stages: tf32 120 / 122, 3xtf32 122 / 117 registers,
+//   "128x64x16": 4 warps (2 x 2 of 64 x 32), 3 stages: tf32 156 / 158, 3xtf32 177 / 197 registers,
+//                44,544 B; f16 and bf16 146 / 144 registers, 25,344 B.
+//   "64x64x16":  4 warps (2 x 2 of 32 x 32), 3 stages: tf32 122 / 122, 3xtf32 124 / 119 registers,
 //                29,184 B; f16 and bf16 94 / 93 registers, 16,128 B.
+//   The _splitk entry points of each ("<tile>/k2", "/k4"): 128x64x16 tf32 182 / 186, 3xtf32
+//   199 / 215, f16 and bf16 156 / 153; 64x64x16 tf32 126 / 128, 3xtf32 155 / 144, f16 and bf16
+//   116 / 112 registers.
 // Occupancy by registers (65,536 per SM): 128x64x16 3xtf32 2 blocks (8 warps) per SM, tf32 3;
 // 64x64x16 4. Nothing has been timed on a GPU.
 // 64-bit index arithmetic throughout (offsets into x, wmat, out; columns j).
@@ -101,11 +106,13 @@
         long long W, long long P, long long Q, long long R, long long S, long long xs_n,         \
         long long xs_c, long long xs_h, long long xs_w, long long stride_h, long long stride_w,  \
         long long dil_h, long long dil_w, long long pad_top, long long pad_left, long long mode, \
-        long long o_n, long long o_k, long long bs, long long has_bias, long long g0
+        long long o_n, long long o_k, long long bs, long long has_bias, long long g0,            \
+        long long splits, float *__restrict__ part, long long part_stride
 
 #define CONV_IGEMM_ARGS                                                                          \
     x, wmat, bias, out, kg, cg, M, CRS, H, W, P, Q, R, S, xs_n, xs_c, xs_h, xs_w, stride_h,     \
-        stride_w, dil_h, dil_w, pad_top, pad_left, mode, o_n, o_k, bs, has_bias, g0
+        stride_w, dil_h, dil_w, pad_top, pad_left, mode, o_n, o_k, bs, has_bias, g0, splits,    \
+        part, part_stride
 
 // The four precisions (template argument of the body); f16 and bf16 share the 16-bit path.
 #define CONV_IGEMM_TF32 0
@@ -130,7 +137,7 @@ template <>
 struct IgemmSmem<CONV_IGEMM_BF16> : IgemmSmem16 {};
 
 template <typename T, int PRECISION, int BM, int BN, int BK, int WARPS_M, int WARPS_N,
-          int STAGES>
+          int STAGES, bool SPLIT_K>
 __device__ __forceinline__ void implicit_gemm_body(CONV_IGEMM_PARAMS(T)) {
     typedef IgemmSmem<PRECISION> Smem;
     typedef typename Smem::Elem Elem;
@@ -156,7 +163,12 @@ __device__ __forceinline__ void implicit_gemm_body(CONV_IGEMM_PARAMS(T)) {
     const int gid = lane / 4, tig = lane % 4;               // PTX: groupID, threadID_in_group
     const int wm = (warp % WARPS_M) * WTM;                  // warp tile origin in the block tile
     const int wn = (warp / WARPS_M) * WTN;
-    const long long group = g0 + blockIdx.z;                // range [0, groups)
+    // Split-K (the _splitk entry points, SPLIT_K): blockIdx.z is (group, split); split s of
+    // `splits` covers k-tiles [s*per, min(k_tiles, (s+1)*per)) and writes its fp32 partial sums
+    // to part (below). The other entry points ignore splits/part: no cost in registers.
+    const long long nsplit = SPLIT_K ? splits : 1;
+    const long long group = g0 + blockIdx.z / nsplit;       // range [0, groups)
+    const long long split = blockIdx.z % nsplit;            // range [0, splits)
     const long long m0 = (long long)blockIdx.y * BM;        // first row, range [0, kg)
     const long long j0 = (long long)blockIdx.x * BN;        // first column, range [0, M)
     const long long PQ = P * Q, RS = R * S;
@@ -302,18 +314,24 @@ __device__ __forceinline__ void implicit_gemm_body(CONV_IGEMM_PARAMS(T)) {
         }
     };
 
-    const long long k_tiles = (CRS + BK - 1) / BK;
+    // This block's k-tiles [kt0, kt0 + count): all of them unless split; kt counts from 0.
+    const long long k_tiles_all = (CRS + BK - 1) / BK;
+    const long long per_split = (k_tiles_all + nsplit - 1) / nsplit;
+    const long long kt0 = split * per_split;
+    const long long k_tiles = kt0 >= k_tiles_all ? 0
+                              : (k_tiles_all - kt0 < per_split ? k_tiles_all - kt0 : per_split);
+    const long long i_first = kt0 * BK;
     if constexpr (ASYNC) {
 #pragma unroll
         for (int s = 0; s < STAGES - 1; ++s) {
-            if (s < k_tiles) issue_tile(s, (long long)s * BK);
+            if (s < k_tiles) issue_tile(s, i_first + (long long)s * BK);
             conv_cp_async_commit();
         }
         for (long long kt = 0; kt < k_tiles; ++kt) {
             conv_cp_async_wait<STAGES - 2>();       // this thread's copies of tile kt landed
             __syncthreads();                        // everyone's; and tile kt-1 is consumed
             const long long next = kt + STAGES - 1;
-            if (next < k_tiles) issue_tile((int)(next % STAGES), next * BK);
+            if (next < k_tiles) issue_tile((int)(next % STAGES), i_first + next * BK);
             conv_cp_async_commit();                 // possibly empty: keeps the group count
             compute_tile((int)(kt % STAGES));
         }
@@ -321,7 +339,7 @@ __device__ __forceinline__ void implicit_gemm_body(CONV_IGEMM_PARAMS(T)) {
 #pragma unroll
         for (int s = 0; s < STAGES - 1; ++s) {
             if (s < k_tiles) {
-                fetch_tile((long long)s * BK);
+                fetch_tile(i_first + (long long)s * BK);
                 store_tile(s);
             }
         }
@@ -329,13 +347,15 @@ __device__ __forceinline__ void implicit_gemm_body(CONV_IGEMM_PARAMS(T)) {
             __syncthreads();                        // tile kt stored; tile kt-1 consumed
             const long long next = kt + STAGES - 1;
             const bool more = next < k_tiles;
-            if (more) fetch_tile(next * BK);        // global loads in flight over the mmas
+            if (more) fetch_tile(i_first + next * BK);   // in flight over the mmas
             compute_tile((int)(kt % STAGES));
             if (more) store_tile((int)(next % STAGES));
         }
     }
 
-    // Epilogue: bias, cast, store this lane's accumulators to out (n, k, p, q).
+    // Epilogue: bias, cast, store this lane's accumulators to out (n, k, p, q); split, the raw
+    // fp32 sums to part[split] (the contiguous (N, K, P, Q) layout of out, part_stride apart),
+    // which splitk_sum.cu adds up in split order (deterministic), with the bias.
 #pragma unroll
     for (int mi = 0; mi < MI; ++mi) {
 #pragma unroll
@@ -351,8 +371,11 @@ __device__ __forceinline__ void implicit_gemm_body(CONV_IGEMM_PARAMS(T)) {
                     const long long j = j0 + wn + ni * 8 + 2 * tig + e;
                     if (j >= M) continue;
                     const long long n = j / PQ;
-                    out[n * o_n + k * o_k + (j - n * PQ)] =
-                        Traits<T>::store(acc[mi][ni][2 * half + e] + bias_k);
+                    const long long at = n * o_n + k * o_k + (j - n * PQ);
+                    if constexpr (SPLIT_K)
+                        part[split * part_stride + at] = acc[mi][ni][2 * half + e];
+                    else
+                        out[at] = Traits<T>::store(acc[mi][ni][2 * half + e] + bias_k);
                 }
             }
         }
@@ -363,7 +386,13 @@ __device__ __forceinline__ void implicit_gemm_body(CONV_IGEMM_PARAMS(T)) {
     extern "C" __global__ void __launch_bounds__(CONV_IGEMM_THREADS)                             \
         implicit_gemm_##PREC_NAME##_##NAME(CONV_IGEMM_PARAMS(T)) {                               \
         implicit_gemm_body<T, PREC, CONV_IGEMM_BM, CONV_IGEMM_BN, CONV_IGEMM_BK,                 \
-                           CONV_IGEMM_WARPS_M, CONV_IGEMM_WARPS_N, CONV_IGEMM_STAGES>(           \
+                           CONV_IGEMM_WARPS_M, CONV_IGEMM_WARPS_N, CONV_IGEMM_STAGES, false>(    \
+            CONV_IGEMM_ARGS);                                                                    \
+    }                                                                                            \
+    extern "C" __global__ void __launch_bounds__(CONV_IGEMM_THREADS)                             \
+        implicit_gemm_##PREC_NAME##_splitk_##NAME(CONV_IGEMM_PARAMS(T)) {                        \
+        implicit_gemm_body<T, PREC, CONV_IGEMM_BM, CONV_IGEMM_BN, CONV_IGEMM_BK,                 \
+                           CONV_IGEMM_WARPS_M, CONV_IGEMM_WARPS_N, CONV_IGEMM_STAGES, true>(     \
             CONV_IGEMM_ARGS);                                                                    \
     }
 

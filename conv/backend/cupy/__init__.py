@@ -32,7 +32,9 @@ Tile configurations (`configs(spec, algorithm)`, by name; the autotuner times ea
 thread, each an entry point of the one direct module); "im2col" runs the GEMM tile "128x128x8"
 (float16/bfloat16/float32 only: 4-byte accumulators) or "64x64x16" (every dtype), each tile its own
 module (-D options); "implicit_gemm" runs "128x64x16" or "64x64x16" (sources.IGEMM_TILE_CONFIGS,
-each its own module); "depthwise" runs "1x1024", "1x256", "8x64" or "4x32"
+each its own module), and on small grids with long reductions their split-K forms "<tile>/k2" and
+"<tile>/k4" (sources.igemm_configs: fp32 partial sums in a workspace, then splitk_sum.cu);
+"depthwise" runs "1x1024", "1x256", "8x64" or "4x32"
 (sources.DEPTHWISE_CONFIGS, entry points of one module; only the tiles whose shared buffer holds the
 spec's patch). Plan.config "" is the default: the smallest KB that holds a group's
 channels (8 for more), sources.GEMM_TILES's tile for the dtype, sources.IGEMM_TILE, depthwise's first fitting tile. The
@@ -64,8 +66,9 @@ from .sources import (
     GEMM_TILE_CONFIGS,
     GEMM_TILES,
     IGEMM_PRECISIONS,
-    IGEMM_TILE,
     IGEMM_TILE_CONFIGS,
+    igemm_config,
+    igemm_configs,
     depthwise_configs,
     dtype_name,
     gemm_tiles,
@@ -132,7 +135,22 @@ def _column_bytes(spec: ConvSpec, chunk: Chunks) -> int:
     return spec.c * spec.r * spec.s * chunk.images * chunk.rows * spec.q * spec.dtype.itemsize
 
 
-def plan_workspace(spec: ConvSpec, algorithm: str, x) -> tuple[int, Chunks | None, str]:
+def _splitk_bytes(spec: ConvSpec, splits: int) -> int:
+    """implicit_gemm's split-K workspace: `splits` fp32 copies of the output (0 unsplit)."""
+    n, k, p, q = spec.output_shape_4d
+    return splits * n * k * p * q * 4 if splits > 1 else 0
+
+
+def plan_workspace(spec: ConvSpec, algorithm: str, x, config: str = "") -> tuple[int, Chunks | None, str]:
+    if algorithm == "implicit_gemm":
+        splits = igemm_config(config)[1]
+        nbytes = 0 if spec.is_empty else _splitk_bytes(spec, splits)
+        if nbytes > _limit_for(x):
+            raise ValueError(f"cupy implicit_gemm configuration {config!r} needs {nbytes} bytes "
+                             f"of split-K workspace, more than the cap ({_limit_for(x)}): use "
+                             f"the unsplit tile {igemm_config(config)[0]!r}")
+        return nbytes, None, (f"split-K in {splits}: {nbytes} bytes of fp32 partial sums"
+                              if nbytes else "")
     if not algorithm.startswith("im2col") or spec.is_empty or (
             _is_pointwise(spec) and algorithm != "im2col_cublas"):
         return 0, None, ""
@@ -154,7 +172,8 @@ def configs(spec: ConvSpec, algorithm: str) -> tuple[str, ...]:
     if algorithm == "im2col":
         return gemm_tiles(spec.dtype)
     if algorithm == "implicit_gemm":
-        return tuple(IGEMM_TILE_CONFIGS)
+        return tuple(c for c in igemm_configs(spec)
+                     if _splitk_bytes(spec, igemm_config(c)[1]) <= _limit.get())
     if algorithm == "depthwise":
         return depthwise_configs(spec)
     return ()
@@ -361,32 +380,45 @@ def implicit_gemm_precision(plan) -> str:
 
 
 def _implicit_gemm(ops: Operands, plan) -> list:
-    """One launch per at most 65535 groups (grid z): a block per BM x BN tile of (m, j), the
-    columns j = (n, p, q) of all images at once; the input read in place through its strides."""
+    """One launch per at most 65535 (group, split) pairs (grid z): a block per BM x BN tile of
+    (m, j), the columns j = (n, p, q) of all images at once; the input read in place through its
+    strides. Split-K ("<tile>/k<splits>"): each split writes fp32 partial sums to the workspace,
+    then splitk_sum.cu adds them up with the bias, in split order."""
     spec = plan.spec
     n, k, p, q = spec.output_shape_4d
     kg, groups = spec.k_per_group, spec.groups
     crs = spec.c_per_group * spec.r * spec.s
     ncols = n * p * q
-    name = plan.config or IGEMM_TILE
+    name, splits = igemm_config(plan.config)
     tile = IGEMM_TILE_CONFIGS[name]
+    if splits > 1 and (ops.cols is None or ops.cols.size < splits * n * k * p * q):
+        raise ValueError(f"implicit_gemm {plan.config!r}: no split-K workspace in the plan")
     if math.ceil(ncols / tile.bn) > _MAX_GRID_X:
         raise ValueError(f"implicit_gemm: {ncols} output columns need more than {_MAX_GRID_X} "
                          f"blocks of {tile.bn}")
-    entry = f"implicit_gemm_{implicit_gemm_precision(plan)}"
+    entry = f"implicit_gemm_{implicit_gemm_precision(plan)}" + ("_splitk" if splits > 1 else "")
     top, _, left, _ = spec.pad
     bias = ops.b if ops.b is not None else ops.out
     steps = []
-    for g0 in range(0, groups, _MAX_GRID_Z):
-        gz = min(_MAX_GRID_Z, groups - g0)
+    part = ops.cols if splits > 1 else ops.out      # (never written unsplit)
+    per_launch = _MAX_GRID_Z // splits
+    for g0 in range(0, groups, per_launch):
+        gz = min(per_launch, groups - g0)
         args = (ops.x, ops.wmat, bias, ops.out) + _i64(
             kg, spec.c_per_group, ncols, crs, spec.h, spec.w, p, q, spec.r, spec.s, *ops.xs,
             spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1], top, left,
-            PADDING_MODES[spec.padding_mode], k * p * q, p * q, ops.bs, ops.b is not None, g0)
+            PADDING_MODES[spec.padding_mode], k * p * q, p * q, ops.bs, ops.b is not None, g0,
+            splits) + (part,) + _i64(n * k * p * q)
         steps.append(_kernel_launch("implicit_gemm.cu", entry, spec.dtype, args,
                                     grid=(math.ceil(ncols / tile.bn), math.ceil(kg / tile.bm),
-                                          gz),
+                                          gz * splits),
                                     block=(tile.threads, 1, 1), tile=name))
+    if splits > 1:
+        total = n * k * p * q
+        steps.append(_kernel_launch(
+            "splitk_sum.cu", "splitk_sum", spec.dtype,
+            (ops.cols, bias, ops.out) + _i64(total, splits, k, p * q, ops.bs, ops.b is not None),
+            total=total))
     return steps
 
 
@@ -504,8 +536,12 @@ def _prepare(plan, input, weight, bias, xp=None, out=None) -> Operands:
     wmat = xp.ascontiguousarray(w).reshape(spec.k, -1)      # a copy only for odd views
     if out is None:
         out = _new_device_array(spec.output_shape_4d, spec.dtype, xp)
-    cols = (_new_device_array(plan.workspace_bytes // spec.dtype.itemsize, spec.dtype, xp)
-            if plan.workspace_bytes else None)
+    if plan.algorithm == "implicit_gemm":   # split-K's fp32 partial sums
+        cols = (_new_device_array(plan.workspace_bytes // 4, np.float32, xp)
+                if plan.workspace_bytes else None)
+    else:
+        cols = (_new_device_array(plan.workspace_bytes // spec.dtype.itemsize, spec.dtype, xp)
+                if plan.workspace_bytes else None)
     return Operands(x, _as_4d_strides(xs, spec.batched, spec.op), w,
                     _as_4d_strides(ws, True, spec.op), wmat, b, bs[0], out, cols, xp)
 

@@ -6,8 +6,9 @@ Tile configurations, by name (what `Plan.config` and the autotuner pass): DIRECT
 ("kb1", "kb4", "kb8": direct version 1's output channels per thread, entry points of one module)
 and GEMM_TILE_CONFIGS ("128x128x8", "64x64x16": gemm.cu version 1's tiles, each its own module
 through -D options; `gemm_tiles(dtype)` says which a dtype has, GEMM_TILES its default), and
-IGEMM_TILE_CONFIGS ("128x64x16", "64x64x16": implicit_gemm.cu's tensor-core tiles, float16 and
-float32 only, each its own module; IGEMM_DTYPES, IGEMM_PRECISIONS name its dtypes and entry points),
+IGEMM_TILE_CONFIGS ("128x64x16", "64x64x16": implicit_gemm.cu's tensor-core tiles, float16,
+bfloat16 and float32 only, each its own module; IGEMM_DTYPES, IGEMM_PRECISIONS name its dtypes and
+entry points; "<tile>/k2", "<tile>/k4" their split-K forms, `igemm_configs(spec)` says where),
 and DEPTHWISE_CONFIGS ("1x1024", "1x256", "8x64", "4x32": depthwise.cu's output tiles, entry points
 of the dtype's one module; `depthwise_configs(spec)` says which fit a spec, the preferred first).
 
@@ -29,7 +30,8 @@ from ..._dtypes import cuda_defines as accumulator_defines
 from ..._padding import cuda_defines as padding_defines
 from ..._spec import SUPPORTED_DTYPES
 
-SOURCES = ("conv2d_direct.cu", "im2col.cu", "gemm.cu", "implicit_gemm.cu", "depthwise.cu")
+SOURCES = ("conv2d_direct.cu", "im2col.cu", "gemm.cu", "implicit_gemm.cu", "splitk_sum.cu",
+           "depthwise.cu")
 # Options handed to cupy.RawModule (CuPy adds -ftz=true itself; conv._nvrtc adds it in CI).
 BASE_OPTIONS = ("--std=c++17",)
 
@@ -132,6 +134,36 @@ IGEMM_TILE_CONFIGS: dict[str, IgemmTile] = {t.name: t for t in (
     IgemmTile(64, 64, 16, 2, 2, 3),
 )}
 IGEMM_TILE = next(iter(IGEMM_TILE_CONFIGS))
+# Split-K: "<tile>/k<splits>" runs the tile with its reduction cut into `splits` parts, each a
+# block of its own writing fp32 partial sums to a workspace that a second kernel adds up
+# (splitk_sum.cu, in split order: deterministic). Offered (igemm_configs) where the
+# unsplit grid has fewer than SPLITK_MAX_BLOCKS blocks, two per SM of a 132-SM H100/H200 (the late
+# layers of a network: small N*P*Q, long reductions), and every split keeps at least 2 k-tiles;
+# not measured on a GPU yet (the autotuner times them).
+IGEMM_SPLITS = (2, 4)
+SPLITK_MAX_BLOCKS = 264
+
+
+def igemm_config(name: str) -> tuple[str, int]:
+    """(tile name, splits) of an implicit_gemm configuration name ("" the default tile)."""
+    tile, _, k = (name or IGEMM_TILE).partition("/k")
+    if tile not in IGEMM_TILE_CONFIGS or (k and int(k) not in IGEMM_SPLITS):
+        raise ValueError(f"implicit_gemm has no tile configuration {name!r}")
+    return tile, int(k) if k else 1
+
+
+def igemm_configs(spec) -> tuple[str, ...]:
+    """The configurations implicit_gemm offers for spec: every tile, and its split-K forms where
+    they may pay (above)."""
+    out = list(IGEMM_TILE_CONFIGS)
+    crs = spec.c_per_group * spec.r * spec.s
+    columns = spec.n * spec.p * spec.q
+    for name, t in IGEMM_TILE_CONFIGS.items():
+        blocks = -(-columns // t.bn) * -(-spec.k_per_group // t.bm) * spec.groups
+        k_tiles = -(-crs // t.bk)
+        out += [f"{name}/k{s}" for s in IGEMM_SPLITS
+                if blocks < SPLITK_MAX_BLOCKS and k_tiles >= 2 * s]
+    return tuple(out)
 # The dtypes implicit_gemm.cu is built for, and each one's precisions (entry point
 # implicit_gemm_<precision>_<dtype>), the default first: 3xTF32 keeps float32 accurate; "tf32" is
 # the opt-in (PyTorch's allow_tf32).
@@ -288,8 +320,10 @@ def entry_points(source: str, dtype) -> tuple[str, ...]:
     if source == "gemm.cu":
         return (f"gemm_naive_{name}", f"gemm_tiled_{name}")
     if source == "implicit_gemm.cu":
-        return tuple(f"implicit_gemm_{p}_{name}"
-                     for p in IGEMM_PRECISIONS.get(np.dtype(dtype), ()))
+        return tuple(f"implicit_gemm_{p}{split}_{name}"
+                     for p in IGEMM_PRECISIONS.get(np.dtype(dtype), ()) for split in ("", "_splitk"))
+    if source == "splitk_sum.cu":
+        return (f"splitk_sum_{name}",) if np.dtype(dtype) in IGEMM_PRECISIONS else ()
     if source == "depthwise.cu":
         return tuple(f"depthwise_{tile}_{name}" for tile in DEPTHWISE_CONFIGS)
     raise ValueError(f"unknown kernel source {source!r}")
@@ -307,7 +341,7 @@ def specialisations() -> list[tuple[str, str, tuple[str, ...]]]:
                       for dt in IGEMM_DTYPES for t in IGEMM_TILE_CONFIGS
                       for entry in entry_points(source, dt)]
             continue
-        for dt in SUPPORTED_DTYPES:
+        for dt in (IGEMM_DTYPES if source == "splitk_sum.cu" else SUPPORTED_DTYPES):
             specs += [(source, entry, module_options(source, dt))
                       for entry in entry_points(source, dt)]
             if source == "gemm.cu":
