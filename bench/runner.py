@@ -849,19 +849,18 @@ def fresh_autotune_cache():
 
 def _refuses_shape(impl: Impl, spec) -> bool:
     """Whether impl's algorithm computes only some shapes and not this one (its registry row's
-    spec refusal: winograd takes stride-1 3x3 only), or has no bfloat16 kernels in a bf16 run
-    (numba's, im2col_cublas: the registry's dtypes): such a case has no row for it, as the
-    reference has none above its cap. Another dtype it lacks still shows as an ERROR row."""
+    spec refusal: winograd takes stride-1 3x3 only), or has no kernels for the precision's dtype
+    (the registry's dtypes: numba's and im2col_cublas in a bf16 run): such a case has no row for
+    it, as the reference has none above its cap."""
     if impl.is_auto or impl.backend == TORCH:
         return False
     try:
         row = registry.algorithm(impl.backend, impl.algorithm)
     except ValueError:
         return False
-    if spec.dtype == BFLOAT16 and spec.dtype not in row.dtypes:
+    if spec.dtype not in row.dtypes:
         return True
-    return (spec.dtype in row.dtypes and row.spec_refusal is not None
-            and row.spec_refusal(spec) is not None)
+    return row.spec_refusal is not None and row.spec_refusal(spec) is not None
 
 
 def _picked(case: Case, args, impl: Impl) -> str | None:

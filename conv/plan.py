@@ -7,11 +7,11 @@ exactly when the call would.
 
 A backend module (conv/backend/*, listed in conv.registry.BACKENDS) defines:
     availability() -> (bool, str)      whether it can run here, and if not, why
-    plan_workspace(spec, algorithm, input) -> (bytes, Chunks | None, note)
+    plan_workspace(spec, algorithm, input, config) -> (bytes, Chunks | None, note)
         the workspace the call allocates beyond its output and its chunking under the cap
-        (conv/_workspace.py), None when it runs whole; note: "" or a sentence for the reason
-        (the CuPy backend's also takes the tile configuration: implicit_gemm's split-K ones
-        have a workspace)
+        (conv/_workspace.py), None when it runs whole; note: "" or a sentence for the reason;
+        config: the tile configuration ("": the default), which can change it (cupy
+        implicit_gemm's split-K ones have a workspace)
     runs_version(spec, algorithm) -> int | None (optional)   the version that will run when it is
         not the registry row's (numba's direct falls back to version 0 for large patches)
     configs(spec, algorithm) -> tuple[str, ...] (optional)   the tile configurations the
@@ -196,8 +196,7 @@ def make_plan(spec: ConvSpec, input, weight, bias, backend: str = "auto",
     if config and config not in configs(name, spec, row.name):
         raise ValueError(f"{name} algorithm {row.name!r} has no tile configuration {config!r} "
                          f"for this call; expected one of {list(configs(name, spec, row.name))}")
-    nbytes, chunks, note = (module.plan_workspace(spec, row.name, input, config)
-                            if name == "cupy" else module.plan_workspace(spec, row.name, input))
+    nbytes, chunks, note = module.plan_workspace(spec, row.name, input, config)
     reason = f"{why}; {algo_why}" + (f"; {note}" if note else "")
     version = getattr(module, "runs_version", lambda s, a: None)(spec, row.name)
     precision = getattr(module, "precision", lambda s, a, t: "")(spec, row.name, allow)

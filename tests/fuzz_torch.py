@@ -67,10 +67,12 @@ from hypothesis import strategies as st
 import conv
 import conv.backend.cpu
 from conv._spec import PADDING_MODES, same_padding
-from tests._helpers import RTOL, make_operands, operand_rng
+from conv._arrays import torch_cpu_numpy, torch_from_numpy
+from conv._dtypes import BFLOAT16, is_floating
+from tests._helpers import BF16_ROUNDING, RTOL, make_operands, operand_rng
 
-DTYPES = ("float16", "float32", "float64", "complex64", "complex128", "int8", "int16", "int32",
-          "int64", "uint8")
+DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128", "int8", "int16",
+          "int32", "int64", "uint8")
 # PyTorch's CPU conv has no dilated kernel for these (it raises NotImplementedError).
 NO_DILATED_KERNEL = ("int8", "int16", "int32", "uint8")
 # Memory layouts an argument can arrive in (see `materialise`).
@@ -177,7 +179,7 @@ def _in_layout(spec: Arr, rng: np.random.Generator) -> tuple[np.ndarray, list[np
     elif layout == "readonly":
         arr = data.copy()
         arr.setflags(write=False)
-    elif layout == "bigendian":
+    elif layout == "bigendian" and dtype != BFLOAT16:   # ml_dtypes' bfloat16 has no byte order
         arr = data.astype(dtype.newbyteorder(">"))
     elif layout == "unaligned" and dtype.kind != "O":
         # A view at a 1-byte offset into a uint8 buffer.
@@ -219,9 +221,9 @@ def _to_tensor(torch, value, upcast: bool):
     if not isinstance(value, np.ndarray):
         return value
     native = np.array(np.asarray(value), dtype=value.dtype.newbyteorder("="), order="C")
-    if upcast and native.dtype.kind in "fc":
+    if upcast and (native.dtype.kind == "c" or is_floating(native.dtype)):
         native = native.astype(np.complex128 if native.dtype.kind == "c" else np.float64)
-    return torch.from_numpy(native)
+    return torch_from_numpy(native)             # bfloat16 included
 
 
 def _per_dim(value, nsp: int) -> tuple:
@@ -259,17 +261,19 @@ def torch_conv(call: Call, x, w, b, upcast: bool = False) -> np.ndarray:
             m.weight.copy_(tw)
             if tb is not None:
                 m.bias.copy_(tb)
-            return m(tx).numpy()
+            return torch_cpu_numpy(m(tx))
     fn = getattr(F, call.op)
     if call.padding_mode == "zeros":
-        return fn(tx, tw, tb, call.stride, call.padding, call.dilation, call.groups).numpy()
+        return torch_cpu_numpy(fn(tx, tw, tb, call.stride, call.padding, call.dilation,
+                                  call.groups))
     try:
         pads = _reversed_pads(call, tuple(tw.shape[2:]))
     except (TypeError, ValueError, AttributeError, IndexError):
         # Not a padding F.pad could take: the conv reports the argument error.
-        return fn(tx, tw, tb, call.stride, call.padding, call.dilation, call.groups).numpy()
+        return torch_cpu_numpy(fn(tx, tw, tb, call.stride, call.padding, call.dilation,
+                                  call.groups))
     padded = F.pad(tx, pads, mode=call.padding_mode)
-    return fn(padded, tw, tb, call.stride, 0, call.dilation, call.groups).numpy()
+    return torch_cpu_numpy(fn(padded, tw, tb, call.stride, 0, call.dilation, call.groups))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -287,8 +291,8 @@ def poisoned_outputs():
     def poisoned(shape, dtype):
         out = original(shape, dtype)
         kind = np.dtype(dtype).kind
-        out.fill(np.nan if kind in "fc" else np.array(_POISON_INT).astype(dtype) if kind in "iu"
-                 else 1)
+        out.fill(np.nan if kind in "fc" or is_floating(dtype) else
+                 np.array(_POISON_INT).astype(dtype) if kind in "iu" else 1)
         return out
 
     conv.backend.cpu._new_output = poisoned
@@ -459,6 +463,8 @@ def _compare(call: Call, x, w, b, got, expected: np.ndarray) -> Outcome:
         ref = torch_conv(call, x, w, b, upcast=True)
         scale = max(float(np.abs(ref).max()), 1e-30)
         tol = RTOL[got.dtype] * math.sqrt(_reduction(w)) * scale
+        if got.dtype == BFLOAT16:           # one rounding to bfloat16 (tests/_helpers.py)
+            tol += BF16_ROUNDING * scale
         bad = ~(np.abs(got.astype(ref.dtype) - ref) <= tol)     # NaN (unwritten) counts as bad
     if not bad.any():
         return Outcome(OK)
@@ -601,11 +607,12 @@ def valid_calls(draw) -> Call:
     layout = st.sampled_from(LAYOUTS)
     has_bias = draw(st.booleans())
     kind = np.dtype(dtype).kind
+    floating = is_floating(dtype)       # bfloat16 too (its kind is "V")
     dil = _int_form(draw, dilation, nsp)
     ones = all(v == 1 for v in (stride if isinstance(stride, (tuple, list)) else (stride,)))
     ones = ones and all(v == 1 for v in (dil if isinstance(dil, (tuple, list)) else (dil,)))
-    winograd_shape = kind == "f" and ones and all(t == 3 for t in kernel)
-    paths = [p for p in HOST_PATHS if not (p[1] == "implicit" and kind != "f")
+    winograd_shape = floating and ones and all(t == 3 for t in kernel)
+    paths = [p for p in HOST_PATHS if not (p[1] == "implicit" and not floating)
              and not (p[1] == "fft" and kind in "iu")
              and not (p[1] == "winograd" and not winograd_shape)]
     # Few calls are Winograd's shape (about 1%): those run it half the time.
@@ -615,7 +622,7 @@ def valid_calls(draw) -> Call:
         backend, algorithm = draw(st.sampled_from(paths))
     # torch.nn.Conv*d zips 1-element tuples with the kernel size (its 'same' padding then covers
     # one dimension): the modules get ints or full tuples.
-    module = (kind in "fc" and c > 0 and draw(st.integers(0, 7)) == 0
+    module = ((floating or kind == "c") and c > 0 and draw(st.integers(0, 7)) == 0
               and all(not isinstance(v, (tuple, list)) or len(v) == nsp
                       for v in (padding, stride, dil)))
     return Call(op=op, x=Arr(x_shape, dtype, draw(layout)), w=Arr(w_shape, dtype, draw(layout)),

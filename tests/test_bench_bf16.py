@@ -46,7 +46,7 @@ def test_implementations_without_bfloat16_kernels_have_no_row():
     for backend, algorithm in [("numba", "direct"), ("numba", "im2col"), ("cupy", "im2col_cublas")]:
         impl = runner.Impl(backend, algorithm)
         assert runner._refuses_shape(impl, spec)
-        assert not runner._refuses_shape(impl, spec16)          # fp16: an ERROR row if refused
+        assert not runner._refuses_shape(impl, spec16)          # they have float16 kernels
     for backend, algorithm in [("cupy", "implicit_gemm"), ("cupy", "direct"), ("cpu", "implicit")]:
         assert not runner._refuses_shape(runner.Impl(backend, algorithm), spec)
 

@@ -20,6 +20,7 @@ import pytest
 from conv import _arrays, _gpu_arrays, emulator
 from conv.backend import cupy as cupy_backend
 from tests._emulated import poison_outputs  # noqa: F401 (autouse: outputs start as NaN)
+from tests._fake_torch import FakeTensor
 from tests._helpers import assert_output_matches_reference, make_operands
 
 _OK, _WHY = emulator.availability()
@@ -27,28 +28,6 @@ pytestmark = [pytest.mark.emulated,
               pytest.mark.skipif(not _OK, reason=f"CPU emulator not usable: {_WHY}")]
 
 STREAM_PTR = 0x5EED
-
-
-class FakeTensor:
-    """A CUDA tensor stand-in over a NumPy array (device memory on the emulator)."""
-
-    def __init__(self, data: np.ndarray, device: int = 0):
-        self.data, self.device = data, types.SimpleNamespace(type="cuda", index=device)
-
-    dtype = property(lambda self: f"torch.{self.data.dtype.name}")
-    shape = property(lambda self: self.data.shape)
-
-    def detach(self):
-        return self
-
-    def is_conj(self):
-        return False
-
-    def is_neg(self):
-        return False
-
-    def reshape(self, *shape):
-        return FakeTensor(self.data.reshape(*shape), self.device.index)
 
 
 class Recorder:

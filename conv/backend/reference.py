@@ -17,7 +17,7 @@ def availability() -> tuple[bool, str]:
     return True, "plain NumPy, always available"
 
 
-def plan_workspace(spec: ConvSpec, algorithm: str, x) -> tuple[int, None, str]:
+def plan_workspace(spec: ConvSpec, algorithm: str, x, config: str = "") -> tuple[int, None, str]:
     """The padded input and the accumulator (float64 / complex128 / int64) are its copies; it has
     no cap (it is the oracle, written for clarity)."""
     acc = accumulation_dtype(spec.dtype).itemsize

@@ -16,6 +16,7 @@ import conv
 from conv import _arrays
 from conv.backend import numba_cuda as numba_backend
 from tests._cases import pytest_id
+from tests._fake_torch import FakeTensor
 from tests._helpers import (
     assert_matches_reference,
     assert_output_matches_reference,
@@ -258,35 +259,6 @@ def test_workspace_and_constants_are_reused_per_thread(monkeypatch):
 
 # ---- PyTorch CUDA tensors: the call's stream and buffers (stand-ins for PyTorch) -------------------
 
-class _FakeTensor:
-    """A PyTorch CUDA tensor stand-in over a simulator device array."""
-
-    def __init__(self, data, device=0):
-        import types
-        self.data, self.device = data, types.SimpleNamespace(type="cuda", index=device)
-
-    dtype = property(lambda self: f"torch.{self.data.dtype.name}")
-    shape = property(lambda self: tuple(self.data.shape))
-    # PyTorch exports version 2, without a stream (read only by the as_cuda_array stand-in).
-    __cuda_array_interface__ = property(lambda self: {"version": 2})
-
-    def detach(self):
-        return self
-
-    def is_conj(self):
-        return False
-
-    def is_neg(self):
-        return False
-
-    def fill_(self, value):
-        self.data.copy_to_device(np.full(self.data.shape, value, self.data.dtype))
-        return self
-
-    def reshape(self, *shape):
-        return _FakeTensor(self.data.reshape(*shape), self.device.index)
-
-
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_torch_tensors_run_on_torch_stream_with_torch_buffers(monkeypatch, algorithm):
     """numba's _Call for PyTorch tensors: kernels launched on (numba's view of) PyTorch's current
@@ -307,9 +279,9 @@ def test_torch_tensors_run_on_torch_stream_with_torch_buffers(monkeypatch, algor
 
     def empty(shape, dtype, device):
         events.append(("torch.empty", tuple(shape), device))
-        return _FakeTensor(cuda.device_array(shape, dtype=np.dtype(dtype.replace("torch.", ""))))
+        return FakeTensor(cuda.device_array(shape, dtype=np.dtype(dtype.replace("torch.", ""))))
     torch = types.SimpleNamespace(
-        Tensor=_FakeTensor, empty=empty,
+        Tensor=FakeTensor, empty=empty,
         cuda=types.SimpleNamespace(current_stream=lambda i: types.SimpleNamespace(
             cuda_stream=0x5EED, synchronize=lambda: pytest.fail("synchronised"))),
         **{name.split(".")[1]: name for name in _arrays._TORCH_TO_NUMPY})
@@ -320,11 +292,11 @@ def test_torch_tensors_run_on_torch_stream_with_torch_buffers(monkeypatch, algor
                         lambda s, stream=0: (launched.append(stream), real(s, stream)))
     x, w, b = make_operands(("sim-torch", algorithm), (2, 3, 7, 8), (5, 3, 3, 3), "float32",
                             bias=True)
-    xt, wt, bt = (_FakeTensor(cuda.to_device(a)) for a in (x, w, b))
+    xt, wt, bt = (FakeTensor(cuda.to_device(a)) for a in (x, w, b))
     plan = conv.explain("conv2d", x, w, b, backend="numba", algorithm=algorithm, padding=1)
     plan = dataclasses.replace(plan, kind=_arrays.TORCH_CUDA)
     out = numba_backend.run(plan, xt, wt, bt)
-    assert isinstance(out, _FakeTensor) and out.shape == plan.spec.output_shape
+    assert isinstance(out, FakeTensor) and out.shape == plan.spec.output_shape
     assert launched and all(s is side for s in launched)
     assert events[0] == ("stream", 0x5EED)
     empties = [e for e in events if e[0] == "torch.empty"]

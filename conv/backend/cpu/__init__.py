@@ -52,7 +52,7 @@ def availability() -> tuple[bool, str]:
     return True, "NumPy/BLAS and numba on the host"
 
 
-def plan_workspace(spec: ConvSpec, algorithm: str, x) -> tuple[int, object, str]:
+def plan_workspace(spec: ConvSpec, algorithm: str, x, config: str = "") -> tuple[int, object, str]:
     """(workspace bytes, chunks or None, note) of the call on input x (its dtype and contiguity
     decide what is copied). bfloat16: that of the float32 call it runs (_run)."""
     if spec.is_empty:

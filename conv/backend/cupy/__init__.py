@@ -141,14 +141,16 @@ def _splitk_bytes(spec: ConvSpec, splits: int) -> int:
     return splits * n * k * p * q * 4 if splits > 1 else 0
 
 
-def plan_workspace(spec: ConvSpec, algorithm: str, x, config: str = "") -> tuple[int, Chunks | None, str]:
+def plan_workspace(spec: ConvSpec, algorithm: str, x,
+                   config: str = "") -> tuple[int, Chunks | None, str]:
     if algorithm == "implicit_gemm":
         splits = igemm_config(config)[1]
         nbytes = 0 if spec.is_empty else _splitk_bytes(spec, splits)
-        if nbytes > _limit_for(x):
+        cap = _limit_for(x) if nbytes else 0
+        if nbytes > cap:
             raise ValueError(f"cupy implicit_gemm configuration {config!r} needs {nbytes} bytes "
-                             f"of split-K workspace, more than the cap ({_limit_for(x)}): use "
-                             f"the unsplit tile {igemm_config(config)[0]!r}")
+                             f"of split-K workspace, more than the cap ({cap}): use the unsplit "
+                             f"tile {igemm_config(config)[0]!r}")
         return nbytes, None, (f"split-K in {splits}: {nbytes} bytes of fp32 partial sums"
                               if nbytes else "")
     if not algorithm.startswith("im2col") or spec.is_empty or (
@@ -172,8 +174,9 @@ def configs(spec: ConvSpec, algorithm: str) -> tuple[str, ...]:
     if algorithm == "im2col":
         return gemm_tiles(spec.dtype)
     if algorithm == "implicit_gemm":
+        cap = _limit.get()                  # asked once (the default asks the device)
         return tuple(c for c in igemm_configs(spec)
-                     if _splitk_bytes(spec, igemm_config(c)[1]) <= _limit.get())
+                     if _splitk_bytes(spec, igemm_config(c)[1]) <= cap)
     if algorithm == "depthwise":
         return depthwise_configs(spec)
     return ()

@@ -80,7 +80,7 @@ def _column_bytes(spec: ConvSpec, chunk: Chunks) -> int:
             * accumulator_dtype(spec.dtype).itemsize)
 
 
-def plan_workspace(spec: ConvSpec, algorithm: str, x) -> tuple[int, Chunks | None, str]:
+def plan_workspace(spec: ConvSpec, algorithm: str, x, config: str = "") -> tuple[int, Chunks | None, str]:
     if spec.is_empty:
         return 0, None, ""
     if runs_version(spec, algorithm) == 0:
