@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numbers
 import operator
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +90,19 @@ class ConvSpec:
     has_bias: bool
     dtype: np.dtype
     batched: bool
+
+    def __hash__(self) -> int:
+        # Every call hashes its spec in several caches (plans, dispatch lookups, layouts): the
+        # dataclass's hash rebuilds a tuple of 18 fields each time, so it is kept after the first.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __getstate__(self) -> dict:
+        # Not the kept hash: a string's hash differs between processes (a Dask worker's).
+        return {name: value for name, value in self.__dict__.items() if name != "_hash"}
 
     @property
     def c_per_group(self) -> int:
