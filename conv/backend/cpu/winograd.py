@@ -72,6 +72,22 @@ elements as zero and flags its task; non-finite weight taps are zeroed before th
 transform; their products are then added exactly (fft.py's `_add_non_finite_terms`), so inf and
 nan appear exactly where the direct sum has them.
 
+Tried and not kept (2026-12-02, the 2-core AVX2 machine, timing scripts and one runner A/B of
+the 12 eligible dense cases, noisy): transforms restructured as loops over a task's run of up
+to 256 tiles (patch elements gathered into float64 rows, one loop per transformed output),
+plus a narrow micro-kernel for each point GEMM's last column tile (1 or 2 vectors instead of
+NR padded columns). Bit-identical results; the output transform measured 0.8 -> 0.37 ms and
+the 128-channel 28 x 28 GEMMs 1.37 -> 1.03 ms, but the runner's geomean against PyTorch moved
+0.572 -> 0.592 (within its noise), and the cold numba compile of this module went from 19 s
+to 59 s per dtype (CI compiles it cold): reverted. What was learnt, for the next attempt:
+numba wraps a computed signed index (x[p + off]) in a negative-index select that keeps LLVM
+from vectorising (a float32 -> float64 copy: 1.5 ns an element against 0.18 through a
+slice); each array slice costs about 10 ns; an integer floor division by a run-time m in an
+inner helper cost more than the loop it guarded; and inlining straight-line row functions
+into parallel kernels multiplies their compile time. The transforms are load/store-bound in
+float64 at about 0.4 ns an output; a real gain needs the 6 x 6 patch of 8 tiles transformed
+in vector registers (float32 lanes, no intermediate rows), as oneDNN's and NNPACK's do.
+
 Memory (`workspace`, chunks.py's estimate): the compute-dtype (contiguous) copy of the input
 where the input is not one already, U (plus the cached copy of the weights it is kept with), per
 batch V and M (ScratchBuffers, kept between calls), and each task's float64 buffers (a band of
