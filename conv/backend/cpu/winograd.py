@@ -78,8 +78,9 @@ to 256 tiles (patch elements gathered into float64 rows, one loop per transforme
 plus a narrow micro-kernel for each point GEMM's last column tile (1 or 2 vectors instead of
 NR padded columns). Bit-identical results; the output transform measured 0.8 -> 0.37 ms and
 the 128-channel 28 x 28 GEMMs 1.37 -> 1.03 ms, but the runner's geomean against PyTorch moved
-0.572 -> 0.592 (within its noise), and the cold numba compile of this module went from 19 s
-to 59 s per dtype (CI compiles it cold): reverted. What was learnt, for the next attempt:
+0.572 -> 0.592 (within its noise; the first run was marked unreliable), and the cold numba
+compile of this module's float32 kernels went from 19 s to 59 s (CI compiles them cold):
+reverted. What was learnt, for the next attempt:
 numba wraps a computed signed index (x[p + off]) in a negative-index select that keeps LLVM
 from vectorising (a float32 -> float64 copy: 1.5 ns an element against 0.18 through a
 slice); each array slice costs about 10 ns; an integer floor division by a run-time m in an
