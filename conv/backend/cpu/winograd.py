@@ -88,6 +88,17 @@ inner helper cost more than the loop it guarded; and inlining straight-line row 
 into parallel kernels multiplies their compile time. The transforms are load/store-bound in
 float64 at about 0.4 ns an output; a real gain needs the 6 x 6 patch of 8 tiles transformed
 in vector registers (float32 lanes, no intermediate rows), as oneDNN's and NNPACK's do.
+That was tried next (the same day): llvmlite intrinsics transforming 8 tiles at once, one per
+lane (patch columns picked by shuffles from wide row loads, or read from a band gathered in
+column phases), in float64 in the scalar code's order (bitwise the same V and outputs),
+partial runs by per-lane stores. Alone, one call of 8 F(4x4) tiles took 95 ns (0.33 ns an
+output); inside the transform it took about 750 ns, and the input transform of 64 channels of
+56 x 56 stayed at 0.8-1.2 ms: V (36/16 = 2.25 times the input, 1.8 MB here) is written beyond
+L2 and the transform is bound by that traffic, not by its arithmetic. Smaller batches (V in
+L2: BATCH_BYTES 256 KB - 2 MB) re-read U per batch and were no faster at batch 1. Reverted as
+well. Winograd here needs a fused, cache-blocked pipeline (a block of tiles through input
+transform, the 36 GEMMs and output transform while its V and M stay in L2) with U streamed
+once per block, and pays at batch sizes where U's traffic is shared by many tiles.
 
 Memory (`workspace`, chunks.py's estimate): the compute-dtype (contiguous) copy of the input
 where the input is not one already, U (plus the cached copy of the weights it is kept with), per
