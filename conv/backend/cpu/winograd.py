@@ -95,7 +95,8 @@ partial runs by per-lane stores. Alone, one call of 8 F(4x4) tiles took 95 ns (0
 output); inside the transform it took about 750 ns, and the input transform of 64 channels of
 56 x 56 stayed at 0.8-1.2 ms: V (36/16 = 2.25 times the input, 1.8 MB here) is written beyond
 L2 and the transform is bound by that traffic, not by its arithmetic. Smaller batches (V in
-L2: BATCH_BYTES 256 KB - 2 MB) re-read U per batch and were no faster at batch 1. Reverted as
+L2: BATCH_BYTES 256 KB - 2 MB) re-read U per batch: mixed and noisy at batch 1 (1 MB faster
+on the 128-channel 28 x 28 layer, slower on three others). Reverted as
 well. Winograd here needs a fused, cache-blocked pipeline (a block of tiles through input
 transform, the 36 GEMMs and output transform while its V and M stay in L2) with U streamed
 once per block, and pays at batch sizes where U's traffic is shared by many tiles.
