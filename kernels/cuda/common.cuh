@@ -108,29 +108,27 @@ __device__ __forceinline__ conv_complex<F> conv_mac(conv_complex<F> acc, conv_co
 template <typename T>
 struct Traits;
 
-template <>
-struct Traits<conv_half> {
-    typedef CONV_ACC_float16 Acc;
-    static __device__ __forceinline__ Acc load(conv_half v) { return conv_half_to_float(v.bits); }
-    static __device__ __forceinline__ conv_half store(Acc a) {
-        conv_half h;
-        h.bits = conv_float_to_half(a);
+// The 16-bit types are their bits, widened to and rounded from their float accumulator.
+template <typename T, typename A, float (*ToFloat)(unsigned short),
+          unsigned short (*FromFloat)(float)>
+struct Bits16Traits {
+    typedef A Acc;
+    static __device__ __forceinline__ Acc load(T v) { return ToFloat(v.bits); }
+    static __device__ __forceinline__ T store(Acc a) {
+        T h;
+        h.bits = FromFloat(a);
         return h;
     }
     static __device__ __forceinline__ Acc zero() { return 0.0f; }
 };
 
 template <>
-struct Traits<conv_bf16> {
-    typedef CONV_ACC_bfloat16 Acc;
-    static __device__ __forceinline__ Acc load(conv_bf16 v) { return conv_bf16_to_float(v.bits); }
-    static __device__ __forceinline__ conv_bf16 store(Acc a) {
-        conv_bf16 h;
-        h.bits = conv_float_to_bf16(a);
-        return h;
-    }
-    static __device__ __forceinline__ Acc zero() { return 0.0f; }
-};
+struct Traits<conv_half>
+    : Bits16Traits<conv_half, CONV_ACC_float16, conv_half_to_float, conv_float_to_half> {};
+
+template <>
+struct Traits<conv_bf16>
+    : Bits16Traits<conv_bf16, CONV_ACC_bfloat16, conv_bf16_to_float, conv_float_to_bf16> {};
 
 template <typename F, typename A>
 struct ConvRealTraits {
