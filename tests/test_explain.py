@@ -46,3 +46,24 @@ def test_one_output_channel_per_group_is_not_called_depthwise(rng):
     plan = conv.explain("conv2d", x, w, groups=3)
     assert plan.algorithm == conv.registry.auto_algorithm("cpu", plan.spec)[0].name
     assert "dispatch table" in plan.reason and "depthwise" not in plan.reason, plan.reason
+
+
+def test_a_spec_keeps_its_hash_in_process_only():
+    # ConvSpec keeps its hash after the first (the plan caches hash it every call); equal specs
+    # hash equal, a changed copy does not keep the old hash, and a pickle carries no hash (a
+    # string's hash differs between processes: a Dask worker recomputes it).
+    import dataclasses
+    import pickle
+
+    import numpy as np
+
+    from conv._spec import make_spec
+    x = np.zeros((1, 2, 5, 5), np.float32)
+    w = np.zeros((3, 2, 3, 3), np.float32)
+    spec = make_spec("conv2d", x, w, None, 1, 1, 1, 1, "reflect")
+    again = make_spec("conv2d", x, w, None, 1, 1, 1, 1, "reflect")
+    assert spec is not again and hash(spec) == hash(again) == hash(spec) and spec == again
+    other = dataclasses.replace(spec, n=2)
+    assert other != spec and hash(other) != hash(spec) and "_hash" in spec.__dict__
+    copy = pickle.loads(pickle.dumps(spec))
+    assert "_hash" not in copy.__dict__ and copy == spec and hash(copy) == hash(spec)
