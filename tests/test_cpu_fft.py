@@ -270,3 +270,13 @@ def test_autotune_picks_fft_for_a_long_kernel(tmp_path, monkeypatch, rng):
     finally:
         conv.set_autotune(None)
         autotune.clear_memory()
+
+
+def test_structural_zeros_are_held_to_the_tiles_scale():
+    # The case a property test found (tests/_helpers.py, TRANSFORM_ALGORITHMS): the dilated taps
+    # skip the only input element, so both outputs are exactly 0; fft leaves rounding of the
+    # tile's products there, within the tolerance at the floor max|x| * max|w|, not at max|ref|.
+    x, w, _ = make_operands(0, (1, 1), (1, 1, 2), "float32")
+    out = assert_matches_reference("conv1d", x, w, None, backend="cpu", algorithm="fft",
+                                   padding=2, dilation=3)
+    assert np.abs(out).max() <= 1e-6 * np.abs(x).max() * np.abs(w).max()
