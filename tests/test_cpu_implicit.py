@@ -75,6 +75,50 @@ def test_tiling_edges(name, dtype, rng):
         np.testing.assert_array_equal(got, before)
 
 
+@pytest.fixture
+def packing(monkeypatch):
+    """Set whether plans pack their tiles (packs() decides by size and vector width otherwise);
+    plans made under it are dropped on both sides, so no other test sees them."""
+    def force(on: bool):
+        monkeypatch.setattr(_cpu_implicit, "packs", lambda crs, col_stride: on or col_stride == 2)
+        _cpu_implicit._plan.cache_clear()
+    yield force
+    _cpu_implicit._plan.cache_clear()
+
+
+@pytest.mark.parametrize("pack", [True, False], ids=["packed", "unpacked"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_tiling_edges_packed_and_unpacked(name, dtype, pack, packing, rng):
+    # Both ways on every host: the rule packs by size on AVX2 only. (Stride-2 tiles that keep
+    # their columns whole are packed either way: it deinterleaves them.)
+    packing(pack)
+    xs, ws, kwargs = CASES[name]
+    op = "conv1d" if len(xs) == 3 else "conv2d"
+    x, w, b = make_operands(rng, xs, ws, dtype, bias=True)
+    assert_matches_reference(op, x, w, b, backend="cpu", algorithm="implicit", **kwargs)
+
+
+def test_packing_changes_no_bit(packing, rng):
+    # The packed tile holds the values the micro-kernel would load, summed in the same order.
+    x, w, b = make_operands(rng, (2, 40, 11, 13), (MR * 5 + 1, 40, 3, 3), "float32", bias=True)
+    results = []
+    for pack in (True, False):
+        packing(pack)
+        results.append(conv.conv2d(x, w, b, padding=1, algorithm="implicit"))
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_pack_rule_bounds():
+    crs_per_byte = 1 / (_cpu_implicit.NV * _cpu_implicit._VECTOR_BYTES)
+    small = int(_cpu_implicit.PACK_MIN_BYTES * crs_per_byte) - 1
+    large = int(_cpu_implicit.PACK_MAX_BYTES * crs_per_byte) + 1
+    avx2 = _cpu_implicit._VECTOR_BYTES == 32
+    assert _cpu_implicit.packs(small, 2) and _cpu_implicit.packs(large, 2)
+    assert not _cpu_implicit.packs(small, 1) and not _cpu_implicit.packs(large, 1)
+    assert _cpu_implicit.packs(small + 1, 1) == avx2 == _cpu_implicit.packs(large - 1, 1)
+
+
 @pytest.mark.parametrize("name", ["pointwise-in-place", "conv1d-stride2-in-place"])
 def test_in_place_cases_read_the_input_without_a_copy(name, rng, monkeypatch):
     def no_copy(*args):

@@ -14,18 +14,33 @@ So per (image n, group g) the convolution is the GEMM
     C[m, j] = sum_kk W[g*kg + m, kk] * X[n, g*cg ..][red_off[kk] + cs*j],   kk = c*R*S + t,
 whose right-hand matrix is never built: the kernel loads its rows straight from the layout.
 Stride-2 convs with few output channels per group keep their columns whole (cs = 2, row_len =
-2*Wph) and the kernel deinterleaves two loads per vector, saving the column-phase copy.
+2*Wph) and each tile is deinterleaved as it is packed (below), saving the column-phase copy.
 An unpadded stride-1 input is its own layout (read in place); otherwise the layout is a copy,
 either one for the whole input or, with many (image, group) pairs, one per task for its group
 (_implicit_gemm_grouped), made in parallel and in cache.
 
 Who computes what: one prange task per (image, group, block of tiles of NR wide columns, block of
-MR-row panels of output channels), or per block of (image, group) pairs. For each (tile, panel)
-the micro-kernel keeps the MR x NR accumulator tile in vector registers for the whole reduction:
+MR-row panels of output channels), or per block of (image, group) pairs. For each tile (packed
+first where the plan says) and each panel the micro-kernel keeps the MR x NR accumulator tile in vector registers for the whole reduction:
 per kk it loads NV vectors of X, broadcasts MR weights and issues MR*NV fused multiply-adds, then
 stores the tile once into a task-local buffer, from which the valid runs (q < Q) of each output
 row are copied out with the bias. Rows past kg use a narrower kernel (mr < MR); wide columns
 q >= Q and past L are computed and dropped; reads past the layout's end land in zero slack.
+
+Packing. Unpacked, a tile's crs rows lie a channel (or tap) apart in the layout and each spans
+two or three cache lines, so past a few hundred rows the tile no longer stays in L1 and every
+panel reads it again from L2 through scattered lines; with col_stride 2 every panel would also
+repeat the deinterleaving shuffles. Where packs() says so, a task first copies each tile
+(_pack_columns: the micro-kernel's loads, deinterleaved) into one contiguous crs x NR block and
+its panels run the micro-kernel on that; with col_stride 2 it always does, so the micro-kernel
+only reads unit-stride rows. Measured (in-process A/B of packed and unpacked plans, medians of
+alternating calls, the benchmark's CPU cases, 2-core AMD EPYC Zen 3, AVX2, float32):
+deinterleaving cases 1.09-1.30x (the ResNet-50 stem, stride-2 3x3 over 32 channels), conv1d
+stride 2 over 64 channels 1.04-1.48x, tiles of 48-192 KiB 1.02-1.29x (1x1 over 512-2048
+channels, 3x3 over 64, wav2vec's k3 over 512), smaller tiles 0.91-1.02x, larger 0.88-1.02x,
+hence the bounds; a depthwise stride-2 3x3 (one panel, packed only to deinterleave) 0.93x.
+Results are bitwise the same (the same products summed in the same order). The AVX-512 kernel
+packs only to deinterleave: its gain from packing was not measured.
 """
 from __future__ import annotations
 
@@ -62,6 +77,10 @@ def _target_features() -> str:
 _VECTOR_BYTES = 64 if "+avx512f" in _target_features() else 32
 MR, NV = (6, 4) if _VECTOR_BYTES == 64 else (4, 3)     # output channels x vectors of columns
 PANELS = 16                # most MR-row panels per task: its tiles stay in L1
+# Packed tiles (crs x nr elements) of this many bytes are packed on the AVX2 kernel (module
+# docstring, "Packing"): below, the unpacked rows stay in L1; above, the packed tile leaves L2.
+PACK_MIN_BYTES = 48 << 10
+PACK_MAX_BYTES = 192 << 10
 TASK_FMAS = 16384          # vector FMAs worth a task of their own (about 5 us)
 
 
@@ -74,28 +93,50 @@ def tile_columns(dtype: np.dtype) -> int:
     return NV * lanes(dtype)
 
 
+def _load_columns(builder, xrow, col_stride: int, vec) -> list:
+    """The NV vectors of NR wide columns from xrow: x[xrow + col_stride*j], j < NR; with
+    col_stride 2 each is two unaligned loads and one shuffle keeping their even lanes."""
+    width = vec.count
+    i64 = ir.IntType(64)
+    even = ir.Constant(ir.VectorType(ir.IntType(32), width), list(range(0, 2 * width, 2)))
+    vectors = []
+    for v in range(NV):
+        parts = []
+        for u in range(col_stride):
+            load = builder.load(builder.bitcast(
+                builder.gep(xrow, [ir.Constant(i64, (v * col_stride + u) * width)]),
+                vec.as_pointer()))
+            load.align = 4              # unaligned: wide columns start anywhere
+            parts.append(load)
+        vectors.append(parts[0] if col_stride == 1 else
+                       builder.shuffle_vector(parts[0], parts[1], even))
+    return vectors
+
+
+def _vector_type(context, elem_type):
+    return ir.VectorType(context.get_data_type(elem_type),
+                         _VECTOR_BYTES * 8 // elem_type.bitwidth)
+
+
 @intrinsic
-def _micro_kernel(typingctx, mr, cs, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc):
-    """c[c_off + i*ldc + j] = sum_kk w[w_off + i*ldw + kk] * x[x_off + red_off[kk] + cs*j]
-    for i < mr, j < NV*lanes, kk < crs; mr and the column stride cs (1 or 2) are literals.
-    Accumulators live in registers (allocas that LLVM promotes); llvm.fmuladd fuses where the
-    host has FMA. With cs == 2 each vector of x is two loads and one deinterleaving shuffle."""
-    if not isinstance(mr, types.IntegerLiteral) or not isinstance(cs, types.IntegerLiteral):
+def _micro_kernel(typingctx, mr, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc):
+    """c[c_off + i*ldc + j] = sum_kk w[w_off + i*ldw + kk] * x[x_off + red_off[kk] + j]
+    for i < mr, j < NV*lanes, kk < crs; mr is a literal. Accumulators live in registers (allocas
+    that LLVM promotes); llvm.fmuladd fuses where the host has FMA."""
+    if not isinstance(mr, types.IntegerLiteral):
         return None
-    rows, col_stride = mr.literal_value, cs.literal_value
-    assert col_stride in (1, 2)
-    sig = types.void(mr, cs, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    rows = mr.literal_value
+    sig = types.void(mr, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
 
     def codegen(context, builder, signature, args):
-        _, _, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc = args
-        elem_type = signature.args[2].dtype
-        elem = context.get_data_type(elem_type)
-        width = _VECTOR_BYTES * 8 // elem_type.bitwidth
-        vec = ir.VectorType(elem, width)
+        _, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc = args
+        elem_type = signature.args[1].dtype
+        vec = _vector_type(context, elem_type)
+        width = vec.count
         vptr = vec.as_pointer()
         i64 = ir.IntType(64)
         data = [context.make_array(signature.args[i])(context, builder, args[i]).data
-                for i in (2, 5, 7, 9)]
+                for i in (1, 4, 6, 8)]
         wbase = builder.gep(data[0], [w_off])
         xbase = builder.gep(data[1], [x_off])
         cbase = builder.gep(data[3], [c_off])
@@ -111,20 +152,8 @@ def _micro_kernel(typingctx, mr, cs, w, w_off, ldw, x, x_off, red_off, crs, c, c
         splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
         with cgutils.for_range(builder, crs) as loop:
             kk = loop.index
-            xrow = builder.gep(xbase, [builder.load(builder.gep(data[2], [kk]))])
-            xv = []
-            for v in range(NV):
-                parts = []
-                for u in range(col_stride):
-                    load = builder.load(builder.bitcast(
-                        builder.gep(xrow, [ir.Constant(i64, (v * col_stride + u) * width)]), vptr))
-                    load.align = 4      # unaligned: wide columns start anywhere
-                    parts.append(load)
-                if col_stride == 1:
-                    xv.append(parts[0])
-                else:                   # the even lanes of the two vectors
-                    xv.append(builder.shuffle_vector(parts[0], parts[1], ir.Constant(
-                        ir.VectorType(ir.IntType(32), width), list(range(0, 2 * width, 2)))))
+            xv = _load_columns(builder, builder.gep(xbase, [builder.load(
+                builder.gep(data[2], [kk]))]), 1, vec)
             for i in range(rows):
                 wi = builder.load(builder.gep(wrow[i], [kk]))
                 wv = builder.shuffle_vector(
@@ -142,51 +171,95 @@ def _micro_kernel(typingctx, mr, cs, w, w_off, ldw, x, x_off, red_off, crs, c, c
     return sig, codegen
 
 
+@intrinsic
+def _pack_columns(typingctx, cs, x, x_off, red_off, crs, dst):
+    """dst[kk*NR + j] = x[x_off + red_off[kk] + cs*j] for kk < crs, j < NR = NV*lanes: one tile's
+    rows copied contiguous, and deinterleaved when cs == 2 (a literal, 1 or 2), so that its
+    panels read one sequential block (module docstring, "Packing")."""
+    if not isinstance(cs, types.IntegerLiteral):
+        return None
+    col_stride = cs.literal_value
+    assert col_stride in (1, 2)
+    sig = types.void(cs, x, x_off, red_off, crs, dst)
+
+    def codegen(context, builder, signature, args):
+        _, x, x_off, red_off, crs, dst = args
+        vec = _vector_type(context, signature.args[1].dtype)
+        i64 = ir.IntType(64)
+        data = [context.make_array(signature.args[i])(context, builder, args[i]).data
+                for i in (1, 3, 5)]
+        xbase = builder.gep(data[0], [x_off])
+        with cgutils.for_range(builder, crs) as loop:
+            kk = loop.index
+            xrow = builder.gep(xbase, [builder.load(builder.gep(data[1], [kk]))])
+            drow = builder.gep(data[2], [builder.mul(kk, ir.Constant(i64, NV * vec.count))])
+            for v, value in enumerate(_load_columns(builder, xrow, col_stride, vec)):
+                store = builder.store(value, builder.bitcast(
+                    builder.gep(drow, [ir.Constant(i64, v * vec.count)]), vec.as_pointer()))
+                store.align = 4
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @numba.njit(inline="always")
-def _tile(mr, cs, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc):
-    # One branch per literal (row count, column stride): each call site compiles its own kernel.
-    if mr == 6 and cs == 1:
-        _micro_kernel(6, 1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 5 and cs == 1:
-        _micro_kernel(5, 1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 4 and cs == 1:
-        _micro_kernel(4, 1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 3 and cs == 1:
-        _micro_kernel(3, 1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 2 and cs == 1:
-        _micro_kernel(2, 1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 1 and cs == 1:
-        _micro_kernel(1, 1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 6 and cs == 2:
-        _micro_kernel(6, 2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 5 and cs == 2:
-        _micro_kernel(5, 2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 4 and cs == 2:
-        _micro_kernel(4, 2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 3 and cs == 2:
-        _micro_kernel(3, 2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
-    elif mr == 2 and cs == 2:
-        _micro_kernel(2, 2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+def _pack(cs, x, x_off, red_off, crs, dst):
+    if cs == 1:
+        _pack_columns(1, x, x_off, red_off, crs, dst)
     else:
-        _micro_kernel(1, 2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+        _pack_columns(2, x, x_off, red_off, crs, dst)
+
+
+@numba.njit(inline="always")
+def _tile(mr, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc):
+    # One branch per literal row count: each call site compiles its own kernels.
+    if mr == 6:
+        _micro_kernel(6, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 5:
+        _micro_kernel(5, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 4:
+        _micro_kernel(4, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 3:
+        _micro_kernel(3, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    elif mr == 2:
+        _micro_kernel(2, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
+    else:
+        _micro_kernel(1, w, w_off, ldw, x, x_off, red_off, crs, c, c_off, ldc)
 
 
 @numba.njit(inline="always", boundscheck=False)
 def _run_tiles(x, x_base, red_off, col_stride, w, bias, g, kg, img, out_flat, k, p_out, q_out,
-               wph, nr, tile_lo, tile_hi, first, last, tiles):
+               wph, nr, tile_lo, tile_hi, first, last, tiles, pack):
     """Tiles [tile_lo, tile_hi) x panels [first, last) of group g of image img, reading the
     layout x from x_base: the kernel into `tiles`, then each tile's valid runs (q < Q) plus the
     bias into the output rows (wide columns q >= Q are dropped)."""
     crs = red_off.shape[0]
     length = (p_out - 1) * wph + q_out
+    # Packed: every tile where it deinterleaves (col_stride 2: the micro-kernel reads unit-stride
+    # rows only), else where the plan says and the task runs several panels (one panel would
+    # read its packed tile once).
+    packed = col_stride == 2 or (pack and last - first >= 2)
+    if packed:
+        # One packed tile (crs x nr) and its offsets kk*nr.
+        block = np.empty(crs * nr, x.dtype)
+        block_off = np.empty(crs, np.int64)
+        for kk in range(crs):           # a loop, not arange * nr: parfors would take that
+            block_off[kk] = kk * nr
     for tile in range(tile_lo, tile_hi):
         j0 = tile * nr
         j_end = min(j0 + nr, length)
         x_off = x_base + col_stride * j0
-        for panel in range(first, last):
-            k0 = g * kg + panel * MR
-            _tile(min(MR, kg - panel * MR), col_stride, w, k0 * crs, crs, x, x_off, red_off,
-                  crs, tiles, (panel - first) * MR * nr, nr)
+        if packed:
+            _pack(col_stride, x, x_off, red_off, crs, block)
+            for panel in range(first, last):
+                k0 = g * kg + panel * MR
+                _tile(min(MR, kg - panel * MR), w, k0 * crs, crs, block, 0, block_off, crs,
+                      tiles, (panel - first) * MR * nr, nr)
+        else:
+            for panel in range(first, last):
+                k0 = g * kg + panel * MR
+                _tile(min(MR, kg - panel * MR), w, k0 * crs, crs, x, x_off, red_off, crs,
+                      tiles, (panel - first) * MR * nr, nr)
         for panel in range(first, last):
             k0 = g * kg + panel * MR
             mr = min(MR, kg - panel * MR)
@@ -212,7 +285,7 @@ def _run_tiles(x, x_base, red_off, col_stride, w, bias, g, kg, img, out_flat, k,
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def _implicit_gemm_kernel(x, image_stride, group_stride, red_off, col_stride, w, bias, groups,
-                          out, wph, panels_per_task, tiles_per_task, nr):
+                          out, wph, panels_per_task, tiles_per_task, nr, pack):
     """out (N, K, P, Q) + bias[k] from the whole layout x (module docstring). One task per
     (image, group, block of tiles, block of panels)."""
     n_images, k, p_out, q_out = out.shape
@@ -234,13 +307,13 @@ def _implicit_gemm_kernel(x, image_stride, group_stride, red_off, col_stride, w,
         tiles = np.empty((last - first) * MR * nr, out.dtype)
         _run_tiles(x, img * image_stride + g * group_stride, red_off, col_stride, w, bias, g, kg,
                    img, out_flat, k, p_out, q_out, wph, nr, tile_block * tiles_per_task,
-                   min(ntiles, (tile_block + 1) * tiles_per_task), first, last, tiles)
+                   min(ntiles, (tile_block + 1) * tiles_per_task), first, last, tiles, pack)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def _implicit_gemm_grouped_kernel(x4, red_off, col_stride, w, bias, groups, out, row_phases,
                                   col_phases, stride_h, col_step, top, left, hph, row_len, wph,
-                                  nr, n_blocks):
+                                  nr, n_blocks, pack):
     """out (N, K, P, Q) + bias[k] with one task per (image, group): the task lays out its own
     group's channels of the unpadded x4 (N, C, H, W) in a task-local buffer (fill_planes) and
     runs all of the group's tiles on it, so the copy runs in parallel and stays in cache."""
@@ -266,7 +339,7 @@ def _implicit_gemm_grouped_kernel(x4, red_off, col_stride, w, bias, groups, out,
             fill_planes(x4, img, g * cg, cg, buf, row_phases, col_phases, stride_h, col_step, top,
                         left, hph, row_len)
             _run_tiles(buf, 0, red_off, col_stride, w, bias, g, kg, img, out_flat, k, p_out,
-                       q_out, wph, nr, 0, ntiles, 0, n_panels, tiles)
+                       q_out, wph, nr, 0, ntiles, 0, n_panels, tiles, pack)
 
 
 # Serialised where the threading layer needs it (conv/_threads.py).
@@ -275,11 +348,13 @@ _implicit_gemm_grouped = serialised_if_needed(_implicit_gemm_grouped_kernel)
 
 
 def _deinterleave(spec: ConvSpec) -> bool:
-    """Keep stride-2 columns whole and let the kernel deinterleave them, instead of copying both
+    """Keep stride-2 columns whole and deinterleave them per tile, instead of copying both
     column phases, when few output channels share each input element (<= 64 per group): then
     the copy costs about as much as the GEMM. With more, the kernel's doubled loads cost more
-    (A/B timings in one process: 32-64 channels 10-20% faster, 128-1024 channels 4-50% slower;
-    1x1 convs read one phase, so they always split)."""
+    (A/B timings in one process, when every panel deinterleaved its own loads: 32-64 channels
+    10-20% faster, 128-1024 channels 4-50% slower; 1x1 convs read one phase, so they always
+    split). Since tiles are deinterleaved once as they are packed, one case was re-timed:
+    wav2vec's k3 stride 2 over 512 channels, 1.05x deinterleaved, within noise; kept)."""
     (_, stride_w), (_, dil_w) = spec.stride, spec.dilation
     both_phases = stride_w == 2 and spec.s > 1 and dil_w % 2 == 1
     return both_phases and spec.k_per_group <= 64
@@ -319,7 +394,7 @@ def last_element_read(spec: ConvSpec, channel_stride: int, red_off: np.ndarray, 
 
     The last (image, group) starts at base = ((N-1)*C + (G-1)*C/G) * channel_stride; its last tile
     starts at wide column j0 = (ntiles-1)*NR, at x_off = base + col_stride*j0. For reduction row
-    kk the kernel loads NV*col_stride vectors of `lanes` elements each from
+    kk the micro-kernel (or the packing, _pack_columns, with the same loads) loads NV*col_stride vectors of `lanes` elements each from
     x_off + red_off[kk] + (v*col_stride + u)*lanes (v < NV, u < col_stride): the span
     [x_off + red_off[kk], x_off + red_off[kk] + col_stride*NR). So the last element is
     base + red_off.max() + col_stride*ntiles*NR - 1. (With col_stride 2, the deinterleaving
@@ -341,6 +416,18 @@ class _Plan(NamedTuple):
     panels_per_task: int
     tiles_per_task: int
     grouped: bool                   # one task per (image, group), each laying out its own input
+    pack: bool                      # tasks pack each tile's columns before its panels run
+
+
+def packs(crs: int, col_stride: int) -> bool:
+    """Whether tasks pack each tile (module docstring, "Packing"): always to deinterleave
+    (col_stride 2); otherwise on the AVX2 kernel when the packed tile (crs x nr) is
+    PACK_MIN_BYTES to PACK_MAX_BYTES. The AVX-512 kernel packs only to deinterleave: its gain
+    from packing was not measured."""
+    if col_stride == 2:
+        return True
+    tile = crs * NV * _VECTOR_BYTES            # nr elements of any dtype are NV vectors
+    return _VECTOR_BYTES == 32 and PACK_MIN_BYTES <= tile <= PACK_MAX_BYTES
 
 
 @functools.lru_cache(maxsize=256)
@@ -375,8 +462,9 @@ def _plan(spec: ConvSpec, nr: int, threads: int) -> _Plan:
     # With enough (image, group) pairs for every thread, each task lays out its own group's
     # channels (in parallel, in cache) instead of one serial copy of the whole input first.
     grouped = spec.groups > 1 and spec.n * spec.groups >= 4 * threads
+    pack = packs(len(red_off), col_stride)
     return _Plan(layout, col_stride, channel_stride, red_off, total, last_read, in_place,
-                 panels_per_task, tiles_per_task, grouped)
+                 panels_per_task, tiles_per_task, grouped, pack)
 
 
 def conv2d_implicit(x4: np.ndarray, w: np.ndarray, bias, out: np.ndarray, spec: ConvSpec,
@@ -394,7 +482,7 @@ def conv2d_implicit(x4: np.ndarray, w: np.ndarray, bias, out: np.ndarray, spec: 
             x4.astype(dtype, copy=False), plan.red_off, plan.col_stride, wflat, bias,
             spec.groups, out, layout.row_phase_array, layout.col_phase_array, layout.sh,
             layout.col_step, top, left, layout.hph, layout.row_len, layout.wph, tile_columns(dtype),
-            min(spec.n * spec.groups, 8 * numba.get_num_threads()))
+            min(spec.n * spec.groups, 8 * numba.get_num_threads()), plan.pack)
         return
     if plan.in_place and x4.dtype == dtype and x4.flags.c_contiguous:
         flat = x4.reshape(-1)               # read the input where it lies
@@ -405,4 +493,4 @@ def conv2d_implicit(x4: np.ndarray, w: np.ndarray, bias, out: np.ndarray, spec: 
         plan.layout.fill(x4, flat[:plan.total].reshape(plan.layout.shape))
     _implicit_gemm(flat, spec.c * plan.channel_stride, spec.c_per_group * plan.channel_stride,
                    plan.red_off, plan.col_stride, wflat, bias, spec.groups, out, plan.layout.wph,
-                   plan.panels_per_task, plan.tiles_per_task, tile_columns(dtype))
+                   plan.panels_per_task, plan.tiles_per_task, tile_columns(dtype), plan.pack)

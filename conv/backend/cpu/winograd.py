@@ -388,7 +388,7 @@ def _point_gemms_kernel(u, v, mm, points, groups, cg, kg, t_pad, red_off, nr, pa
             x_off = (e * c_count + g * cg) * t_pad + j0
             for panel in range(first, last):
                 k0 = g * kg + panel * MR
-                _tile(min(MR, kg - panel * MR), 1, u, (e * k_count + k0) * cg, cg, v, x_off,
+                _tile(min(MR, kg - panel * MR), u, (e * k_count + k0) * cg, cg, v, x_off,
                       red_off, cg, mm, (e * k_count + k0) * t_pad + j0, t_pad)
 
 
