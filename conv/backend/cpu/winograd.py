@@ -100,6 +100,14 @@ on the 128-channel 28 x 28 layer, slower on three others). Reverted as
 well. Winograd here needs a fused, cache-blocked pipeline (a block of tiles through input
 transform, the 36 GEMMs and output transform while its V and M stay in L2) with U streamed
 once per block, and pays at batch sizes where U's traffic is shared by many tiles.
+That pipeline was then tried (2026-12-02, git branch wip/winograd-fused): one task per run
+of NR tiles (and block of output-channel panels) transforming its tiles of every channel
+into its own V, running the 36 point GEMMs on the micro-kernel into its own M and
+transforming those out; bitwise the same outputs. On 64 channels of 56 x 56 (batch 1) its
+GEMMs took 0.52 ms (123 GFLOP/s, against implicit's whole 2.6 ms), but its scalar float64
+transforms 2.0 ms (input) and 0.9 ms (output), about 190 ns per tile and channel and not
+vectorised (numba's computed signed indices again), so 3.3 ms in all, as the batched path;
+cold compile 10 -> 23 s. Not merged: it pays once the transforms run 8 tiles per vector.
 
 Memory (`workspace`, chunks.py's estimate): the compute-dtype (contiguous) copy of the input
 where the input is not one already, U (plus the cached copy of the weights it is kept with), per
