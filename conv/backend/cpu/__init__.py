@@ -35,7 +35,7 @@ ensure_writable_cache()         # before any kernel module (cache=True) is impor
 
 from ..._dtypes import BFLOAT16  # noqa: E402
 from ..._dtypes import accumulator_dtype as compute_dtype  # noqa: E402
-from ..._padding import as_4d, gather_padded, pad_input, source_index, weight_4d  # noqa: E402
+from ..._padding import as_4d, gather_padded, padded_copy, source_index, weight_4d  # noqa: E402
 from ..._spec import ConvSpec  # noqa: E402
 from ..._workspace import ScratchBuffers, WorkspaceLimit  # noqa: E402
 from . import chunks  # noqa: E402
@@ -146,7 +146,7 @@ def _compute(x4: np.ndarray, w: np.ndarray, b, out: np.ndarray, spec: ConvSpec,
             winograd_conv(x4, w, out, spec, _scratch, _limit.get())
         else:
             from .im2col import im2col_gemm
-            im2col_gemm(pad_input(x4, spec), w, out, spec, _scratch)
+            im2col_gemm(padded_copy(x4, spec), w, out, spec, _scratch)
     if b is not None:
         out += b[None, :, None, None]
 

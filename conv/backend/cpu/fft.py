@@ -37,7 +37,7 @@ k x k: 0.14x at 3x3, 1.3x at 9x9, 4x at 31x31, 7x at 63x63, 13x at 127x127.
 
 Padding: 'zeros' is never materialised: each tile copies the part of its span that lies inside
 the input (as_strided views, converting to the transform dtype as it copies) into a zeroed
-buffer. The other modes pad the input first (conv/_padding.pad_input, a copy counted in the
+buffer. The other modes pad the input first (conv/_padding.padded_copy, a copy counted in the
 workspace, as im2col's).
 
 Precision: float16 and float32 are transformed in float32 (complex64), float64 in float64,
@@ -83,7 +83,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..._dtypes import accumulator_dtype as compute_dtype
-from ..._padding import pad_input
+from ..._padding import padded_copy
 from ..._spec import ConvSpec
 from ..._workspace import ScratchBuffers
 
@@ -408,7 +408,7 @@ def fft_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec,
     if spec.padding_mode == "zeros" or not any(spec.pad):
         src, off_h, off_w = x4, spec.pad[0], spec.pad[2]
     else:
-        src, off_h, off_w = pad_input(x4, spec), 0, 0
+        src, off_h, off_w = padded_copy(x4, spec), 0, 0
     step_h, step_w = mh * sh, mw * sw
     span_h, span_w = (mh - 1) * sh + dh, (mw - 1) * sw + dw
     sn, sc, srow, scol = src.strides

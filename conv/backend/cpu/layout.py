@@ -12,7 +12,7 @@ import math
 import numba
 import numpy as np
 
-from ..._padding import pad_input
+from ..._padding import padded_copy
 from ..._spec import ConvSpec
 
 
@@ -87,13 +87,23 @@ class PhaseLayout:
         borders, never as a padded copy; the other modes pad first (then nothing is left)."""
         spec = self.spec
         if spec.padding_mode != "zeros" and any(spec.pad):
-            return pad_input(x4, spec), 0, 0
+            return padded_copy(x4, spec), 0, 0
         return x4, spec.pad[0], spec.pad[2]
 
     def fill(self, x4: np.ndarray, dst: np.ndarray) -> None:
         """dst[n, c, phase(a, b), i, j] = padded x4[n, c, i*stride_h + a, j*stride_w + b], zero
         where that falls outside the padded input (NumPy, whole input; fill_planes is the same
         per plane, inside numba tasks)."""
+        spec = self.spec
+        if (self.n_phases == 1 and self.sh == self.sw == 1 and spec.padding_mode != "zeros"
+                and dst.shape[3:] == (spec.h + spec.pad[0] + spec.pad[1],
+                                      spec.w + spec.pad[2] + spec.pad[3])):
+            # Stride 1: the layout is the padded input itself, written in place (no padded
+            # copy to fill from: a fresh array, page-faulted in on every call).
+            planes = dst.view()
+            planes.shape = dst.shape[:2] + dst.shape[3:]      # (raises rather than copy)
+            padded_copy(x4, spec, out=planes)
+            return
         x4, top, left = self.source(x4)
         h, w = x4.shape[2:]
         col_step = self.col_step

@@ -131,7 +131,7 @@ import numba
 import numpy as np
 
 from ..._dtypes import accumulator_dtype as compute_dtype
-from ..._padding import pad_input, source_index
+from ..._padding import padded_copy, source_index
 from ..._spec import ConvSpec
 from ..._threads import serialised_if_needed
 from ..._workspace import ScratchBuffers
@@ -690,7 +690,7 @@ def winograd_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec
         if spec.padding_mode == "zeros" or not any(spec.pad):
             src, offsets = x4, (top, left)
         else:
-            src, offsets = pad_input(x4, spec), (0, 0)
+            src, offsets = padded_copy(x4, spec), (0, 0)
         _add_non_finite_terms(src, offsets, w, bad_taps, bad_input, out, spec)
 
 
