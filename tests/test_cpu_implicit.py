@@ -193,3 +193,30 @@ def test_avx2_variant_in_a_child_process():
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_packing_blocks_are_bounded_and_counted(monkeypatch):
+    # A deinterleaved tile is always packed, so columns are kept whole only where its block fits
+    # PACK_MAX_BYTES; and the workspace estimate counts a block (and its offsets) per thread.
+    import numba
+
+    from conv._spec import make_spec
+    from conv.backend.cpu import chunks
+    per_row = _cpu_implicit.NV * _cpu_implicit._VECTOR_BYTES
+    most = _cpu_implicit.PACK_MAX_BYTES // per_row                # rows of the largest block
+    for channels, whole in ((most // 3, True), (most // 3 + 1, False)):
+        x = np.zeros((1, channels, 64), np.float32)
+        w = np.zeros((8, channels, 3), np.float32)
+        spec = make_spec("conv1d", x, w, None, 2, 0, 1, 1, "zeros")
+        assert _cpu_implicit._deinterleave(spec) == whole, channels
+    x = np.zeros((1, 64, 2048), np.float32)
+    w = np.zeros((64, 64, 3), np.float32)
+    spec = make_spec("conv1d", x, w, None, 2, 0, 1, 1, "zeros")
+    threads = numba.get_num_threads()
+    assert _cpu_implicit._plan(spec, NR32, threads).pack
+
+    def estimate():
+        return chunks._algorithm_workspace(spec, "implicit", np.dtype(np.float32), True, threads)
+    packing = estimate()
+    monkeypatch.setattr(_cpu_implicit, "packs", lambda crs, col_stride: False)
+    assert packing - estimate() == threads * (_cpu_implicit.packed_tile_bytes(64 * 3) + 8 * 64 * 3)

@@ -62,15 +62,20 @@ def _algorithm_workspace(spec: ConvSpec, algorithm: str, x_dtype: np.dtype, cont
             # Each task phase-splits its own channels of the (converted) source.
             return ws + source_copy + per_task + threads * spec.c_per_group * channel * ci
         return ws + layout * ci + per_task
-    from .implicit import _deinterleave, tile_columns
+    from .implicit import _deinterleave, packed_tile_bytes, packs, tile_columns
+    deinterleave = _deinterleave(spec)
+    crs = spec.c_per_group * spec.r * spec.s
+    # Each packing task's block (at most PACK_MAX_BYTES) and offsets, one per live thread.
+    packing = threads * (packed_tile_bytes(crs) + 8 * crs) if packs(crs, 2 if deinterleave
+                                                                      else 1) else 0
     if in_place:
-        return 0
-    layout, channel = layout_extent(spec, hp, wp, not _deinterleave(spec))
+        return packing
+    layout, channel = layout_extent(spec, hp, wp, not deinterleave)
     slack = 4 * tile_columns(cdt) * ci + 4096
     if spec.groups > 1 and spec.n * spec.groups >= 4 * threads:
         # One task per (image, group) lays out its group in its own buffer.
-        return ws + source_copy + threads * (spec.c_per_group * channel * ci + slack)
-    return ws + layout * ci + slack
+        return ws + source_copy + packing + threads * (spec.c_per_group * channel * ci + slack)
+    return ws + layout * ci + slack + packing
 
 
 @functools.lru_cache(maxsize=1024)

@@ -20,20 +20,23 @@ either one for the whole input or, with many (image, group) pairs, one per task 
 (_implicit_gemm_grouped), made in parallel and in cache.
 
 Who computes what: one prange task per (image, group, block of tiles of NR wide columns, block of
-MR-row panels of output channels), or per block of (image, group) pairs. For each tile (packed
-first where the plan says) and each panel the micro-kernel keeps the MR x NR accumulator tile in vector registers for the whole reduction:
-per kk it loads NV vectors of X, broadcasts MR weights and issues MR*NV fused multiply-adds, then
-stores the tile once into a task-local buffer, from which the valid runs (q < Q) of each output
-row are copied out with the bias. Rows past kg use a narrower kernel (mr < MR); wide columns
-q >= Q and past L are computed and dropped; reads past the layout's end land in zero slack.
+MR-row panels of output channels), or per block of (image, group) pairs. For each tile (packed first
+where the plan says) and each panel the micro-kernel keeps the MR x NR accumulator tile in vector
+registers for the whole reduction: per kk it loads NV vectors of X, broadcasts MR weights and issues
+MR*NV fused multiply-adds, then stores the tile once into a task-local buffer, from which the valid
+runs (q < Q) of each output row are copied out with the bias. Rows past kg use a narrower kernel (mr
+< MR); wide columns q >= Q and past L are computed and dropped; reads past the layout's end land in
+zero slack.
 
 Packing. Unpacked, a tile's crs rows lie a channel (or tap) apart in the layout and each spans
 two or three cache lines, so past a few hundred rows the tile no longer stays in L1 and every
 panel reads it again from L2 through scattered lines; with col_stride 2 every panel would also
-repeat the deinterleaving shuffles. Where packs() says so, a task first copies each tile
-(_pack_columns: the micro-kernel's loads, deinterleaved) into one contiguous crs x NR block and
-its panels run the micro-kernel on that; with col_stride 2 it always does, so the micro-kernel
-only reads unit-stride rows. Measured (in-process A/B of packed and unpacked plans, medians of
+repeat the deinterleaving shuffles. Where packs() says so and a task runs two or more panels,
+the task first copies each tile (_pack_columns: the micro-kernel's loads, deinterleaved) into
+one contiguous crs x NR block (its own buffer, at most PACK_MAX_BYTES) and its panels run the
+micro-kernel on that; with col_stride 2 it always does, one panel or more, so the micro-kernel
+only reads unit-stride rows (and columns are deinterleaved only where that block fits the
+bound: _deinterleave). Measured (in-process A/B of packed and unpacked plans, medians of
 alternating calls, the benchmark's CPU cases, 2-core AMD EPYC Zen 3, AVX2, float32):
 deinterleaving cases 1.09-1.30x (the ResNet-50 stem, stride-2 3x3 over 32 channels), conv1d
 stride 2 over 64 channels 1.04-1.48x, tiles of 48-192 KiB 1.02-1.29x (1x1 over 512-2048
@@ -354,10 +357,14 @@ def _deinterleave(spec: ConvSpec) -> bool:
     (A/B timings in one process, when every panel deinterleaved its own loads: 32-64 channels
     10-20% faster, 128-1024 channels 4-50% slower; 1x1 convs read one phase, so they always
     split). Since tiles are deinterleaved once as they are packed, one case was re-timed:
-    wav2vec's k3 stride 2 over 512 channels, 1.05x deinterleaved, within noise; kept)."""
+    wav2vec's k3 stride 2 over 512 channels, 1.05x deinterleaved, within noise; kept). Not
+    where the packed tile would exceed PACK_MAX_BYTES (crs over 2048 on AVX2)."""
     (_, stride_w), (_, dil_w) = spec.stride, spec.dilation
     both_phases = stride_w == 2 and spec.s > 1 and dil_w % 2 == 1
-    return both_phases and spec.k_per_group <= 64
+    # Deinterleaved tiles are always packed: their block (packed_tile_bytes) is a per-task
+    # buffer, held to PACK_MAX_BYTES like every packed tile.
+    fits = packed_tile_bytes(spec.c_per_group * spec.r * spec.s) <= PACK_MAX_BYTES
+    return both_phases and spec.k_per_group <= 64 and fits
 
 
 def layout_is_input(spec: ConvSpec, layout: PhaseLayout) -> bool:
@@ -394,7 +401,8 @@ def last_element_read(spec: ConvSpec, channel_stride: int, red_off: np.ndarray, 
 
     The last (image, group) starts at base = ((N-1)*C + (G-1)*C/G) * channel_stride; its last tile
     starts at wide column j0 = (ntiles-1)*NR, at x_off = base + col_stride*j0. For reduction row
-    kk the micro-kernel (or the packing, _pack_columns, with the same loads) loads NV*col_stride vectors of `lanes` elements each from
+    kk the micro-kernel (or the packing, _pack_columns, with the same loads) loads NV*col_stride
+    vectors of `lanes` elements each from
     x_off + red_off[kk] + (v*col_stride + u)*lanes (v < NV, u < col_stride): the span
     [x_off + red_off[kk], x_off + red_off[kk] + col_stride*NR). So the last element is
     base + red_off.max() + col_stride*ntiles*NR - 1. (With col_stride 2, the deinterleaving
@@ -416,18 +424,24 @@ class _Plan(NamedTuple):
     panels_per_task: int
     tiles_per_task: int
     grouped: bool                   # one task per (image, group), each laying out its own input
-    pack: bool                      # tasks pack each tile's columns before its panels run
+    pack: bool                      # tasks of 2+ panels pack each tile first (packs())
 
 
 def packs(crs: int, col_stride: int) -> bool:
     """Whether tasks pack each tile (module docstring, "Packing"): always to deinterleave
-    (col_stride 2); otherwise on the AVX2 kernel when the packed tile (crs x nr) is
-    PACK_MIN_BYTES to PACK_MAX_BYTES. The AVX-512 kernel packs only to deinterleave: its gain
-    from packing was not measured."""
+    (col_stride 2, any task); otherwise, in tasks of two or more panels, on the AVX2 kernel when
+    the packed tile (crs x nr) is PACK_MIN_BYTES to PACK_MAX_BYTES. The AVX-512 kernel packs
+    only to deinterleave: its gain from packing was not measured."""
     if col_stride == 2:
         return True
-    tile = crs * NV * _VECTOR_BYTES            # nr elements of any dtype are NV vectors
+    tile = packed_tile_bytes(crs)
     return _VECTOR_BYTES == 32 and PACK_MIN_BYTES <= tile <= PACK_MAX_BYTES
+
+
+def packed_tile_bytes(crs: int) -> int:
+    """Bytes of one packed tile (crs x nr elements: nr elements of any dtype are NV vectors); a
+    packing task also holds crs int64 offsets."""
+    return crs * NV * _VECTOR_BYTES
 
 
 @functools.lru_cache(maxsize=256)
