@@ -124,8 +124,9 @@ def test_a_measured_case_gets_its_own_fastest_algorithm_and_the_reason_names_it(
 @pytest.mark.parametrize("shapes, kwargs, case, algorithm", [
     # A pointwise conv near ResNet-50's 1x1 layers: one BLAS GEMM (im2col builds no columns).
     (((1, 64, 48, 48), (256, 64, 1, 1)), {}, "resnet50/s1_1x1_64_256", "im2col"),
-    # A dense 3x3 near ResNet-50 stage 2's: Winograd (2.49 ms, the implicit GEMM 2.52 there).
-    (((1, 128, 24, 24), (128, 128, 3, 3)), dict(padding=1), "resnet50/s2_3x3_128", "winograd"),
+    # A dense 3x3 near ResNet-50 stage 2's: Winograd measured 2.49 ms there, the implicit GEMM
+    # 2.52: a near-tie, which goes to the exact-sum algorithm (dispatch.TRANSFORM_MARGIN).
+    (((1, 128, 24, 24), (128, 128, 3, 3)), dict(padding=1), "resnet50/s2_3x3_128", "implicit"),
     # The same with stride 2, which Winograd does not compute: the fastest it leaves, implicit.
     (((1, 128, 24, 24), (128, 128, 3, 3)), dict(padding=1, stride=2), "resnet50/s3_3x3_256",
      "implicit"),
@@ -183,6 +184,30 @@ def test_cases_at_the_same_distance_are_pooled(tables_folder):
     # im2col: geomean(0.9, 4.0) = 1.9 ms > implicit 1.0 ms.
     assert algo == "implicit" and "nearest measured cases t/p1, t/psame" in reason, reason
     assert "implicit 1 ms < im2col 1.9 ms" in reason
+
+
+def test_near_ties_go_to_the_exact_sum_algorithms(tables_folder):
+    # Winograd or FFT first by less than TRANSFORM_MARGIN: the fastest other algorithm is taken,
+    # and the reason says why; by more, the transform algorithm is.
+    a = spec((1, 16, 32, 32), (16, 16, 3, 3), padding=1)
+    point = list(dispatch.features(a))
+    eligible = ("implicit", "im2col", "winograd", "fft")
+    edge = 1 + dispatch.TRANSFORM_MARGIN
+    for transform in ("winograd", "fft"):
+        for implicit_ms, expected in ((edge * 0.999, "implicit"), (edge * 1.001, transform)):
+            table = {"schema": dispatch.SCHEMA, "backend": "cpu",
+                     "features": list(dispatch.FEATURES),
+                     "source": {"results": f"tie-{transform}-{implicit_ms}.json",
+                                "device": "nowhere", "precisions": ["fp32"]},
+                     "cases": [{"case": "t/tie", "precision": "fp32", "features": point,
+                                "median_ms": {"implicit": implicit_ms, "im2col": 3.0,
+                                              transform: 1.0}}]}
+            (tables_folder / "cpu.json").write_text(json.dumps(table))
+            dispatch.clear_cache()
+            algo, reason = dispatch.lookup("cpu", a, eligible)
+            assert algo == expected, (transform, implicit_ms, reason)
+            assert (f"{transform} 1 ms < implicit" in reason) and \
+                (("near-ties go to the exact-sum algorithms" in reason) == (expected == "implicit"))
 
 
 def test_lookups_are_cached_per_spec():
