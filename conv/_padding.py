@@ -55,10 +55,11 @@ def padded_copy(x4: np.ndarray, spec: ConvSpec, out: np.ndarray | None = None) -
     """The padded input (a new array, or x4 itself without padding) for the CPU paths: one
     allocation, the input copied once into its middle, then the border rows (for the input's
     columns) and the border columns (for every padded row) copied from their source_index
-    elements (the modes are separable: padded (u, v) holds x[rows[u], cols[v]]). np.pad, which
-    the reference keeps, took 0.8 ms on a (2, 32, 56, 56) float32 input padded by 1 in reflect
-    mode, as much as the conv; this about a tenth of that. out: where to write it (the padded
-    shape), instead of a new array."""
+    elements (the modes are separable: padded (u, v) holds x[rows[u], cols[v]]). out: where to
+    write it (the padded shape), instead of a new array: PhaseLayout.fill writes a stride-1
+    layout this way, which is most of the gain (a timing script, (2, 32, 56, 56) float32 padded
+    by 1 in reflect mode: this 0.14 ms against np.pad's 0.19 as new arrays; a whole implicit
+    call's premium over zero padding 1.08 -> 0.13 ms with the in-place fill)."""
     top, bottom, left, right = spec.pad
     if not any(spec.pad) and out is None:
         return x4

@@ -21,6 +21,7 @@ import conv
 from conv._arrays import to_numpy as to_host
 from conv._dtypes import BFLOAT16, is_floating
 from conv._spec import make_spec
+from conv.dispatch import TRANSFORM_ALGORITHMS
 from conv.backend.reference import conv_reference
 
 # Relative tolerance per dtype, scaled by sqrt(reduction length) and max|ref| below: the rounding
@@ -49,10 +50,10 @@ BF16_ROUNDING = 2.0 ** -8
 # each output (conv/backend/cpu/fft.py, "Precision"): an output that is exactly zero by
 # structure, such as a dilated kernel's taps skipping the only nonzero input, comes out at the
 # rounding level of the tile's products (a property test found fft at -1.7e-9 for
-# x = [[0.126]], w = [[[-0.132, 0.640]]], dilation 3, padding 2: both outputs 0). For them the
+# x = [[0.126]], w = [[[-0.132, 0.640]]], dilation 3, padding 2: both outputs 0). For them
+# (conv.dispatch.TRANSFORM_ALGORITHMS, the same pair auto treats as inexact) the
 # scale max|ref| has the floor max|x| * max|w|, the largest product in any tile, which random
 # data's max|ref| (about sqrt(reduction) times it) exceeds except in such degenerate calls.
-TRANSFORM_ALGORITHMS = ("fft", "winograd")
 
 
 def transform_scale_floor(algorithm: str, x, w) -> float:

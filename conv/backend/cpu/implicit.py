@@ -36,8 +36,9 @@ the task first copies each tile (_pack_columns: the micro-kernel's loads, deinte
 one contiguous crs x NR block (its own buffer, at most PACK_MAX_BYTES) and its panels run the
 micro-kernel on that; with col_stride 2 it always does, one panel or more, so the micro-kernel
 only reads unit-stride rows (and columns are deinterleaved only where that block fits the
-bound: _deinterleave). Measured (in-process A/B of packed and unpacked plans, medians of
-alternating calls, the benchmark's CPU cases, 2-core AMD EPYC Zen 3, AVX2, float32):
+bound: _deinterleave). Measured by a timing script, not the benchmark runner (in one process,
+packed and unpacked plans of the benchmark's CPU cases alternating call by call, medians; 2-core
+AMD EPYC Zen 3, AVX2, float32; the runner's full runs after it: bench/results/cpu/2026-12-02-*):
 deinterleaving cases 1.09-1.30x (the ResNet-50 stem, stride-2 3x3 over 32 channels), conv1d
 stride 2 over 64 channels 1.04-1.48x, tiles of 48-192 KiB 1.02-1.29x (1x1 over 512-2048
 channels, 3x3 over 64, wav2vec's k3 over 512), smaller tiles 0.91-1.02x, larger 0.88-1.02x,
@@ -252,6 +253,8 @@ def _run_tiles(x, x_base, red_off, col_stride, w, bias, g, kg, img, out_flat, k,
         j0 = tile * nr
         j_end = min(j0 + nr, length)
         x_off = x_base + col_stride * j0
+        # Two call sites of _tile, not one on a chosen source: a read-only input and the task's
+        # block are different numba types, which one variable cannot hold.
         if packed:
             _pack(col_stride, x, x_off, red_off, crs, block)
             for panel in range(first, last):

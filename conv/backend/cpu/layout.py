@@ -95,9 +95,7 @@ class PhaseLayout:
         where that falls outside the padded input (NumPy, whole input; fill_planes is the same
         per plane, inside numba tasks)."""
         spec = self.spec
-        if (self.n_phases == 1 and self.sh == self.sw == 1 and spec.padding_mode != "zeros"
-                and dst.shape[3:] == (spec.h + spec.pad[0] + spec.pad[1],
-                                      spec.w + spec.pad[2] + spec.pad[3])):
+        if self.sh == self.sw == 1 and spec.padding_mode != "zeros":
             # Stride 1: the layout is the padded input itself, written in place (no padded
             # copy to fill from: a fresh array, page-faulted in on every call).
             planes = dst.view()

@@ -103,15 +103,15 @@ once per block, and pays at batch sizes where U's traffic is shared by many tile
 That pipeline was then tried (2026-12-02, git branch wip/winograd-fused): one task per run of NR
 tiles (and block of output-channel panels) transforming its tiles of every channel into its own V,
 running the 36 point GEMMs on the micro-kernel into its own M and transforming those out; bitwise
-the same outputs. On 64 channels of 56 x 56 (batch 1) its GEMMs took 0.52 ms (123 GFLOP/s, against
-implicit's whole 2.6 ms), but its scalar float64 transforms 2.0 ms (input) and 0.9 ms (output),
-about 190 ns per tile and channel and not vectorised (numba's computed signed indices again): 3.3 to
-3.6 ms a call in different runs, as the batched path; cold compile 10 -> 23 s. A second version (the
-input laid out once as a padded grid, unsigned indices, the run's tiles innermost) brought the
-transforms to 0.62 + 0.61 ms, the whole call to 1.15x implicit on that layer but 0.61-0.94x on
-128-256 channels and on 2 x 32 channels of 56 x 56 (where the kernel took 1.6 ms of a 2.5 ms call).
-Not merged: it pays once the transforms run in float32 lanes, 8 tiles per vector, and the call's
-Python is cut.
+the same outputs. Timing scripts, not the runner: on 64 channels of 56 x 56 (batch 1) its GEMMs took
+0.52 ms (123 GFLOP/s, against implicit's whole 2.6 ms), but its scalar float64 transforms 2.0 ms
+(input) and 0.9 ms (output), about 190 ns per tile and channel and not vectorised (numba's computed
+signed indices again): 3.3 to 3.6 ms a call in different runs, as the batched path; cold compile 10
+-> 23 s. A second version (the input laid out once as a padded grid, unsigned indices, the run's
+tiles innermost) brought the transforms to 0.62 + 0.61 ms, the whole call to 1.15x implicit on that
+layer but 0.61-0.94x on 128-256 channels and on 2 x 32 channels of 56 x 56 (where the kernel took
+1.6 ms of a 2.5 ms call). Not merged: it pays once the transforms run in float32 lanes, 8 tiles per
+vector, and the call's Python is cut.
 
 Memory (`workspace`, chunks.py's estimate): the compute-dtype (contiguous) copy of the input
 where the input is not one already, U (plus the cached copy of the weights it is kept with), per
