@@ -8,7 +8,10 @@ dtypes, and what explain says. Every output allocation starts NaN-poisoned; the 
 are checked unchanged."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +23,7 @@ from conv.backend.cpu import winograd
 from tests._helpers import RTOL, assert_matches_reference, make_operands
 
 TILES = [2, 4]
+PIPELINES = ["lanes", "point-major"]
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +38,14 @@ def tile(request, monkeypatch):
     m = request.param
     monkeypatch.setattr(winograd, "tile_size", lambda spec: m)
     return m
+
+
+@pytest.fixture
+def pipeline(request, monkeypatch):
+    """Run 3x3 conv2d without groups through winograd_lanes.py's channels-last pipeline (the
+    default where it applies) or force winograd.py's point-major one."""
+    monkeypatch.setattr(winograd, "LANES", request.param == "lanes")
+    return request.param
 
 
 def _check(op, x, w, b=None, **kwargs):
@@ -72,22 +84,71 @@ GRID = [
 ]
 
 
+@pytest.mark.parametrize("pipeline", PIPELINES, indirect=True)
 @pytest.mark.parametrize("tile", TILES, indirect=True)
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("case", GRID, ids=[c[0] for c in GRID])
-def test_grid(case, dtype, tile, rng):
+def test_grid(case, dtype, tile, pipeline, rng):
     _, op, xs, ws, bias, kwargs = case
     x, w, b = make_operands(rng, xs, ws, dtype, bias=bias)
     _check(op, x, w, b, **kwargs)
 
 
+@pytest.mark.parametrize("pipeline", PIPELINES, indirect=True)
 @pytest.mark.parametrize("tile", TILES, indirect=True)
-def test_non_contiguous_inputs(tile, rng):
+def test_non_contiguous_inputs(tile, pipeline, rng):
     x, w, b = make_operands(rng, (2, 10, 13, 16), (6, 5, 3, 3), "float32", bias=True)
     _check("conv2d", x[:, ::2, :, ::2], w, b, padding=1)           # strided view
     _check("conv2d", x.transpose(0, 1, 3, 2)[:, :5], w, b)          # transposed view
     x1, w1, _ = make_operands(rng, (2, 6, 40), (3, 3, 3), "float64")
     _check("conv1d", x1[:, ::2, ::-1], w1, padding="same")           # reversed
+
+
+# Shapes for the channels-last pipeline's blocks: channel counts of whole and partial vectors
+# (16 float32 / 8 float64 lanes on AVX-512, 8 / 4 on AVX2), rows of columns longer than a
+# vector, output channels past one NR-column tile, several batches of tiles.
+LANES_GRID = [
+    ("whole-vectors", (1, 32, 20, 40), (48, 32, 3, 3), {"padding": 1}),
+    ("partial-vectors", (2, 21, 19, 35), (70, 21, 3, 3), {"padding": "same",
+                                                          "padding_mode": "reflect"}),
+    ("valid-wide", (1, 17, 9, 70), (9, 17, 3, 3), {}),
+    ("circular-asym", (1, 40, 13, 26), (33, 40, 3, 3), {"padding": (2, 1),
+                                                        "padding_mode": "circular"}),
+]
+
+
+@pytest.mark.parametrize("tile", TILES, indirect=True)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", LANES_GRID, ids=[c[0] for c in LANES_GRID])
+def test_channels_last_pipeline(case, dtype, tile, rng):
+    _, xs, ws, kwargs = case
+    x, w, b = make_operands(rng, xs, ws, dtype, bias=True)
+    spec = make_spec("conv2d", x, w, b, 1, kwargs.get("padding", 0), 1, 1,
+                     kwargs.get("padding_mode", "zeros"))
+    assert winograd.plan(spec, x.dtype, True, conv.backend.cpu.workspace_limit(), tile).lanes
+    _check("conv2d", x, w, b, **kwargs)
+    _check("conv2d", x[:, :, ::-1], w, b, **kwargs)             # a non-contiguous view
+    assert not winograd.plan(spec, x.dtype, True, conv.backend.cpu.workspace_limit(), tile,
+                             lanes=False).lanes
+
+
+def test_batches_of_tiles_in_the_channels_last_pipeline(rng, monkeypatch):
+    # A batch box smaller than the tile grid: tiles in several batches of rows and columns.
+    monkeypatch.setattr(winograd, "BATCH_BYTES", 64 << 10)
+    x, w, b = make_operands(rng, (2, 16, 30, 46), (20, 16, 3, 3), "float32", bias=True)
+    spec = make_spec("conv2d", x, w, b, 1, 1, 1, 1, "zeros")
+    wp = winograd.plan(spec, x.dtype, True, conv.backend.cpu.workspace_limit(), 4)
+    assert wp.lanes and wp.batch[0] * wp.batch[1] * wp.batch[2] < 2 * wp.tiles[0] * wp.tiles[1]
+    _check("conv2d", x, w, b, padding=1)
+
+
+def test_consecutive_run():
+    from conv.backend.cpu.winograd_lanes import consecutive_run
+    assert consecutive_run(np.array([-1, 0, 1, 2, 3, -1])) == (1, 5)
+    assert consecutive_run(np.array([1, 0, 1, 2, 1])) == (1, 4)         # reflect
+    assert consecutive_run(np.array([4, 0, 1, 2, 3, 4, 0])) == (1, 6)   # circular
+    assert consecutive_run(np.array([-1, -1])) == (0, 0)
+    assert consecutive_run(np.array([7])) == (0, 1)
 
 
 @pytest.mark.parametrize("tile", TILES, indirect=True)
@@ -122,16 +183,19 @@ def test_weight_cache_sees_weights_changed_in_place(rng):
 
 NON_FINITE = [
     ("conv2d", (2, 3, 9, 10), (4, 3, 3, 3), {"padding": 1}),
+    # Whole vectors of channels and runs of columns (the lanes pipeline's register transposes).
+    ("conv2d", (1, 24, 6, 37), (18, 24, 3, 3), {"padding": 1, "padding_mode": "replicate"}),
     ("conv2d", (1, 4, 7, 9), (4, 2, 3, 3), {"padding": 1, "groups": 2,
                                             "padding_mode": "reflect"}),
     ("conv1d", (2, 3, 21), (4, 3, 3), {"padding": "same", "padding_mode": "circular"}),
 ]
 
 
+@pytest.mark.parametrize("pipeline", PIPELINES, indirect=True)
 @pytest.mark.parametrize("tile", TILES, indirect=True)
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 @pytest.mark.parametrize("case", range(len(NON_FINITE)))
-def test_inf_and_nan_where_the_direct_sum_has_them(case, dtype, tile, rng):
+def test_inf_and_nan_where_the_direct_sum_has_them(case, dtype, tile, pipeline, rng):
     # The transforms would spread them over the tile (inf - inf = nan); winograd adds their
     # products exactly instead.
     op, xs, ws, kwargs = NON_FINITE[case]
@@ -153,8 +217,9 @@ def test_inf_and_nan_where_the_direct_sum_has_them(case, dtype, tile, rng):
         assert np.abs(out[finite] - ref[finite]).max() <= tol
 
 
+@pytest.mark.parametrize("pipeline", PIPELINES, indirect=True)
 @pytest.mark.parametrize("m", TILES)
-def test_accuracy_bound_at_512_channels(m, monkeypatch):
+def test_accuracy_bound_at_512_channels(m, pipeline, monkeypatch):
     # The bound of winograd.py's docstring: ACCEPTED_FRACTION of the tests' tolerance, float32
     # at C = 512 (scripts/winograd_accuracy.py measured at most 0.17 there, F(4x4) at C = 3).
     monkeypatch.setattr(winograd, "tile_size", lambda spec: m)
@@ -210,3 +275,17 @@ def test_explain_describes_the_plan(monkeypatch):
     monkeypatch.setattr(winograd, "tile_size", lambda spec: 2)
     plan = conv.explain("conv1d", x1, w1, algorithm="winograd")
     assert "Winograd F(2,3) in float64: 24 tiles per image" in plan.reason, plan.reason
+
+
+@pytest.mark.skipif(os.environ.get("CONV_TEST_CHILD") == "1", reason="already the AVX2 child run")
+def test_channels_last_pipeline_on_the_avx2_variant_in_a_child_process():
+    # Hosts without AVX-512 run 8 float32 (4 float64) lanes: other vector and transpose block
+    # sizes, another NR; numba compiles them here when told the target is a Haswell.
+    env = dict(os.environ, CONV_TEST_CHILD="1", NUMBA_CPU_NAME="haswell",
+               NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+popcnt,+sse4.1,+sse4.2,+ssse3,+sse3,+cx16")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             os.path.abspath(__file__), "-k",
+                             "channels_last_pipeline or batches_of_tiles"],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout

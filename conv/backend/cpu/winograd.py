@@ -113,6 +113,12 @@ layer but 0.61-0.94x on 128-256 channels and on 2 x 32 channels of 56 x 56 (wher
 1.6 ms of a 2.5 ms call). Not merged: it pays once the transforms run in float32 lanes, 8 tiles per
 vector, and the call's Python is cut.
 
+Channels-last pipeline (winograd_lanes.py, its docstring): for 3x3 conv2d without groups in
+float32/float64 whose U fits the cap, V, M and U are laid out channels last and the transforms
+run in SIMD lanes across channels; 1.6-1.75x faster than the implicit GEMM on ResNet-50's 64- and
+128-channel 3x3 layers in a timing script. `LANES` (the knob tests turn) forces the point-major
+pipeline described above.
+
 Memory (`workspace`, chunks.py's estimate): the compute-dtype (contiguous) copy of the input
 where the input is not one already, U (plus the cached copy of the weights it is kept with), per
 batch V and M (ScratchBuffers, kept between calls), and each task's float64 buffers (a band of
@@ -136,6 +142,7 @@ from ..._spec import ConvSpec
 from ..._threads import serialised_if_needed
 from ..._workspace import ScratchBuffers
 from .fft import _batch_box  # the same tiles-per-batch box
+from . import winograd_lanes
 from .implicit import MR, _tile, tile_columns
 
 # The largest batch of tiles (bytes of V and M together; also at most a quarter of the cap):
@@ -147,6 +154,10 @@ FILTER_BLOCK = 64
 # this share of the cap (a quarter kept 512-channel layers' 26 MB from the cache, and their
 # weight transform took 30 ms of a 45 ms call).
 CACHE_SHARE = 1 / 2
+# The channels-last pipeline (winograd_lanes.py) where it applies: the knob tests turn off to
+# run the point-major one on the same specs; its dtypes.
+LANES = True
+_LANE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # The error bound accepted for the default plan, as a fraction of the tests' tolerance.
 ACCEPTED_FRACTION = 0.5
 
@@ -493,6 +504,7 @@ class WinogradPlan:
     batch: tuple[int, int, int]     # a batch's box of (images, tile rows, tile columns)
     k_block: int                    # output channels per block of U (K: all at once)
     workspace: int                  # bytes allocated beyond the output
+    lanes: bool = False             # the channels-last pipeline (winograd_lanes.py)
 
     @property
     def points(self) -> int:
@@ -502,9 +514,11 @@ class WinogradPlan:
 
 
 @functools.lru_cache(maxsize=1024)
-def plan(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int, m: int) -> WinogradPlan:
+def plan(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int, m: int,
+         lanes: bool = True) -> WinogradPlan:
     """Tiles, batching and workspace of spec on an input of x_dtype (contiguous or not) under the
-    cap `limit`, with tiles of m outputs per axis."""
+    cap `limit`, with tiles of m outputs per axis; lanes: whether the channels-last pipeline may
+    be used where it applies."""
     cdt = compute_dtype(spec.dtype)
     size = cdt.itemsize
     two_d = spec.r == 3
@@ -519,9 +533,19 @@ def plan(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int, m: int
     per_k = points * cg * size                      # U's bytes per output channel
     taps = 9 if two_d else 3
     fixed = held
-    if fixed + spec.k * per_k + points * (spec.c + spec.k) * size <= limit:
+    # The channels-last pipeline (winograd_lanes.py): 3x3 without groups, U whole under the cap.
+    cv, kp = winograd_lanes.padded_sizes(spec.c, spec.k, cdt)
+    lanes_u = points * spec.c * kp * size
+    use_lanes = (lanes and two_d and spec.groups == 1 and cdt in _LANE_DTYPES
+                 and fixed + lanes_u + points * (cv + kp) * size <= limit)
+    if use_lanes:
+        k_block = spec.k
+        room = limit - fixed - lanes_u
+        u_bytes = lanes_u
+    elif fixed + spec.k * per_k + points * (spec.c + spec.k) * size <= limit:
         k_block = spec.k
         room = limit - fixed - spec.k * per_k
+        u_bytes = spec.k * per_k
     else:
         # U in blocks of output channels (whole groups, or a divisor of one group's count):
         # half of what is left for U, half for the batches.
@@ -532,29 +556,36 @@ def plan(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int, m: int
             k_block = k_block // kg * kg
         else:
             k_block = next(b for b in range(k_block, 0, -1) if kg % b == 0)
+        u_bytes = k_block * per_k
     # The copy of the weights kept with U between calls (_weights: only U of all K, when both
     # fit CACHE_SHARE of the cap).
     weights = spec.k * cg * taps * size
-    if k_block == spec.k and spec.k * per_k + weights <= limit * CACHE_SHARE:
+    if k_block == spec.k and u_bytes + weights <= limit * CACHE_SHARE:
         fixed += weights
         room -= weights
-    per_tile = points * (spec.c + k_block) * size   # V and M
+    per_tile = points * ((cv + kp) if use_lanes else (spec.c + k_block)) * size   # V and M
     tile_budget = min(BATCH_BYTES, limit // 4, max(0, room))
     box = _batch_box(spec.n, th, tw, max(1, tile_budget // per_tile))
     tiles = box[0] * box[1] * box[2]
-    # Each task's own float64 buffers (numba's threads at most alive at a time): the transforms'
-    # bands of one row of tiles, the weight transform's staged filters.
+    # Each task's own buffers (numba's threads at most alive at a time): the transforms' bands
+    # of one row of tiles (float64; channels-last: alpha rows of every channel vector, and the
+    # output's m rows), the weight transform's staged filters.
     alpha, bw = m + 2, box[2]
     rows_held = 2 * alpha if two_d else 1
     per_task = max(rows_held * (bw * m + 2), ((alpha + m) if two_d else m) * bw * m,
                    (taps + 1) * FILTER_BLOCK) * 8
-    workspace = (fixed + k_block * per_k + tiles * per_tile
-                 + numba.config.NUMBA_NUM_THREADS * per_task)
-    return WinogradPlan(m, two_d, (th, tw), box, k_block, int(workspace))
+    if use_lanes:
+        per_task = max(per_task, (alpha * cv + m * kp) * (bw * m + 2) * size)
+    workspace = fixed + u_bytes + tiles * per_tile + numba.config.NUMBA_NUM_THREADS * per_task
+    if use_lanes:
+        # The copy with inf and nan read as zero (winograd_lanes.where_finite), made only then.
+        workspace += spec.n * spec.c * spec.h * spec.w * size
+    return WinogradPlan(m, two_d, (th, tw), box, k_block, int(workspace), use_lanes)
 
 
 def _plan_of(spec: ConvSpec, x_dtype, contiguous: bool, limit: int) -> WinogradPlan:
-    return plan(spec, np.dtype(x_dtype), bool(contiguous), int(limit), int(tile_size(spec)))
+    return plan(spec, np.dtype(x_dtype), bool(contiguous), int(limit), int(tile_size(spec)),
+                bool(LANES))
 
 
 def describe(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int) -> str:
@@ -564,8 +595,9 @@ def describe(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int) ->
     batch = wp.batch[0] * wp.batch[1] * wp.batch[2]
     blocks = "" if wp.k_block == spec.k else \
         f", output channels in blocks of {wp.k_block}"
+    pipeline = ", transforms in vectors across channels (channels last)" if wp.lanes else ""
     return (f"Winograd {name} in {compute_dtype(spec.dtype).name}: {wp.tiles[0] * wp.tiles[1]} "
-            f"tiles per image, {batch} per batch, {wp.points} GEMMs per batch{blocks}")
+            f"tiles per image, {batch} per batch, {wp.points} GEMMs per batch{blocks}{pipeline}")
 
 
 def workspace(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int) -> int:
@@ -599,17 +631,51 @@ def _weight_transform(w: np.ndarray, spec: ConvSpec, m: int, k0: int, k1: int,
     return u.reshape(points, k1 - k0, cg)
 
 
+def _cache_key(w: np.ndarray, spec: ConvSpec, wp: WinogradPlan, cdt: np.dtype, k0: int,
+               k1: int) -> tuple:
+    return (spec.groups, wp.m, wp.two_d, wp.lanes, cdt, w.shape, w.dtype, k0, k1)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _equal_kernel(a, b, blocks):
+    """Whether the flat arrays a and b (of one shape and dtype) are equal element for element (as
+    np.array_equal): in parallel blocks, each a vectorised count of differences."""
+    size = a.shape[0]
+    per = (size + blocks - 1) // blocks
+    differences = np.zeros(blocks, np.int64)
+    for block in numba.prange(blocks):
+        count = 0
+        for i in range(block * per, min(size, (block + 1) * per)):
+            count += a[i] != b[i]
+        differences[block] = count
+    return differences.sum() == 0
+
+
+_equal = serialised_if_needed(_equal_kernel)
+
+
+def _cached_weights(w: np.ndarray, spec: ConvSpec, wp: WinogradPlan, cdt: np.dtype):
+    """U of all output channels from the thread's cache when w equals the weights it was made
+    from (those were finite: only they are cached), else None."""
+    last = getattr(_last_weights, "entry", None)
+    if last is None or last[0] != _cache_key(w, spec, wp, cdt, 0, spec.k):
+        return None
+    flat, kept = w.reshape(-1), last[1].reshape(-1)
+    blocks = max(1, min(4 * numba.get_num_threads(), flat.size >> 14))
+    return last[2] if _equal(flat, kept, blocks) else None
+
+
 def _weights(w: np.ndarray, spec: ConvSpec, wp: WinogradPlan, cdt: np.dtype, k0: int, k1: int,
              cacheable: bool, limit: int) -> np.ndarray:
-    """U for output channels [k0, k1), from the thread's cache when w equals the weights it was
-    made from."""
-    key = (spec.groups, wp.m, wp.two_d, cdt, w.shape, w.dtype, k0, k1)
-    last = getattr(_last_weights, "entry", None)
-    if cacheable and last is not None and last[0] == key and np.array_equal(last[1], w):
-        return last[2]
+    """U for output channels [k0, k1), made (and kept in the thread's cache where cacheable);
+    for the channels-last pipeline (wp.lanes), transposed and padded."""
     u = _weight_transform(w, spec, wp.m, k0, k1, cdt)
+    if wp.lanes:
+        # (points, C, Kp): the channels-last pipeline's right-hand operand.
+        u = winograd_lanes.transposed_weights(
+            u, winograd_lanes.padded_sizes(spec.c, spec.k, cdt)[1])
     if cacheable and u.nbytes + w.nbytes <= limit * CACHE_SHARE:
-        _last_weights.entry = (key, w.copy(), u)
+        _last_weights.entry = (_cache_key(w, spec, wp, cdt, k0, k1), w.copy(), u)
     return u
 
 
@@ -627,23 +693,22 @@ def winograd_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec
     top, _, left, _ = spec.pad
     (th, tw), (nb, bh, bw) = wp.tiles, wp.batch
     # Index maps over the padded coordinates the tile grid reads: past the padded input, zeros.
-    if wp.two_d:
-        rows = _index_map(th * m + 2, spec.h, top, spec.h + spec.pad[0] + spec.pad[1],
-                          spec.padding_mode)
-    else:
-        rows = _index_map(th, spec.h, top, spec.h + spec.pad[0] + spec.pad[1],
-                          spec.padding_mode)
+    rows = _index_map(th * m + 2 if wp.two_d else th, spec.h, top,
+                      spec.h + spec.pad[0] + spec.pad[1], spec.padding_mode)
     cols = _index_map(tw * m + 2, spec.w, left, spec.w + spec.pad[2] + spec.pad[3],
                       spec.padding_mode)
 
-    bad_taps = ~np.isfinite(w)
-    any_bad_taps = bool(bad_taps.any())
+    # Weights equal to the cached ones (which were finite) skip their transform and their check.
+    cached = _cached_weights(w, spec, wp, cdt) if wp.k_block == spec.k else None
+    bad_taps = None if cached is not None else ~np.isfinite(w)
+    any_bad_taps = bad_taps is not None and bool(bad_taps.any())
     groups, cg, kg = spec.groups, spec.c_per_group, spec.k_per_group
     bad_input = False
+    threads = numba.get_num_threads()
     for k0 in range(0, spec.k, wp.k_block):
         k1 = min(spec.k, k0 + wp.k_block)
-        u = _weights(w, spec, wp, cdt, k0, k1, not any_bad_taps and wp.k_block == spec.k,
-                     limit)
+        u = cached if cached is not None else _weights(
+            w, spec, wp, cdt, k0, k1, not any_bad_taps and wp.k_block == spec.k, limit)
         # The groups this block spans, and its channels within them.
         g0, g1 = k0 // kg, -(-k1 // kg)
         kb = k1 - k0
@@ -653,6 +718,12 @@ def winograd_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec
                 th1 = min(th, th0 + bh)
                 for tw0 in range(0, tw, bw):
                     tw1 = min(tw, tw0 + bw)
+                    if wp.lanes:
+                        bad_input |= winograd_lanes.run_batch(
+                            x, rows, cols, _consecutive_run(cols, tw0 * m, (tw1 - tw0) * m + 2),
+                            m, u, out, (n1 - n0, th1 - th0, tw1 - tw0), (n0, th0, tw0), threads,
+                            scratch)
+                        continue
                     count = (n1 - n0) * (th1 - th0) * (tw1 - tw0)
                     # Columns padded to whole micro-kernel tiles (the padding is zero, its
                     # results are never read).
@@ -687,6 +758,8 @@ def winograd_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec
                                       tw1 - tw0, _channel_block(kb, bands), k0, out)
     if bad_input or any_bad_taps:
         from .fft import _add_non_finite_terms
+        if bad_taps is None:
+            bad_taps = np.zeros(w.shape, np.bool_)
         if spec.padding_mode == "zeros" or not any(spec.pad):
             src, offsets = x4, (top, left)
         else:
@@ -694,9 +767,26 @@ def winograd_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec
         _add_non_finite_terms(src, offsets, w, bad_taps, bad_input, out, spec)
 
 
+@functools.lru_cache(maxsize=256)
 def _index_map(count: int, size: int, low_pad: int, padded: int, mode: str) -> np.ndarray:
     """For padded coordinates 0 .. count-1, the input element each reads under `mode`, -1 for a
-    zero: conv/_padding.source_index inside the padded extent, -1 past it."""
+    zero: conv/_padding.source_index inside the padded extent, -1 past it (read-only: cached,
+    as it costs more than a small call's kernels)."""
     coords = np.arange(count, dtype=np.int64)
     index = source_index(np.minimum(coords, padded - 1) - low_pad, size, mode)
-    return np.where(coords < padded, index, -1).astype(np.int64)
+    index = np.where(coords < padded, index, -1).astype(np.int64)
+    index.flags.writeable = False
+    return index
+
+
+_runs: dict = {}
+
+
+def _consecutive_run(cols: np.ndarray, start: int, length: int) -> tuple[int, int]:
+    """winograd_lanes.consecutive_run of cols[start:start + length], cached per map and window."""
+    key = (id(cols), start, length)
+    if key not in _runs:
+        if len(_runs) > 1024:
+            _runs.clear()
+        _runs[key] = (cols, winograd_lanes.consecutive_run(cols[start:start + length]))
+    return _runs[key][1]
