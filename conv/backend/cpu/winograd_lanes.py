@@ -58,7 +58,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from ..._threads import serialised_if_needed
-from .implicit import MR, _tile, _vector_type, lanes, tile_columns
+from .implicit import MR, _any_tile, _vector_type, lanes, tile_columns
 
 # Lavin & Gray's matrices (winograd.py holds the same in float64 arrays; the intrinsics below
 # need them as Python numbers at compile time).
@@ -309,8 +309,10 @@ def _input_transform_kernel(x, rows, cols, m, n0, nb, th0, bh, tw0, bw, j_lo, j_
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _gemm_kernel(v, u, mm, points, tiles, channels, cv, kp, red_off, nr, panels_per_task):
-    """mm[t, e, k] = sum_{c < channels} v[t, e, c] * u[e, c, k] for t < tiles, k < kp (all flat):
+def _gemm_kernel(v, u, mm, points, tiles, channels, cv, kp, k_count, red_off, nr, lane,
+                 panels_per_task):
+    """mm[t, e, k] = sum_{c < channels} v[t, e, c] * u[e, c, k] for t < tiles, k < kp (all flat;
+    past k_count only as far as whole vectors, or whole tiles in panels of fewer than MR rows):
     one task per (point, nr-column tile of k, block of panels_per_task MR-row panels of t)."""
     n_ktiles = kp // nr
     n_panels = (tiles + MR - 1) // MR
@@ -321,11 +323,12 @@ def _gemm_kernel(v, u, mm, points, tiles, channels, cv, kp, red_off, nr, panels_
         ktile = rest % n_ktiles
         e = rest // n_ktiles
         k0 = ktile * nr
+        nv = (min(nr, k_count - k0) + lane - 1) // lane     # vectors holding output channels
         for panel in range(block * panels_per_task, min(n_panels, (block + 1) * panels_per_task)):
             t0 = panel * MR
-            _tile(min(MR, tiles - t0), v, (t0 * points + e) * cv, points * cv, u,
-                  e * channels * kp + k0, red_off, channels, mm, (t0 * points + e) * kp + k0,
-                  points * kp)
+            _any_tile(min(MR, tiles - t0), nv, v, (t0 * points + e) * cv, points * cv, u,
+                      e * channels * kp + k0, red_off, channels, mm,
+                      (t0 * points + e) * kp + k0, points * kp)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
@@ -447,7 +450,8 @@ def run_batch(x, rows, cols, run, m, ut, out, box, origin, threads, scratch) -> 
     n_panels = -(-tiles // MR)
     splits = -(-4 * threads // (points * (kp // nr)))
     panels_per_task = max(1, min(PANELS, -(-n_panels // splits)))
-    _gemm(v, ut.reshape(-1), mm, points, tiles, channels, cv, kp, red_off, nr, panels_per_task)
+    _gemm(v, ut.reshape(-1), mm, points, tiles, channels, cv, kp, k, red_off, nr, lane,
+          panels_per_task)
     kv_block = _vectors_per_task(-(-k // lane), bands, threads)
     _output_transform(mm, m, n0, nb, th0, bh, tw0, bw, lane, kv_block, out)
     return found
