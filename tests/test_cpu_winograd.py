@@ -42,8 +42,8 @@ def tile(request, monkeypatch):
 
 @pytest.fixture
 def pipeline(request, monkeypatch):
-    """Run 3x3 conv2d without groups through winograd_lanes.py's channels-last pipeline (the
-    default where it applies) or force winograd.py's point-major one."""
+    """Run convs without groups through winograd_lanes.py's channels-last pipeline (the default
+    where it applies) or force winograd.py's point-major one."""
     monkeypatch.setattr(winograd, "LANES", request.param == "lanes")
     return request.param
 
@@ -114,6 +114,9 @@ LANES_GRID = [
     ("valid-wide", (1, 17, 9, 70), (9, 17, 3, 3), {}),
     ("circular-asym", (1, 40, 13, 26), (33, 40, 3, 3), {"padding": (2, 1),
                                                         "padding_mode": "circular"}),
+    ("1d-whole-vectors", (2, 32, 75), (70, 32, 3), {"padding": 1}),
+    ("1d-partial-vectors-reflect", (3, 19, 50), (24, 19, 3), {"padding": "same",
+                                                               "padding_mode": "reflect"}),
 ]
 
 
@@ -122,12 +125,13 @@ LANES_GRID = [
 @pytest.mark.parametrize("case", LANES_GRID, ids=[c[0] for c in LANES_GRID])
 def test_channels_last_pipeline(case, dtype, tile, rng):
     _, xs, ws, kwargs = case
+    op = "conv2d" if len(xs) == 4 else "conv1d"
     x, w, b = make_operands(rng, xs, ws, dtype, bias=True)
-    spec = make_spec("conv2d", x, w, b, 1, kwargs.get("padding", 0), 1, 1,
+    spec = make_spec(op, x, w, b, 1, kwargs.get("padding", 0), 1, 1,
                      kwargs.get("padding_mode", "zeros"))
     assert winograd.plan(spec, x.dtype, True, conv.backend.cpu.workspace_limit(), tile).lanes
-    _check("conv2d", x, w, b, **kwargs)
-    _check("conv2d", x[:, :, ::-1], w, b, **kwargs)             # a non-contiguous view
+    _check(op, x, w, b, **kwargs)
+    _check(op, x[:, :, ::-1], w, b, **kwargs)                   # a non-contiguous view
     assert not winograd.plan(spec, x.dtype, True, conv.backend.cpu.workspace_limit(), tile,
                              lanes=False).lanes
 

@@ -14,7 +14,7 @@ entry points. Where each algorithm lives (conv/registry.py has their rows and th
                (other specs: ValueError, from its registry row's spec_refusal). Winograd
                F(4x4,3x3)/F(2x2,3x3) tiles (F(4,3)/F(2,3) for conv1d): numba input/output
                transforms, one GEMM per transform point on implicit.py's LLVM micro-kernel.
-  winograd_lanes.py  its channels-last pipeline (3x3 conv2d without groups): the transforms in
+  winograd_lanes.py  its channels-last pipeline (convs without groups): the transforms in
                SIMD lanes across channels, the point GEMMs transposed to read that layout.
   chunks.py    what each algorithm allocates, and the chunking of calls that exceed the cap.
 Memory: every algorithm allocates at most the output plus the workspace limit

@@ -113,7 +113,7 @@ layer but 0.61-0.94x on 128-256 channels and on 2 x 32 channels of 56 x 56 (wher
 1.6 ms of a 2.5 ms call). Not merged: it pays once the transforms run in float32 lanes, 8 tiles per
 vector, and the call's Python is cut.
 
-Channels-last pipeline (winograd_lanes.py, its docstring): for 3x3 conv2d without groups in
+Channels-last pipeline (winograd_lanes.py, its docstring): for convs without groups in
 float32/float64 whose U fits the cap, V, M and U are laid out channels last and the transforms
 run in SIMD lanes across channels; 1.6-1.75x faster than the implicit GEMM on ResNet-50's 64- and
 128-channel 3x3 layers in a timing script. `LANES` (the knob tests turn) forces the point-major
@@ -533,10 +533,10 @@ def plan(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int, m: int
     per_k = points * cg * size                      # U's bytes per output channel
     taps = 9 if two_d else 3
     fixed = held
-    # The channels-last pipeline (winograd_lanes.py): 3x3 without groups, U whole under the cap.
+    # The channels-last pipeline (winograd_lanes.py): no groups, U whole under the cap.
     cv, kp = winograd_lanes.padded_sizes(spec.c, spec.k, cdt)
     lanes_u = points * spec.c * kp * size
-    use_lanes = (lanes and two_d and spec.groups == 1 and cdt in _LANE_DTYPES
+    use_lanes = (lanes and spec.groups == 1 and cdt in _LANE_DTYPES
                  and fixed + lanes_u + points * (cv + kp) * size <= limit)
     if use_lanes:
         k_block = spec.k
@@ -721,7 +721,7 @@ def winograd_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec
                     if wp.lanes:
                         bad_input |= winograd_lanes.run_batch(
                             x, rows, cols, _consecutive_run(cols, tw0 * m, (tw1 - tw0) * m + 2),
-                            m, u, out, (n1 - n0, th1 - th0, tw1 - tw0), (n0, th0, tw0), threads,
+                            m, wp.two_d, u, out, (n1 - n0, th1 - th0, tw1 - tw0), (n0, th0, tw0), threads,
                             scratch)
                         continue
                     count = (n1 - n0) * (th1 - th0) * (tw1 - tw0)

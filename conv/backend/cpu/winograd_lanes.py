@@ -1,7 +1,8 @@
-"""Winograd F(m x m, 3x3) with the transforms in SIMD lanes across channels: winograd.py's
-channels-last pipeline, used for every 3x3 conv2d without groups in float32 and float64 (and
-float16, computed in float32) whose U fits the cap (winograd.py's docstring has the algorithm,
-the matrices and the accuracy; this file how the work is laid out).
+"""Winograd F(m x m, 3x3) and F(m, 3) with the transforms in SIMD lanes across channels:
+winograd.py's channels-last pipeline, used for every conv without groups in float32 and float64
+(and float16, computed in float32) whose U fits the cap (winograd.py's docstring has the
+algorithm, the matrices and the accuracy; this file how the work is laid out). conv1d is the
+same with tiles of one row: patches of alpha elements, alpha points, B^T d and A^T M.
 
 Why: winograd.py's point-major pipeline (V (points, C, T)) runs its transforms in scalar float64
 code, load/store-bound at about 0.4 ns an output; its call stayed level with the implicit GEMM on
@@ -47,6 +48,10 @@ process, medians; the machine's speed drifted by up to 2x over minutes, the rati
                                                  call, against the implicit GEMM's 2.4 MB)
     512 x 7 x 7 -> 512       1.76, 6.75, 4.87
     2 x 32 x 56 x 56 -> 32   0.81, 1.30, 0.93   (K = 32: half of each NR = 64 column tile)
+conv1d (the same script, implicit / point-major / channels-last): 2 x 64 x 2048 -> 64 1.17 /
+2.03 / 1.44 ms, TextCNN's 16 x 300 x 128 -> 100 2.80 / 4.00 / 3.40, 1 x 512 x 1600 -> 512 13.0 /
+13.7 / 10.3, 8 x 256 x 1000 -> 256 17.6 / 16.2 / 11.5 (a slow spell of the machine: the first
+case took 0.63 ms in the implicit GEMM earlier that hour).
 The dispatch table decides which runs (conv/dispatch_tables/cpu.json, from the runner).
 """
 from __future__ import annotations
@@ -92,15 +97,15 @@ def _combine(builder, row, values, wide):
     return acc if acc is not None else ir.Constant(wide, [0.0] * wide.count)
 
 
-def _sandwich(builder, left, element, wide, emit):
-    """emit(i, j, (left @ D @ left^T)[i, j]) for every i, j, where element(a, b) returns D[a, b]
+def _sandwich(builder, left, right, element, wide, emit):
+    """emit(i, j, (left @ D @ right^T)[i, j]) for every i, j, where element(a, b) returns D[a, b]
     as a wide vector (a load: called again for every output row that needs it, so that only
     one row's values are live: fewer registers than the whole patch, no spills)."""
-    size = len(left[0])
     for i, row in enumerate(left):
-        down = [_combine(builder, row, [element(a, b) if row[a] else None for a in range(size)],
-                         wide) for b in range(size)]
-        for j, weights in enumerate(left):
+        down = [_combine(builder, row, [element(a, b) if row[a] else None
+                                        for a in range(len(row))], wide)
+                for b in range(len(right[0]))]
+        for j, weights in enumerate(right):
             emit(i, j, _combine(builder, weights, down, wide))
 
 
@@ -122,22 +127,31 @@ def _vector_io(context, builder, elem_type):
     return vec, i64, load, store
 
 
+def _left(matrix, dims):
+    """The matrix applied down a tile's rows: itself (2-D), or the 1 x 1 identity (1-D: a tile is
+    one row)."""
+    return matrix if dims == 2 else ((1,),)
+
+
 @intrinsic
-def _input_tile(typingctx, m, src, src_off, row_stride, col_stride, dst, dst_off, dst_stride):
+def _input_tile(typingctx, m, dims, src, src_off, row_stride, col_stride, dst, dst_off,
+                dst_stride):
     """dst[dst_off + (i*alpha + j)*dst_stride + l] = (B^T d B)[i, j] for l < lanes, where
     d[i, j] = src[src_off + i*row_stride + j*col_stride + l]: one tile's patch of one vector
-    of channels, transformed in lanes of its dtype. m (2 or 4) is a literal."""
-    if not isinstance(m, types.IntegerLiteral):
+    of channels, transformed in lanes of its dtype (dims 1: d is one row, the result B^T d,
+    dst[dst_off + j*dst_stride + l]). m (2 or 4) and dims (1 or 2) are literals."""
+    if not isinstance(m, types.IntegerLiteral) or not isinstance(dims, types.IntegerLiteral):
         return None
     bt = _BT[m.literal_value]
+    left = _left(bt, dims.literal_value)
     alpha = len(bt)
-    sig = types.void(m, src, src_off, row_stride, col_stride, dst, dst_off, dst_stride)
+    sig = types.void(m, dims, src, src_off, row_stride, col_stride, dst, dst_off, dst_stride)
 
     def codegen(context, builder, signature, args):
-        _, src, src_off, row_stride, col_stride, dst, dst_off, dst_stride = args
-        wide, i64, load, store = _vector_io(context, builder, signature.args[1].dtype)
-        sdata = context.make_array(signature.args[1])(context, builder, src).data
-        ddata = context.make_array(signature.args[5])(context, builder, dst).data
+        _, _, src, src_off, row_stride, col_stride, dst, dst_off, dst_stride = args
+        wide, i64, load, store = _vector_io(context, builder, signature.args[2].dtype)
+        sdata = context.make_array(signature.args[2])(context, builder, src).data
+        ddata = context.make_array(signature.args[6])(context, builder, dst).data
         def element(i, j):
             return load(sdata, builder.add(src_off, builder.add(
                 builder.mul(ir.Constant(i64, i), row_stride),
@@ -146,28 +160,31 @@ def _input_tile(typingctx, m, src, src_off, row_stride, col_stride, dst, dst_off
         def emit(i, j, value):
             store(value, ddata, builder.add(dst_off, builder.mul(
                 ir.Constant(i64, i * alpha + j), dst_stride)))
-        _sandwich(builder, bt, element, wide, emit)
+        _sandwich(builder, left, bt, element, wide, emit)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 @intrinsic
-def _output_tile(typingctx, m, src, src_off, src_stride, dst, dst_off, row_stride, col_stride):
+def _output_tile(typingctx, m, dims, src, src_off, src_stride, dst, dst_off, row_stride,
+                 col_stride):
     """dst[dst_off + i*row_stride + j*col_stride + l] = (A^T M A)[i, j] for i, j < m, l < lanes,
     where M[a, b] = src[src_off + (a*alpha + b)*src_stride + l]: one tile's outputs of one
-    vector of output channels, in lanes of its dtype. m (2 or 4) is a literal."""
-    if not isinstance(m, types.IntegerLiteral):
+    vector of output channels, in lanes of its dtype (dims 1: M is one row, the result A^T M,
+    i = 0). m (2 or 4) and dims (1 or 2) are literals."""
+    if not isinstance(m, types.IntegerLiteral) or not isinstance(dims, types.IntegerLiteral):
         return None
     at = _AT[m.literal_value]
+    left = _left(at, dims.literal_value)
     alpha = len(at[0])
-    sig = types.void(m, src, src_off, src_stride, dst, dst_off, row_stride, col_stride)
+    sig = types.void(m, dims, src, src_off, src_stride, dst, dst_off, row_stride, col_stride)
 
     def codegen(context, builder, signature, args):
-        _, src, src_off, src_stride, dst, dst_off, row_stride, col_stride = args
-        wide, i64, load, store = _vector_io(context, builder, signature.args[1].dtype)
-        sdata = context.make_array(signature.args[1])(context, builder, src).data
-        ddata = context.make_array(signature.args[4])(context, builder, dst).data
+        _, _, src, src_off, src_stride, dst, dst_off, row_stride, col_stride = args
+        wide, i64, load, store = _vector_io(context, builder, signature.args[2].dtype)
+        sdata = context.make_array(signature.args[2])(context, builder, src).data
+        ddata = context.make_array(signature.args[5])(context, builder, dst).data
         def element(a, b):
             return load(sdata, builder.add(src_off, builder.mul(
                 ir.Constant(i64, a * alpha + b), src_stride)))
@@ -176,7 +193,7 @@ def _output_tile(typingctx, m, src, src_off, src_stride, dst, dst_off, row_strid
             store(value, ddata, builder.add(dst_off, builder.add(
                 builder.mul(ir.Constant(i64, i), row_stride),
                 builder.mul(ir.Constant(i64, j), col_stride))))
-        _sandwich(builder, at, element, wide, emit)
+        _sandwich(builder, left, at, element, wide, emit)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -225,31 +242,42 @@ def _transpose_block(typingctx, src, src_off, src_stride, dst, dst_off, dst_stri
 
 
 @numba.njit(inline="always")
-def _input_tile_m(m, src, src_off, row_stride, col_stride, dst, dst_off, dst_stride):
-    if m == 4:
-        _input_tile(4, src, src_off, row_stride, col_stride, dst, dst_off, dst_stride)
+def _input_tile_m(m, two_d, src, src_off, row_stride, col_stride, dst, dst_off, dst_stride):
+    if two_d:
+        if m == 4:
+            _input_tile(4, 2, src, src_off, row_stride, col_stride, dst, dst_off, dst_stride)
+        else:
+            _input_tile(2, 2, src, src_off, row_stride, col_stride, dst, dst_off, dst_stride)
+    elif m == 4:
+        _input_tile(4, 1, src, src_off, row_stride, col_stride, dst, dst_off, dst_stride)
     else:
-        _input_tile(2, src, src_off, row_stride, col_stride, dst, dst_off, dst_stride)
+        _input_tile(2, 1, src, src_off, row_stride, col_stride, dst, dst_off, dst_stride)
 
 
 @numba.njit(inline="always")
-def _output_tile_m(m, src, src_off, src_stride, dst, dst_off, row_stride, col_stride):
-    if m == 4:
-        _output_tile(4, src, src_off, src_stride, dst, dst_off, row_stride, col_stride)
+def _output_tile_m(m, two_d, src, src_off, src_stride, dst, dst_off, row_stride, col_stride):
+    if two_d:
+        if m == 4:
+            _output_tile(4, 2, src, src_off, src_stride, dst, dst_off, row_stride, col_stride)
+        else:
+            _output_tile(2, 2, src, src_off, src_stride, dst, dst_off, row_stride, col_stride)
+    elif m == 4:
+        _output_tile(4, 1, src, src_off, src_stride, dst, dst_off, row_stride, col_stride)
     else:
-        _output_tile(2, src, src_off, src_stride, dst, dst_off, row_stride, col_stride)
+        _output_tile(2, 1, src, src_off, src_stride, dst, dst_off, row_stride, col_stride)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _input_transform_kernel(x, rows, cols, m, n0, nb, th0, bh, tw0, bw, j_lo, j_hi, lane,
-                            cv_block, v, bad):
+def _input_transform_kernel(x, rows, cols, m, two_d, n0, nb, th0, bh, tw0, bw, j_lo, j_hi,
+                            lane, cv_block, v, bad):
     """v[t, e, c] (flat, (T, alpha^2, Cv)) for the batch's tiles (module docstring); bad[task]
     = True where the task's band held an inf or nan (then its V is not to be used: run_batch
     redoes the batch on a copy with those read as zero). x (N, C, H, W) in the compute dtype,
     C-contiguous; cols[tw0*m + j] for j in [j_lo, j_hi) are consecutive input columns (copied
     as a run), the others read through the map."""
     alpha = m + 2
-    points = alpha * alpha
+    points = alpha * alpha if two_d else alpha
+    band_rows = alpha if two_d else 1                   # input rows a row of tiles reads
     channels = x.shape[1]
     cv = v.shape[0] // (nb * bh * bw * points)          # Cv: channels padded to whole vectors
     width = bw * m + 2
@@ -268,9 +296,9 @@ def _input_transform_kernel(x, rows, cols, m, n0, nb, th0, bh, tw0, bw, j_lo, j_
         c_lo = block * cv_block * lane
         c_hi = min(cv, c_lo + cv_block * lane)
         span = c_hi - c_lo
-        band = np.zeros(alpha * width * span, v.dtype)   # (alpha, width, span); zeros stay
-        row0 = (th0 + tile_row) * m
-        for i in range(alpha):
+        band = np.zeros(band_rows * width * span, v.dtype)   # (rows, width, span); zeros stay
+        row0 = (th0 + tile_row) * m if two_d else th0 + tile_row
+        for i in range(band_rows):
             src_row = rows[row0 + i]
             if src_row < 0:
                 continue
@@ -304,7 +332,7 @@ def _input_transform_kernel(x, rows, cols, m, n0, nb, th0, bh, tw0, bw, j_lo, j_
         t0 = (image * bh + tile_row) * bw
         for b in range(bw):
             for off in range(0, span, lane):
-                _input_tile_m(m, band, b * m * span + off, width * span, span, v,
+                _input_tile_m(m, two_d, band, b * m * span + off, width * span, span, v,
                               (t0 + b) * points * cv + c_lo + off, cv)
 
 
@@ -332,11 +360,12 @@ def _gemm_kernel(v, u, mm, points, tiles, channels, cv, kp, k_count, red_off, nr
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _output_transform_kernel(mm, m, n0, nb, th0, bh, tw0, bw, lane, kv_block, out):
+def _output_transform_kernel(mm, m, two_d, n0, nb, th0, bh, tw0, bw, lane, kv_block, out):
     """out[n, k, p, q] for the batch's tiles, from mm (flat, (T, alpha^2, Kp)): valid p < P,
     q < Q, k < K only (module docstring)."""
     alpha = m + 2
-    points = alpha * alpha
+    points = alpha * alpha if two_d else alpha
+    out_rows = m if two_d else 1                        # output rows of a row of tiles
     k_count, p_count, q_count = out.shape[1], out.shape[2], out.shape[3]
     kp = mm.shape[0] // (nb * bh * bw * points)
     vectors = (k_count + lane - 1) // lane
@@ -352,20 +381,20 @@ def _output_transform_kernel(mm, m, n0, nb, th0, bh, tw0, bw, lane, kv_block, ou
         k_lo = block * kv_block * lane
         k_hi = min(vectors * lane, k_lo + kv_block * lane)
         span = k_hi - k_lo
-        rowbuf = np.empty(m * width * span, out.dtype)     # (m, width, span)
+        rowbuf = np.empty(out_rows * width * span, out.dtype)     # (out_rows, width, span)
         t0 = (image * bh + tile_row) * bw
         for b in range(bw):
             for off in range(0, span, lane):
-                _output_tile_m(m, mm, (t0 + b) * points * kp + k_lo + off, kp, rowbuf,
+                _output_tile_m(m, two_d, mm, (t0 + b) * points * kp + k_lo + off, kp, rowbuf,
                                b * m * span + off, width * span, span)
-        p0 = (th0 + tile_row) * m
+        p0 = (th0 + tile_row) * m if two_d else th0 + tile_row
         q0 = tw0 * m
         q_run = min(width, q_count - q0)
         # Whole lanes x lanes blocks (columns x output channels) transposed in registers, the
         # rest element by element.
         k_full = k_lo + (min(k_hi, k_count) - k_lo) // lane * lane
         q_full = q_run // lane * lane
-        for i in range(min(m, p_count - p0)):
+        for i in range(min(out_rows, p_count - p0)):
             for k in range(k_lo, k_full, lane):
                 dst0 = (((n0 + image) * k_count + k) * p_count + p0 + i) * q_count + q0
                 for j in range(0, q_full, lane):
@@ -417,7 +446,7 @@ def _vectors_per_task(vectors: int, bands: int, threads: int) -> int:
     return -(-vectors // blocks)
 
 
-def run_batch(x, rows, cols, run, m, ut, out, box, origin, threads, scratch) -> bool:
+def run_batch(x, rows, cols, run, m, two_d, ut, out, box, origin, threads, scratch) -> bool:
     """The batch of tiles images [n0, n0 + nb) x tile rows [th0, th0 + bh) x tile columns
     [tw0, tw0 + bw) (box (nb, bh, bw), origin (n0, th0, tw0)) into out, without bias; run: the
     batch's consecutive_run of cols. Returns whether an input element it read was not finite
@@ -426,7 +455,7 @@ def run_batch(x, rows, cols, run, m, ut, out, box, origin, threads, scratch) -> 
     lane, nr = lanes(dtype), tile_columns(dtype)
     nb, bh, bw = box
     n0, th0, tw0 = origin
-    points = (m + 2) ** 2
+    points = (m + 2) ** 2 if two_d else m + 2
     channels, k = x.shape[1], out.shape[1]
     cv, kp = padded_sizes(channels, k, dtype)
     tiles = nb * bh * bw
@@ -436,15 +465,15 @@ def run_batch(x, rows, cols, run, m, ut, out, box, origin, threads, scratch) -> 
     cv_block = _vectors_per_task(cv // lane, bands, threads)
     j_lo, j_hi = run
     bad = np.zeros(bands * -(-(cv // lane) // cv_block), np.bool_)
-    _input_transform(x, rows, cols, m, n0, nb, th0, bh, tw0, bw, j_lo, j_hi, lane, cv_block, v,
-                     bad)
+    _input_transform(x, rows, cols, m, two_d, n0, nb, th0, bh, tw0, bw, j_lo, j_hi, lane,
+                     cv_block, v, bad)
     found = bool(bad.any())
     if found:
         # inf or nan in the batch's patches: its V again, from a copy with them read as zero
         # (winograd.py adds their terms exactly).
         x = np.where(np.isfinite(x), x, 0).astype(x.dtype)
-        _input_transform(x, rows, cols, m, n0, nb, th0, bh, tw0, bw, j_lo, j_hi, lane, cv_block,
-                         v, bad)
+        _input_transform(x, rows, cols, m, two_d, n0, nb, th0, bh, tw0, bw, j_lo, j_hi, lane,
+                         cv_block, v, bad)
     red_off = np.arange(channels, dtype=np.int64) * kp
     # GEMM tasks: (point, column tile) pairs, then blocks of panels until 4 tasks per thread.
     n_panels = -(-tiles // MR)
@@ -453,5 +482,5 @@ def run_batch(x, rows, cols, run, m, ut, out, box, origin, threads, scratch) -> 
     _gemm(v, ut.reshape(-1), mm, points, tiles, channels, cv, kp, k, red_off, nr, lane,
           panels_per_task)
     kv_block = _vectors_per_task(-(-k // lane), bands, threads)
-    _output_transform(mm, m, n0, nb, th0, bh, tw0, bw, lane, kv_block, out)
+    _output_transform(mm, m, two_d, n0, nb, th0, bh, tw0, bw, lane, kv_block, out)
     return found
