@@ -23,7 +23,7 @@ from conv.backend.cpu import winograd
 from tests._helpers import RTOL, assert_matches_reference, make_operands
 
 TILES = [2, 4]
-PIPELINES = ["lanes", "point-major"]
+PIPELINES = ["lanes-fused", "lanes-batched", "point-major"]
 
 
 @pytest.fixture(autouse=True)
@@ -43,8 +43,10 @@ def tile(request, monkeypatch):
 @pytest.fixture
 def pipeline(request, monkeypatch):
     """Run convs without groups through winograd_lanes.py's channels-last pipeline (the default
-    where it applies) or force winograd.py's point-major one."""
-    monkeypatch.setattr(winograd, "LANES", request.param == "lanes")
+    where it applies), in its fused kernel (the default where U is small enough) or in batches,
+    or force winograd.py's point-major one."""
+    monkeypatch.setattr(winograd, "LANES", request.param.startswith("lanes"))
+    monkeypatch.setattr(winograd, "FUSED", request.param == "lanes-fused")
     return request.param
 
 
@@ -120,25 +122,41 @@ LANES_GRID = [
 ]
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "batched"])
 @pytest.mark.parametrize("tile", TILES, indirect=True)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("case", LANES_GRID, ids=[c[0] for c in LANES_GRID])
-def test_channels_last_pipeline(case, dtype, tile, rng):
+def test_channels_last_pipeline(case, dtype, tile, fused, rng, monkeypatch):
     _, xs, ws, kwargs = case
     op = "conv2d" if len(xs) == 4 else "conv1d"
+    monkeypatch.setattr(winograd, "FUSED", fused)
     x, w, b = make_operands(rng, xs, ws, dtype, bias=True)
     spec = make_spec(op, x, w, b, 1, kwargs.get("padding", 0), 1, 1,
                      kwargs.get("padding_mode", "zeros"))
-    assert winograd.plan(spec, x.dtype, True, conv.backend.cpu.workspace_limit(), tile).lanes
+    limit = conv.backend.cpu.workspace_limit()
+    wp = winograd.plan(spec, x.dtype, True, limit, tile, fused_ok=fused)
+    assert wp.lanes and wp.fused == fused
     _check(op, x, w, b, **kwargs)
     _check(op, x[:, :, ::-1], w, b, **kwargs)                   # a non-contiguous view
-    assert not winograd.plan(spec, x.dtype, True, conv.backend.cpu.workspace_limit(), tile,
-                             lanes=False).lanes
+    assert not winograd.plan(spec, x.dtype, True, limit, tile, lanes=False).lanes
+
+
+def test_fused_tasks_split_rows_of_tiles(rng, monkeypatch):
+    # Runs of tiles shorter than a row (several tasks per row of tiles, bands that start inside
+    # the padded row) through a small FUSED_BYTES.
+    from conv.backend.cpu import winograd_lanes
+    monkeypatch.setattr(winograd_lanes, "FUSED_BYTES", 16 << 10)
+    x, w, b = make_operands(rng, (1, 16, 10, 90), (20, 16, 3, 3), "float32", bias=True)
+    assert winograd_lanes.fused_tiles(23, 36, 16, 64, 4, 3, 2) == winograd_lanes.MR < 23
+    _check("conv2d", x, w, b, padding=1, padding_mode="reflect")
+    x1, w1, b1 = make_operands(rng, (2, 24, 300), (8, 24, 3), "float64", bias=True)
+    _check("conv1d", x1, w1, b1, padding="same", padding_mode="circular")
 
 
 def test_batches_of_tiles_in_the_channels_last_pipeline(rng, monkeypatch):
     # A batch box smaller than the tile grid: tiles in several batches of rows and columns.
     monkeypatch.setattr(winograd, "BATCH_BYTES", 64 << 10)
+    monkeypatch.setattr(winograd, "FUSED", False)
     x, w, b = make_operands(rng, (2, 16, 30, 46), (20, 16, 3, 3), "float32", bias=True)
     spec = make_spec("conv2d", x, w, b, 1, 1, 1, 1, "zeros")
     wp = winograd.plan(spec, x.dtype, True, conv.backend.cpu.workspace_limit(), 4)
@@ -289,7 +307,7 @@ def test_channels_last_pipeline_on_the_avx2_variant_in_a_child_process():
                NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+popcnt,+sse4.1,+sse4.2,+ssse3,+sse3,+cx16")
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              os.path.abspath(__file__), "-k",
-                             "channels_last_pipeline or batches_of_tiles"],
+                             "channels_last_pipeline or batches_of_tiles or fused_tasks"],
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout

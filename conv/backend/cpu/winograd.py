@@ -157,6 +157,11 @@ CACHE_SHARE = 1 / 2
 # The channels-last pipeline (winograd_lanes.py) where it applies: the knob tests turn off to
 # run the point-major one on the same specs; its dtypes.
 LANES = True
+# Its fused kernel (one parallel kernel for the whole conv, U read by every task) where U is at
+# most FUSED_U_BYTES: measured (winograd_lanes.py, "Fused") faster than the batches up to U of
+# 2.4 MB, level at 9.4 MB, slower at 16.7 MB. FUSED: the knob tests turn to run the batches.
+FUSED = True
+FUSED_U_BYTES = 8 << 20
 _LANE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # The error bound accepted for the default plan, as a fraction of the tests' tolerance.
 ACCEPTED_FRACTION = 0.5
@@ -505,6 +510,7 @@ class WinogradPlan:
     k_block: int                    # output channels per block of U (K: all at once)
     workspace: int                  # bytes allocated beyond the output
     lanes: bool = False             # the channels-last pipeline (winograd_lanes.py)
+    fused: bool = False             # ... in its fused kernel (no batches)
 
     @property
     def points(self) -> int:
@@ -515,10 +521,10 @@ class WinogradPlan:
 
 @functools.lru_cache(maxsize=1024)
 def plan(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int, m: int,
-         lanes: bool = True) -> WinogradPlan:
+         lanes: bool = True, fused_ok: bool = True) -> WinogradPlan:
     """Tiles, batching and workspace of spec on an input of x_dtype (contiguous or not) under the
-    cap `limit`, with tiles of m outputs per axis; lanes: whether the channels-last pipeline may
-    be used where it applies."""
+    cap `limit`, with tiles of m outputs per axis; lanes, fused_ok: whether the channels-last
+    pipeline, and its fused kernel, may be used where they apply."""
     cdt = compute_dtype(spec.dtype)
     size = cdt.itemsize
     two_d = spec.r == 3
@@ -574,18 +580,26 @@ def plan(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int, m: int
     rows_held = 2 * alpha if two_d else 1
     per_task = max(rows_held * (bw * m + 2), ((alpha + m) if two_d else m) * bw * m,
                    (taps + 1) * FILTER_BLOCK) * 8
+    fused = use_lanes and fused_ok and u_bytes <= FUSED_U_BYTES
     if use_lanes:
-        per_task = max(per_task, (alpha * cv + m * kp) * (bw * m + 2) * size)
+        if fused:
+            # No batches: each task's V and M (at most fused_tiles' bound), its band and row
+            # buffer.
+            tiles = 0
+            fused_tiles = max(MR, min(tw, winograd_lanes.FUSED_BYTES // per_tile))
+            bw = fused_tiles
+        per_task = max(per_task, (alpha * cv + m * kp) * (bw * m + 2) * size
+                       + (per_tile * bw if fused else 0))
     workspace = fixed + u_bytes + tiles * per_tile + numba.config.NUMBA_NUM_THREADS * per_task
     if use_lanes:
-        # The copy with inf and nan read as zero (winograd_lanes.where_finite), made only then.
+        # The copy with inf and nan read as zero (made only where the input has them).
         workspace += spec.n * spec.c * spec.h * spec.w * size
-    return WinogradPlan(m, two_d, (th, tw), box, k_block, int(workspace), use_lanes)
+    return WinogradPlan(m, two_d, (th, tw), box, k_block, int(workspace), use_lanes, fused)
 
 
 def _plan_of(spec: ConvSpec, x_dtype, contiguous: bool, limit: int) -> WinogradPlan:
     return plan(spec, np.dtype(x_dtype), bool(contiguous), int(limit), int(tile_size(spec)),
-                bool(LANES))
+                bool(LANES), bool(FUSED))
 
 
 def describe(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int) -> str:
@@ -705,7 +719,13 @@ def winograd_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec
     groups, cg, kg = spec.groups, spec.c_per_group, spec.k_per_group
     bad_input = False
     threads = numba.get_num_threads()
-    for k0 in range(0, spec.k, wp.k_block):
+    if wp.fused:
+        # One parallel kernel for the whole conv (winograd_lanes.py, "Fused").
+        u = cached if cached is not None else _weights(w, spec, wp, cdt, 0, spec.k,
+                                                       not any_bad_taps, limit)
+        bad_input = winograd_lanes.run_fused(x, rows, cols, _consecutive_run(cols), m, wp.two_d,
+                                             u, out, wp.tiles, threads)
+    for k0 in range(0, 0 if wp.fused else spec.k, wp.k_block):
         k1 = min(spec.k, k0 + wp.k_block)
         u = cached if cached is not None else _weights(
             w, spec, wp, cdt, k0, k1, not any_bad_taps and wp.k_block == spec.k, limit)
@@ -720,9 +740,8 @@ def winograd_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec
                     tw1 = min(tw, tw0 + bw)
                     if wp.lanes:
                         bad_input |= winograd_lanes.run_batch(
-                            x, rows, cols, _consecutive_run(cols, tw0 * m, (tw1 - tw0) * m + 2),
-                            m, wp.two_d, u, out, (n1 - n0, th1 - th0, tw1 - tw0), (n0, th0, tw0), threads,
-                            scratch)
+                            x, rows, cols, _consecutive_run(cols), m, wp.two_d, u, out,
+                            (n1 - n0, th1 - th0, tw1 - tw0), (n0, th0, tw0), threads, scratch)
                         continue
                     count = (n1 - n0) * (th1 - th0) * (tw1 - tw0)
                     # Columns padded to whole micro-kernel tiles (the padding is zero, its
@@ -782,11 +801,11 @@ def _index_map(count: int, size: int, low_pad: int, padded: int, mode: str) -> n
 _runs: dict = {}
 
 
-def _consecutive_run(cols: np.ndarray, start: int, length: int) -> tuple[int, int]:
-    """winograd_lanes.consecutive_run of cols[start:start + length], cached per map and window."""
-    key = (id(cols), start, length)
+def _consecutive_run(cols: np.ndarray) -> tuple[int, int]:
+    """winograd_lanes.consecutive_run of an index map, cached per map (_index_map's, cached)."""
+    key = id(cols)
     if key not in _runs:
         if len(_runs) > 1024:
             _runs.clear()
-        _runs[key] = (cols, winograd_lanes.consecutive_run(cols[start:start + length]))
+        _runs[key] = (cols, winograd_lanes.consecutive_run(cols))
     return _runs[key][1]

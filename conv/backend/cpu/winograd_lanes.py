@@ -34,6 +34,18 @@ Who computes what:
   channels in a row buffer (m, tiles*m, span), transposed back (lanes x lanes blocks in
   registers, the rest element by element) into out[n, k, p, q] (valid p < P, q < Q, k < K).
 
+Fused (`_fused_kernel`, where U is at most winograd.FUSED_U_BYTES): one parallel kernel for the
+whole conv, one task per (image, row of tiles, run of fused_tiles() tiles): the task's band and
+transforms, the point GEMMs of its tiles (every point and column tile, U's tile reused across
+its MR-row panels) and its output transforms, with its V and M (at most FUSED_BYTES together) in
+task-local buffers that stay in L2. Every task reads all of U (from L3 where it is small), where
+the batches above stream V and M through memory between three parallel kernels. Measured in the
+same script (implicit / batches / fused, ms): 64 x 56 x 56 -> 64 2.43 / 1.21 / 0.69 (another
+run: 1.52 / 1.58 / 0.93), 128 x 28 x 28 -> 128 1.35 / 0.83 / 0.83, 2 x 32 x 56 x 56 -> 32
+0.85 / 0.78 / 0.65, 8 x 64 x 56 x 56 -> 64 11.5 / 6.8 / 5.6, conv1d 2 x 64 x 2048 -> 64 0.77 /
+0.81 / 0.58, TextCNN 3.02 / 2.97 / 2.37, 1 x 512 x 1600 -> 512 13.7 / 10.3 / 9.9; with U of
+16.7 MB (512 x 7 x 7 -> 512, F(2x2)) the fused kernel took 8.3 ms against the batches' 5.5.
+
 Precision: the transforms run in the compute dtype's lanes (float32 for float32), not in float64
 as the point-major pipeline's: scripts/winograd_accuracy.py measured float32 F(4x4) at most 0.19
 of the tests' tolerance (0.17 with float64 transforms; C = 3 .. 512), because the error is
@@ -76,6 +88,7 @@ _AT = {
     2: ((1, 1, 1, 0), (0, 1, -1, -1)),
     4: ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
 }
+FUSED_BYTES = 256 << 10   # V and M of one fused task: with U's tile and the band, within L2
 PANELS = 16            # MR-row panels per GEMM task (the broadcast rows of V stream through)
 TRANSFORM_TASKS = 8    # transform tasks per thread, at least (blocks of channel vectors)
 
@@ -267,73 +280,120 @@ def _output_tile_m(m, two_d, src, src_off, src_stride, dst, dst_off, row_stride,
         _output_tile(2, 1, src, src_off, src_stride, dst, dst_off, row_stride, col_stride)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _input_transform_kernel(x, rows, cols, m, two_d, n0, nb, th0, bh, tw0, bw, j_lo, j_hi,
-                            lane, cv_block, v, bad):
-    """v[t, e, c] (flat, (T, alpha^2, Cv)) for the batch's tiles (module docstring); bad[task]
-    = True where the task's band held an inf or nan (then its V is not to be used: run_batch
-    redoes the batch on a copy with those read as zero). x (N, C, H, W) in the compute dtype,
-    C-contiguous; cols[tw0*m + j] for j in [j_lo, j_hi) are consecutive input columns (copied
-    as a run), the others read through the map."""
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _transform_in(x, rows, cols, m, two_d, n, row0, col0, nt, run_lo, run_hi, lane, c_lo, c_hi,
+                  v, t0, cv):
+    """One task's input side: the band of the row of tiles starting at padded row row0, padded
+    column col0, nt tiles wide, channels [c_lo, c_hi) of image n (module docstring), and its
+    tiles' transforms into v[t0 + b, :, c_lo:c_hi]. Returns how many of the band's elements
+    were inf or nan (then v is not to be used). cols[j] for j in [run_lo, run_hi) are
+    consecutive input columns (copied as a run), the others are read through the map."""
     alpha = m + 2
     points = alpha * alpha if two_d else alpha
     band_rows = alpha if two_d else 1                   # input rows a row of tiles reads
     channels = x.shape[1]
-    cv = v.shape[0] // (nb * bh * bw * points)          # Cv: channels padded to whole vectors
-    width = bw * m + 2
-    vectors = cv // lane
-    blocks = (vectors + cv_block - 1) // cv_block
-    col0 = tw0 * m
+    width = nt * m + 2
+    span = c_hi - c_lo
+    j_lo = min(max(run_lo - col0, 0), width)            # the run, within this band
+    j_hi = max(min(run_hi - col0, width), j_lo)
     run_src = cols[col0 + j_lo] if j_hi > j_lo else 0
     flat = x.reshape(x.size)
     row_size = x.shape[3]
     plane_size = x.shape[2] * row_size
+    band = np.zeros(band_rows * width * span, v.dtype)   # (rows, width, span); zeros stay
+    # Whole lanes x lanes blocks (channels x run columns) transposed in registers, the rest
+    # element by element.
+    c_full = c_lo + (min(c_hi, channels) - c_lo) // lane * lane
+    j_full = j_lo + (j_hi - j_lo) // lane * lane
+    for i in range(band_rows):
+        src_row = rows[row0 + i]
+        if src_row < 0:
+            continue
+        for c in range(c_lo, c_full, lane):
+            src0 = (n * channels + c) * plane_size + src_row * row_size + run_src
+            for j in range(j_lo, j_full, lane):
+                _transpose_block(flat, src0 + j - j_lo, plane_size, band,
+                                 (i * width + j) * span + c - c_lo, span)
+        for c in range(c_lo, min(c_hi, channels)):
+            plane = x[n, c, src_row]
+            dst = band[i * width * span + c - c_lo:]
+            for j in range(j_full if c < c_full else j_lo, j_hi):
+                dst[j * span] = plane[run_src + j - j_lo]
+            for j in range(j_lo):
+                src_col = cols[col0 + j]
+                if src_col >= 0:
+                    dst[j * span] = plane[src_col]
+            for j in range(j_hi, width):
+                src_col = cols[col0 + j]
+                if src_col >= 0:
+                    dst[j * span] = plane[src_col]
+    non_finite = 0
+    for i in range(band.shape[0]):
+        non_finite += (band[i] - band[i]) != 0.0         # inf or nan; no branch: vectorised
+    for b in range(nt):
+        for off in range(0, span, lane):
+            _input_tile_m(m, two_d, band, b * m * span + off, width * span, span, v,
+                          (t0 + b) * points * cv + c_lo + off, cv)
+    return non_finite
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _transform_out(mm, t0, nt, kp, m, two_d, k_lo, k_hi, lane, out, n, p0, q0):
+    """One task's output side: out[n, k, p0 + i, q0 + j] for k in [k_lo, k_hi) (whole vectors:
+    those past K are dropped), valid p < P, q < Q, from mm[t0 + b, :, k] of its nt tiles (in a
+    row buffer, then transposed back: module docstring)."""
+    alpha = m + 2
+    points = alpha * alpha if two_d else alpha
+    out_rows = m if two_d else 1                        # output rows of a row of tiles
+    k_count, p_count, q_count = out.shape[1], out.shape[2], out.shape[3]
+    width = nt * m
+    span = k_hi - k_lo
+    flat = out.reshape(out.size)
+    plane_size = p_count * q_count
+    rowbuf = np.empty(out_rows * width * span, out.dtype)     # (out_rows, width, span)
+    for b in range(nt):
+        for off in range(0, span, lane):
+            _output_tile_m(m, two_d, mm, (t0 + b) * points * kp + k_lo + off, kp, rowbuf,
+                           b * m * span + off, width * span, span)
+    q_run = min(width, q_count - q0)
+    # Whole lanes x lanes blocks (columns x output channels) transposed in registers, the rest
+    # element by element.
+    k_full = k_lo + (min(k_hi, k_count) - k_lo) // lane * lane
+    q_full = q_run // lane * lane
+    for i in range(min(out_rows, p_count - p0)):
+        for k in range(k_lo, k_full, lane):
+            dst0 = ((n * k_count + k) * p_count + p0 + i) * q_count + q0
+            for j in range(0, q_full, lane):
+                _transpose_block(rowbuf, (i * width + j) * span + k - k_lo, span, flat,
+                                 dst0 + j, plane_size)
+        for k in range(k_lo, min(k_hi, k_count)):
+            dst = out[n, k, p0 + i]
+            base = i * width * span + k - k_lo
+            for j in range(q_full if k < k_full else 0, q_run):
+                dst[q0 + j] = rowbuf[base + j * span]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _input_transform_kernel(x, rows, cols, m, two_d, n0, nb, th0, bh, tw0, bw, run_lo, run_hi,
+                            lane, cv_block, v, bad):
+    """v[t, e, c] (flat, (T, points, Cv)) for the batch's tiles (module docstring); bad[task]
+    = True where the task's band held an inf or nan (then its V is not to be used: run_batch
+    redoes the batch on a copy with those read as zero). x (N, C, H, W) in the compute dtype,
+    C-contiguous. One task per (image, row of tiles, block of cv_block channel vectors)."""
+    points = (m + 2) * (m + 2) if two_d else m + 2
+    cv = v.shape[0] // (nb * bh * bw * points)          # Cv: channels padded to whole vectors
+    blocks = (cv // lane + cv_block - 1) // cv_block
     for task in numba.prange(nb * bh * blocks):
         block = task % blocks
         rest = task // blocks
         tile_row = rest % bh
         image = rest // bh
         c_lo = block * cv_block * lane
-        c_hi = min(cv, c_lo + cv_block * lane)
-        span = c_hi - c_lo
-        band = np.zeros(band_rows * width * span, v.dtype)   # (rows, width, span); zeros stay
         row0 = (th0 + tile_row) * m if two_d else th0 + tile_row
-        for i in range(band_rows):
-            src_row = rows[row0 + i]
-            if src_row < 0:
-                continue
-            # Whole lanes x lanes blocks (channels x run columns) transposed in registers,
-            # the rest element by element.
-            c_full = c_lo + (min(c_hi, channels) - c_lo) // lane * lane
-            j_full = j_lo + (j_hi - j_lo) // lane * lane
-            for c in range(c_lo, c_full, lane):
-                src0 = ((n0 + image) * channels + c) * plane_size + src_row * row_size + run_src
-                for j in range(j_lo, j_full, lane):
-                    _transpose_block(flat, src0 + j - j_lo, plane_size, band,
-                                     (i * width + j) * span + c - c_lo, span)
-            for c in range(c_lo, min(c_hi, channels)):
-                plane = x[n0 + image, c, src_row]
-                dst = band[i * width * span + c - c_lo:]
-                for j in range(j_full if c < c_full else j_lo, j_hi):
-                    dst[j * span] = plane[run_src + j - j_lo]
-                for j in range(j_lo):
-                    src_col = cols[col0 + j]
-                    if src_col >= 0:
-                        dst[j * span] = plane[src_col]
-                for j in range(j_hi, width):
-                    src_col = cols[col0 + j]
-                    if src_col >= 0:
-                        dst[j * span] = plane[src_col]
-        non_finite = 0
-        for i in range(band.shape[0]):
-            non_finite += (band[i] - band[i]) != 0.0     # inf or nan; no branch: vectorised
-        if non_finite:
+        if _transform_in(x, rows, cols, m, two_d, n0 + image, row0, tw0 * m, bw, run_lo, run_hi,
+                         lane, c_lo, min(cv, c_lo + cv_block * lane), v,
+                         (image * bh + tile_row) * bw, cv):
             bad[task] = True
-        t0 = (image * bh + tile_row) * bw
-        for b in range(bw):
-            for off in range(0, span, lane):
-                _input_tile_m(m, two_d, band, b * m * span + off, width * span, span, v,
-                              (t0 + b) * points * cv + c_lo + off, cv)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
@@ -361,55 +421,64 @@ def _gemm_kernel(v, u, mm, points, tiles, channels, cv, kp, k_count, red_off, nr
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def _output_transform_kernel(mm, m, two_d, n0, nb, th0, bh, tw0, bw, lane, kv_block, out):
-    """out[n, k, p, q] for the batch's tiles, from mm (flat, (T, alpha^2, Kp)): valid p < P,
-    q < Q, k < K only (module docstring)."""
-    alpha = m + 2
-    points = alpha * alpha if two_d else alpha
-    out_rows = m if two_d else 1                        # output rows of a row of tiles
-    k_count, p_count, q_count = out.shape[1], out.shape[2], out.shape[3]
+    """out[n, k, p, q] for the batch's tiles, from mm (flat, (T, points, Kp)): valid p < P,
+    q < Q, k < K only (module docstring). One task per (image, row of tiles, block of kv_block
+    output-channel vectors)."""
+    points = (m + 2) * (m + 2) if two_d else m + 2
     kp = mm.shape[0] // (nb * bh * bw * points)
-    vectors = (k_count + lane - 1) // lane
+    vectors = (out.shape[1] + lane - 1) // lane
     blocks = (vectors + kv_block - 1) // kv_block
-    width = bw * m
-    flat = out.reshape(out.size)
-    plane_size = p_count * q_count
     for task in numba.prange(nb * bh * blocks):
         block = task % blocks
         rest = task // blocks
         tile_row = rest % bh
         image = rest // bh
         k_lo = block * kv_block * lane
-        k_hi = min(vectors * lane, k_lo + kv_block * lane)
-        span = k_hi - k_lo
-        rowbuf = np.empty(out_rows * width * span, out.dtype)     # (out_rows, width, span)
-        t0 = (image * bh + tile_row) * bw
-        for b in range(bw):
-            for off in range(0, span, lane):
-                _output_tile_m(m, two_d, mm, (t0 + b) * points * kp + k_lo + off, kp, rowbuf,
-                               b * m * span + off, width * span, span)
         p0 = (th0 + tile_row) * m if two_d else th0 + tile_row
-        q0 = tw0 * m
-        q_run = min(width, q_count - q0)
-        # Whole lanes x lanes blocks (columns x output channels) transposed in registers, the
-        # rest element by element.
-        k_full = k_lo + (min(k_hi, k_count) - k_lo) // lane * lane
-        q_full = q_run // lane * lane
-        for i in range(min(out_rows, p_count - p0)):
-            for k in range(k_lo, k_full, lane):
-                dst0 = (((n0 + image) * k_count + k) * p_count + p0 + i) * q_count + q0
-                for j in range(0, q_full, lane):
-                    _transpose_block(rowbuf, (i * width + j) * span + k - k_lo, span, flat,
-                                     dst0 + j, plane_size)
-            for k in range(k_lo, min(k_hi, k_count)):
-                dst = out[n0 + image, k, p0 + i]
-                base = i * width * span + k - k_lo
-                for j in range(q_full if k < k_full else 0, q_run):
-                    dst[q0 + j] = rowbuf[base + j * span]
+        _transform_out(mm, (image * bh + tile_row) * bw, bw, kp, m, two_d, k_lo,
+                       min(vectors * lane, k_lo + kv_block * lane), lane, out, n0 + image, p0,
+                       tw0 * m)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _fused_kernel(x, rows, cols, m, two_d, n_images, tile_rows, tile_cols, per_task, run_lo,
+                  run_hi, lane, u, cv, kp, red_off, nr, out, bad):
+    """The whole conv, one task per (image, row of tiles, run of per_task tiles): its tiles'
+    V and M in task-local buffers (in L2), U read by every task (module docstring, "Fused")."""
+    points = (m + 2) * (m + 2) if two_d else m + 2
+    channels, k_count = x.shape[1], out.shape[1]
+    runs = (tile_cols + per_task - 1) // per_task
+    n_ktiles = kp // nr
+    for task in numba.prange(n_images * tile_rows * runs):
+        run = task % runs
+        rest = task // runs
+        tile_row = rest % tile_rows
+        image = rest // tile_rows
+        b0 = run * per_task
+        nt = min(tile_cols, b0 + per_task) - b0
+        v = np.empty(nt * points * cv, out.dtype)
+        mm = np.empty(nt * points * kp, out.dtype)
+        row0 = tile_row * m if two_d else tile_row
+        if _transform_in(x, rows, cols, m, two_d, image, row0, b0 * m, nt, run_lo, run_hi, lane,
+                         0, cv, v, 0, cv):
+            bad[task] = True
+            continue                    # run_conv redoes the call from a finite copy
+        for e in range(points):
+            for ktile in range(n_ktiles):
+                k0 = ktile * nr
+                nv = (min(nr, k_count - k0) + lane - 1) // lane
+                for t0 in range(0, nt, MR):
+                    _any_tile(min(MR, nt - t0), nv, v, (t0 * points + e) * cv, points * cv, u,
+                              e * channels * kp + k0, red_off, channels, mm,
+                              (t0 * points + e) * kp + k0, points * kp)
+        _transform_out(mm, 0, nt, kp, m, two_d, 0, (k_count + lane - 1) // lane * lane, lane,
+                       out, image, row0 if two_d else tile_row, b0 * m)
 
 
 _input_transform = serialised_if_needed(_input_transform_kernel)
 _gemm = serialised_if_needed(_gemm_kernel)
 _output_transform = serialised_if_needed(_output_transform_kernel)
+_fused = serialised_if_needed(_fused_kernel)
 
 
 def padded_sizes(channels: int, k: int, dtype: np.dtype) -> tuple[int, int]:
@@ -448,9 +517,9 @@ def _vectors_per_task(vectors: int, bands: int, threads: int) -> int:
 
 def run_batch(x, rows, cols, run, m, two_d, ut, out, box, origin, threads, scratch) -> bool:
     """The batch of tiles images [n0, n0 + nb) x tile rows [th0, th0 + bh) x tile columns
-    [tw0, tw0 + bw) (box (nb, bh, bw), origin (n0, th0, tw0)) into out, without bias; run: the
-    batch's consecutive_run of cols. Returns whether an input element it read was not finite
-    (read as zero)."""
+    [tw0, tw0 + bw) (box (nb, bh, bw), origin (n0, th0, tw0)) into out, without bias; run:
+    consecutive_run of cols. Returns whether an input element it read was not finite (read as
+    zero)."""
     dtype = out.dtype
     lane, nr = lanes(dtype), tile_columns(dtype)
     nb, bh, bw = box
@@ -484,3 +553,36 @@ def run_batch(x, rows, cols, run, m, two_d, ut, out, box, origin, threads, scrat
     kv_block = _vectors_per_task(-(-k // lane), bands, threads)
     _output_transform(mm, m, two_d, n0, nb, th0, bh, tw0, bw, lane, kv_block, out)
     return found
+
+
+def fused_tiles(tile_cols: int, points: int, cv: int, kp: int, size: int, tasks_elsewhere: int,
+                threads: int) -> int:
+    """Tiles per task of _fused_kernel: its V and M within FUSED_BYTES, at least MR, and cut
+    until there are 4 tasks per thread where the rows of tiles (tasks_elsewhere) are few."""
+    per_task = max(MR, min(tile_cols, FUSED_BYTES // (points * (cv + kp) * size)))
+    while per_task > MR and tasks_elsewhere * -(-tile_cols // per_task) < 4 * threads:
+        per_task = max(MR, per_task // 2)
+    return per_task
+
+
+def run_fused(x, rows, cols, run, m, two_d, ut, out, tiles, threads) -> bool:
+    """The whole conv into out, without bias, by _fused_kernel (tiles: (tile rows, tile columns)
+    per image); returns whether an input element was not finite (read as zero)."""
+    dtype = out.dtype
+    lane, nr = lanes(dtype), tile_columns(dtype)
+    points = (m + 2) ** 2 if two_d else m + 2
+    channels, k = x.shape[1], out.shape[1]
+    cv, kp = padded_sizes(channels, k, dtype)
+    th, tw = tiles
+    per_task = fused_tiles(tw, points, cv, kp, dtype.itemsize, x.shape[0] * th, threads)
+    red_off = np.arange(channels, dtype=np.int64) * kp
+    bad = np.zeros(x.shape[0] * th * -(-tw // per_task), np.bool_)
+    args = (rows, cols, m, two_d, x.shape[0], th, tw, per_task, run[0], run[1], lane,
+            ut.reshape(-1), cv, kp, red_off, nr, out, bad)
+    _fused(x, *args)
+    if not bad.any():
+        return False
+    # inf or nan in some patches: the whole conv again, from a copy with them read as zero
+    # (winograd.py adds their terms exactly).
+    _fused(np.where(np.isfinite(x), x, 0).astype(x.dtype), *args)
+    return True
