@@ -169,7 +169,27 @@ def discover(device: str, wanted=()) -> tuple[list[Impl], list[str]]:
     for w in wanted:
         if w != TORCH and not any(w in (i.backend, i.label) for i in impls):
             notes.append(f"{w}: asked for but not available on the {device}")
+    if device == "cpu":
+        notes.extend(cpu_target_notes())
     return impls, notes
+
+
+def cpu_target_notes() -> list[str]:
+    """What the CPU kernels and PyTorch's oneDNN were compiled for where the environment chose it
+    (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES: our kernels for another target than the host, e.g. the
+    AVX2 variant on an AVX-512 machine; ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA: PyTorch held to
+    an older ISA): the host's features and the defined peak do not say it."""
+    notes = []
+    name, features = os.environ.get("NUMBA_CPU_NAME"), os.environ.get("NUMBA_CPU_FEATURES")
+    if name and name != "host":
+        from conv.backend.cpu import implicit
+        notes.append(f"our CPU kernels compiled for NUMBA_CPU_NAME={name} (NUMBA_CPU_FEATURES="
+                     f"{features or ''}): {implicit._VECTOR_BYTES * 8}-bit vectors, "
+                     f"{implicit.MR} x {implicit.NV} micro-kernel tiles, not the host's")
+    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        if os.environ.get(var):
+            notes.append(f"PyTorch's oneDNN held to {var}={os.environ[var]}")
+    return notes
 
 
 # ------------------------------------------------------------------------------------- inputs

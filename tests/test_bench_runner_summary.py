@@ -211,3 +211,19 @@ def test_auto_versus_best_scores_the_pick_by_the_picked_algorithms_own_row():
     text = report.table({"device": "cpu", "device_kind": "cpu", "rows": rows, "notes": [],
                          "geomeans": [], "auto_versus_best": [entry]})
     assert "picked row" in text and "0.707" in text
+
+
+def test_cpu_target_notes_say_what_the_environment_chose(monkeypatch):
+    from bench import runner
+    for var in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(var, raising=False)
+    assert runner.cpu_target_notes() == []
+    monkeypatch.setenv("NUMBA_CPU_NAME", "haswell")
+    monkeypatch.setenv("NUMBA_CPU_FEATURES", "+avx2,+fma")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    ours, theirs = runner.cpu_target_notes()
+    # The kernels' vector width is fixed when conv.backend.cpu.implicit is imported: this
+    # process's, whatever the variables say now.
+    assert ours.startswith("our CPU kernels compiled for NUMBA_CPU_NAME=haswell "
+                           "(NUMBA_CPU_FEATURES=+avx2,+fma): ") and "-bit vectors" in ours
+    assert theirs == "PyTorch's oneDNN held to ONEDNN_MAX_CPU_ISA=AVX2"
