@@ -312,3 +312,18 @@ def test_channels_last_pipeline_on_the_avx2_variant_in_a_child_process():
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+@pytest.mark.parametrize("m", TILES)
+def test_transform_matrices_compute_correlation(m, rng):
+    # The one definition of B^T and A^T (winograd_lanes.py) with winograd.py's G: A^T [(G g) *
+    # (B^T d)] is the correlation of d by g, in 1-D and (the sandwiches) in 2-D.
+    from conv.backend.cpu.winograd_lanes import AT, BT
+    bt, at, g_mat = np.array(BT[m], float), np.array(AT[m], float), winograd._G[m]
+    d, g = rng.standard_normal(m + 2), rng.standard_normal(3)
+    np.testing.assert_allclose(at @ ((g_mat @ g) * (bt @ d)),
+                               [d[i:i + 3] @ g for i in range(m)], rtol=1e-12, atol=1e-12)
+    d2, g2 = rng.standard_normal((m + 2, m + 2)), rng.standard_normal((3, 3))
+    got = at @ ((g_mat @ g2 @ g_mat.T) * (bt @ d2 @ bt.T)) @ at.T
+    want = [[(d2[i:i + 3, j:j + 3] * g2).sum() for j in range(m)] for i in range(m)]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -172,19 +172,10 @@ ACCEPTED_FRACTION = 0.5
 #
 # Lavin & Gray's matrices, for correlation y[i] = sum_r d[i + r] g[r] (what conv computes):
 #   y = A^T [(G g) * (B^T d)]
+# B^T and A^T (small integers) are defined once, in winograd_lanes.py (BT, AT: its intrinsics need
+# them as Python numbers); the scalar transforms below are the same rows written out. G, with its
+# fractions, is used here only (the weight transform, in float64).
 
-_BT = {
-    2: np.array([[1, 0, -1, 0],
-                 [0, 1, 1, 0],
-                 [0, -1, 1, 0],
-                 [0, 1, 0, -1]], np.float64),
-    4: np.array([[4, 0, -5, 0, 1, 0],
-                 [0, -4, -4, 1, 1, 0],
-                 [0, 4, -4, -1, 1, 0],
-                 [0, -2, -1, 2, 1, 0],
-                 [0, 2, -1, -2, 1, 0],
-                 [0, 4, 0, -5, 0, 1]], np.float64),
-}
 _G = {
     2: np.array([[1, 0, 0],
                  [1 / 2, 1 / 2, 1 / 2],
@@ -197,16 +188,6 @@ _G = {
                  [1 / 24, -1 / 12, 1 / 6],
                  [0, 0, 1]], np.float64),
 }
-_AT = {
-    2: np.array([[1, 1, 1, 0],
-                 [0, 1, -1, -1]], np.float64),
-    4: np.array([[1, 1, 1, 1, 1, 0],
-                 [0, 1, -1, 2, -2, 0],
-                 [0, 1, 1, 4, 4, 0],
-                 [0, 1, -1, 8, -8, 1]], np.float64),
-}
-
-
 # The 1-D transforms as straight-line code on scalars (float64), one function per tile size so
 # that each vectorised loop below has no branch on m inside it.
 
@@ -713,6 +694,8 @@ def winograd_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec
                       spec.h + spec.pad[0] + spec.pad[1], spec.padding_mode)
     cols = _index_map(tw * m + 2, spec.w, left, spec.w + spec.pad[2] + spec.pad[3],
                       spec.padding_mode)
+    run = _consecutive_run(tw * m + 2, spec.w, left, spec.w + spec.pad[2] + spec.pad[3],
+                           spec.padding_mode) if wp.lanes else None
 
     # Weights equal to the cached ones (which were finite) skip their transform and their check.
     cached = _cached_weights(w, spec, wp, cdt) if wp.k_block == spec.k else None
@@ -725,8 +708,8 @@ def winograd_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec
         # One parallel kernel for the whole conv (winograd_lanes.py, "Fused").
         u = cached if cached is not None else _weights(w, spec, wp, cdt, 0, spec.k,
                                                        not any_bad_taps, limit)
-        bad_input = winograd_lanes.run_fused(x, rows, cols, _consecutive_run(cols), m, wp.two_d,
-                                             u, out, wp.tiles, threads)
+        bad_input = winograd_lanes.run_fused(x, rows, cols, run, m, wp.two_d, u, out, wp.tiles,
+                                             threads)
     for k0 in range(0, 0 if wp.fused else spec.k, wp.k_block):
         k1 = min(spec.k, k0 + wp.k_block)
         u = cached if cached is not None else _weights(
@@ -742,7 +725,7 @@ def winograd_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec
                     tw1 = min(tw, tw0 + bw)
                     if wp.lanes:
                         bad_input |= winograd_lanes.run_batch(
-                            x, rows, cols, _consecutive_run(cols), m, wp.two_d, u, out,
+                            x, rows, cols, run, m, wp.two_d, u, out,
                             (n1 - n0, th1 - th0, tw1 - tw0), (n0, th0, tw0), threads, scratch)
                         continue
                     count = (n1 - n0) * (th1 - th0) * (tw1 - tw0)
@@ -800,14 +783,7 @@ def _index_map(count: int, size: int, low_pad: int, padded: int, mode: str) -> n
     return index
 
 
-_runs: dict = {}
-
-
-def _consecutive_run(cols: np.ndarray) -> tuple[int, int]:
-    """winograd_lanes.consecutive_run of an index map, cached per map (_index_map's, cached)."""
-    key = id(cols)
-    if key not in _runs:
-        if len(_runs) > 1024:
-            _runs.clear()
-        _runs[key] = (cols, winograd_lanes.consecutive_run(cols))
-    return _runs[key][1]
+@functools.lru_cache(maxsize=256)
+def _consecutive_run(count: int, size: int, low_pad: int, padded: int, mode: str) -> tuple:
+    """winograd_lanes.consecutive_run of _index_map(the same arguments), cached with it."""
+    return winograd_lanes.consecutive_run(_index_map(count, size, low_pad, padded, mode))

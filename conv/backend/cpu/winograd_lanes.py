@@ -77,14 +77,14 @@ from numba.extending import intrinsic
 from ..._threads import serialised_if_needed
 from .implicit import MR, _any_tile, _vector_type, lanes, tile_columns
 
-# Lavin & Gray's matrices (winograd.py holds the same in float64 arrays; the intrinsics below
-# need them as Python numbers at compile time).
-_BT = {
+# Lavin & Gray's B^T and A^T, their one definition (winograd.py has G and the weight transform; the
+# intrinsics below need these as Python numbers at compile time).
+BT = {
     2: ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
     4: ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
         (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
 }
-_AT = {
+AT = {
     2: ((1, 1, 1, 0), (0, 1, -1, -1)),
     4: ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
 }
@@ -155,7 +155,7 @@ def _input_tile(typingctx, m, dims, src, src_off, row_stride, col_stride, dst, d
     dst[dst_off + j*dst_stride + l]). m (2 or 4) and dims (1 or 2) are literals."""
     if not isinstance(m, types.IntegerLiteral) or not isinstance(dims, types.IntegerLiteral):
         return None
-    bt = _BT[m.literal_value]
+    bt = BT[m.literal_value]
     left = _left(bt, dims.literal_value)
     alpha = len(bt)
     sig = types.void(m, dims, src, src_off, row_stride, col_stride, dst, dst_off, dst_stride)
@@ -188,7 +188,7 @@ def _output_tile(typingctx, m, dims, src, src_off, src_stride, dst, dst_off, row
     i = 0). m (2 or 4) and dims (1 or 2) are literals."""
     if not isinstance(m, types.IntegerLiteral) or not isinstance(dims, types.IntegerLiteral):
         return None
-    at = _AT[m.literal_value]
+    at = AT[m.literal_value]
     left = _left(at, dims.literal_value)
     alpha = len(at[0])
     sig = types.void(m, dims, src, src_off, src_stride, dst, dst_off, row_stride, col_stride)
