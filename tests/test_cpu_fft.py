@@ -2,11 +2,17 @@
 conv2d, stride, dilation, groups and depthwise, every padding mode, bias, unbatched, every float
 and complex dtype, kernels 1..255, partial overlap-save tiles and batches), non-contiguous inputs,
 the accuracy bound of its module docstring, inf and nan where the direct sum has them, numpy.fft
-without SciPy, integer refusal, the workspace explain shows, and autotuning choosing it. Every
-output allocation starts NaN-poisoned; the caller's arrays are checked unchanged."""
+without SciPy, integer refusal, the workspace explain shows, and autotuning choosing it. The
+conv1d tests run on both engines (the `engine` fixture: fft_lanes.py, and pocketfft through
+scipy.fft), with fft_lanes' own grid of channel counts, its transforms against numpy.fft, and its
+AVX2 variant in a child process. Every output allocation starts NaN-poisoned; the caller's arrays
+are checked unchanged."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -31,8 +37,31 @@ def poisoned_outputs(monkeypatch):
     monkeypatch.setattr(_cpu, "_new_output", lambda shape, dtype: np.full(shape, np.nan, dtype))
 
 
-def _check(op, x, w, b=None, **kwargs):
-    """The reference comparison, and the caller's arrays unchanged by the call."""
+ENGINES = ["lanes", "pocketfft"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request, monkeypatch):
+    """Run conv1d of real float32/float64 without groups on fft_lanes.py (the default) or on the
+    pocketfft batches; plans are remade for each."""
+    monkeypatch.setattr(fft_module, "LANES", request.param == "lanes")
+    fft_module.plan.cache_clear()
+    yield request.param
+    fft_module.plan.cache_clear()
+
+
+def _engine_of(op, x, w, b=None, **kwargs) -> str:
+    spec = conv.explain(op, x, w, b, algorithm="fft", **kwargs).spec
+    return fft_module.plan(spec, x.dtype, _cpu.workspace_limit()).engine
+
+
+def _check(op, x, w, b=None, engine=None, **kwargs):
+    """The reference comparison, and the caller's arrays unchanged by the call; with `engine`,
+    that conv1d of real float32/float64 without groups ran on it."""
+    if engine is not None:
+        lanes = (op == "conv1d" and kwargs.get("groups", 1) == 1
+                 and x.dtype in (np.float32, np.float64))
+        assert _engine_of(op, x, w, b, **kwargs) == (engine if lanes else "pocketfft")
     copies = [None if a is None else a.copy() for a in (x, w, b)]
     out = assert_matches_reference(op, x, w, b, backend="cpu", algorithm="fft", **kwargs)
     for got, before in zip((x, w, b), copies):
@@ -72,27 +101,30 @@ GRID = [
 
 @pytest.mark.parametrize("dtype", FLOAT_AND_COMPLEX)
 @pytest.mark.parametrize("case", GRID, ids=[c[0] for c in GRID])
-def test_grid(case, dtype, rng):
+def test_grid(case, dtype, engine, rng):
     _, op, xs, ws, bias, kwargs = case
     x, w, b = make_operands(rng, xs, ws, dtype, bias=bias)
-    _check(op, x, w, b, **kwargs)
+    _check(op, x, w, b, engine=engine, **kwargs)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "complex128"])
-def test_kernel_lengths_1_to_255(dtype, rng):
+def test_kernel_lengths_1_to_255(dtype, engine, rng):
     for s in (1, 2, 3, 5, 8, 16, 31, 64, 100, 127, 128, 200, 255):
         x, w, b = make_operands(rng, (1, 3, 700), (2, 3, s), dtype, bias=True)
-        _check("conv1d", x, w, b, padding="same" if s % 2 else s // 2)
+        _check("conv1d", x, w, b, engine=engine, padding="same" if s % 2 else s // 2)
 
 
-def test_non_contiguous_inputs(rng):
+def test_non_contiguous_inputs(engine, rng):
     base, wbase, b = make_operands(rng, (2, 8, 30, 41), (6, 7, 5, 4), "float32", bias=(3,))
     w = wbase.transpose(1, 0, 2, 3)[:3, :4]                     # (3, 4, 5, 4), permuted strides
     for x in (base[:, ::2], base[:, :4, :, ::-1], base[:, 4:, 3:, ::3],
               np.asfortranarray(base[:, :4])):
         _check("conv2d", x, w, b, padding=(2, 1))
     x1 = base[0, :4, 5, ::-1]                                   # (4, 41) unbatched, reversed
-    _check("conv1d", x1, w[:, :, 0], b, padding=2)
+    _check("conv1d", x1, w[:, :, 0], b, engine=engine, padding=2)
+    x3 = base[:, ::2, 7, 1::2]                                  # (2, 4, 20), every stride odd
+    _check("conv1d", x3, np.ascontiguousarray(w[:, :, 1]), b, engine=engine, padding=1,
+           stride=2)
 
 
 @pytest.mark.parametrize("batch_bytes", [1, 20_000, 200_000])
@@ -119,7 +151,7 @@ def test_partial_tiles_and_batches(batch_bytes, monkeypatch, rng):
         fft_module.plan.cache_clear()
 
 
-def test_accuracy_within_the_default_tolerance(rng):
+def test_accuracy_within_the_default_tolerance(engine, rng):
     # The bound of conv/backend/cpu/fft.py's docstring, on a small grid of fresh standard-normal
     # data: the largest error as a fraction of RTOL[dtype] * sqrt(Cg*R*S) * max|ref| (the
     # docstring's measurement over the full grid found at most 0.05 in float32 transforms).
@@ -151,7 +183,7 @@ NON_FINITE = [
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 @pytest.mark.parametrize("case", range(len(NON_FINITE)))
-def test_inf_and_nan_where_the_direct_sum_has_them(case, dtype, rng):
+def test_inf_and_nan_where_the_direct_sum_has_them(case, dtype, engine, rng):
     # A transform would spread them over the tile; fft adds their products exactly instead.
     op, xs, ws, kwargs = NON_FINITE[case]
     for bad_x, bad_w in [(1, 0), (0, 1), (2, 2), (40, 0)]:
@@ -230,12 +262,14 @@ def test_chunked_under_a_small_cap(rng):
         _cpu.set_workspace_limit(old)
 
 
-def test_weight_spectrum_is_reused_only_for_the_same_weights(rng):
+def test_weight_spectrum_is_reused_only_for_the_same_weights(engine, rng):
     x, w, b = make_operands(rng, (1, 4, 3000), (4, 4, 101), "float32", bias=True)
-    first = _check("conv1d", x, w, b, padding=50)
+    first = _check("conv1d", x, w, b, engine=engine, padding=50)
     np.testing.assert_array_equal(_check("conv1d", x, w, b, padding=50), first)
     w[2, 1, 7] += 1.0                    # changed in place: the cached spectrum is stale
     _check("conv1d", x, w, b, padding=50)
+    w2 = make_operands(rng, None, (4, 4, 101), "float32")[1]  # new weights, same shape
+    _check("conv1d", x, w2, b, padding=50)
 
 
 def test_plans_fit_the_cap_they_were_made_for():
@@ -280,3 +314,90 @@ def test_structural_zeros_are_held_to_the_tiles_scale():
     out = assert_matches_reference("conv1d", x, w, None, backend="cpu", algorithm="fft",
                                    padding=2, dilation=3)
     assert np.abs(out).max() <= 1e-6 * np.abs(x).max() * np.abs(w).max()
+
+
+# fft_lanes.py: channel counts around whole vectors (16 float32 / 8 float64 lanes on AVX-512, 8 /
+# 4 on AVX2), more output than input channels and fewer, batches, strides and dilations, tiles
+# crossing both ends of the input, the padding modes its padded copy serves, one output.
+LANES_GRID = [
+    ("c1-k1-kernel40", (3, 1, 500), (1, 1, 40), {"padding": 20}),
+    ("c17-k33", (2, 17, 300), (33, 17, 21), {"padding": 10}),
+    ("c40-k8-stride2-dilation2", (1, 40, 1000), (8, 40, 63), {"padding": 30, "stride": 2,
+                                                              "dilation": 2}),
+    ("c9-one-output", (5, 9, 64), (5, 9, 64), {}),
+    ("c16-long-kernel-same", (1, 16, 8000), (16, 16, 127), {"padding": "same"}),
+    ("c5-reflect-batch", (4, 5, 333), (7, 5, 17), {"padding": 8, "padding_mode": "reflect"}),
+    ("c3-circular-stride3", (2, 3, 250), (4, 3, 31), {"padding": 15, "stride": 3,
+                                                       "padding_mode": "circular"}),
+    ("c2-huge-padding", (1, 2, 40), (3, 2, 7), {"padding": 300, "stride": 5}),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", LANES_GRID, ids=[c[0] for c in LANES_GRID])
+def test_lanes_engine_grid(case, dtype, rng):
+    _, xs, ws, kwargs = case
+    x, w, b = make_operands(rng, xs, ws, dtype, bias=True)
+    _check("conv1d", x, w, b, engine="lanes", **kwargs)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("points", [1, 2, 4, 8, 64, 512])
+def test_lanes_transform_is_numpy_fft(points, dtype, rng):
+    # _cfft on rows [re | im] of `half` lanes: the complex FFT of each lane (inverse: unscaled,
+    # conjugate twiddles), against numpy.fft in float64.
+    from conv.backend.cpu import fft_lanes
+    lane = fft_lanes.lanes(np.dtype(dtype))
+    half = 2 * lane
+    tw_r, tw_i = fft_lanes.twiddles(2 * points, np.dtype(dtype))
+    z = (rng.standard_normal((points, half)) + 1j * rng.standard_normal((points, half)))
+    for inverse in (False, True):
+        a = np.concatenate([z.real, z.imag], axis=1).astype(dtype).reshape(-1)
+        b = np.full_like(a, np.nan)
+        in_b = fft_lanes._cfft(a, b, points, half, lane, tw_r, tw_i, 2 * points, inverse)
+        rows = (b if in_b else a).reshape(points, 2 * half).astype(np.float64)
+        got = rows[:, :half] + 1j * rows[:, half:]
+        want = np.fft.ifft(z, axis=0) * points if inverse else np.fft.fft(z, axis=0)
+        eps = np.finfo(dtype).eps
+        assert np.abs(got - want).max() <= 8 * eps * np.log2(2 * points) * np.abs(want).max()
+
+
+def test_lanes_plans_fall_back_where_they_do_not_fit(rng):
+    # Under a small cap fft_lanes' mixing weights and task buffers do not fit: the pocketfft
+    # batches (or their chunks) run, within the cap, with the reference's result.
+    x, w, b = make_operands(rng, (1, 32, 2000), (32, 32, 127), "float32", bias=True)
+    spec = conv.explain("conv1d", x, w, b, padding=63, algorithm="fft").spec
+    roomy = fft_module.plan(spec, x.dtype, 256 << 20)
+    assert roomy.engine == "lanes" and roomy.workspace <= 256 << 20
+    length = roomy.lengths[1]
+    assert length & (length - 1) == 0 and length >= 127, roomy
+    assert fft_module.plan(spec, x.dtype, 1 << 20).engine == "pocketfft"
+    old = _cpu.workspace_limit()
+    try:
+        conv.set_workspace_limit(1 << 20, "cpu")
+        plan = conv.explain("conv1d", x, w, b, padding=63, algorithm="fft")
+        assert plan.workspace_bytes <= 1 << 20, plan
+        _check("conv1d", x, w, b, padding=63)
+    finally:
+        _cpu.set_workspace_limit(old)
+
+
+def test_explain_names_the_lanes_engine(rng):
+    x, w, b = make_operands(rng, (1, 16, 8000), (16, 16, 63), "float32", bias=True)
+    plan = conv.explain("conv1d", x, w, b, padding="same", algorithm="fft")
+    assert re.search(r"FFT tiles of \d+ \(float32\), \d+ outputs each, \d+ per image, \d+ per "
+                     r"task, transforms in vectors across channels$", plan.reason), plan.reason
+
+
+@pytest.mark.skipif(os.environ.get("CONV_TEST_CHILD") == "1", reason="already the AVX2 child run")
+def test_lanes_engine_on_the_avx2_variant_in_a_child_process():
+    # Hosts without AVX-512 run 8 float32 (4 float64) lanes and another micro-kernel shape; numba
+    # compiles them here when told the target is a Haswell.
+    env = dict(os.environ, CONV_TEST_CHILD="1", NUMBA_CPU_NAME="haswell",
+               NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+popcnt,+sse4.1,+sse4.2,+ssse3,+sse3,+cx16")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             os.path.abspath(__file__), "-k",
+                             "lanes_engine_grid or lanes_transform or inf_and_nan"],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout

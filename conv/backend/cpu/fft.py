@@ -80,12 +80,15 @@ import functools
 import threading
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ..._dtypes import accumulator_dtype as compute_dtype
 from ..._padding import padded_copy
 from ..._spec import ConvSpec
+from ..._threads import num_threads
 from ..._workspace import ScratchBuffers
+from .implicit import MR
 
 # The transform's real dtype per compute dtype (float16 computes in float32: conv/_dtypes.py).
 TRANSFORM_DTYPE = {
@@ -114,6 +117,18 @@ WEIGHT_BLOCK_BYTES = 4 << 20
 _MAX_CANDIDATES = 40        # FFT lengths tried per axis
 
 
+# conv1d of real float32 and float64 inputs without groups runs on fft_lanes.py (its docstring
+# says why) where its plan fits the cap; tests set this False to run those on pocketfft too.
+LANES = True
+# fft_lanes' cost model, seconds (fitted with non-negative least squares to 33 timings of its
+# kernel on the 2-core development machine, float32, C and K 1..64, kernels 31..255, L 128..4096;
+# within 0.6-1.7x of each, and its pick within 1.1x of the fastest L measured on each shape): per
+# lane-channel x M log2 M of a transform, per real multiply-add of the products, per byte of the
+# mixing weights read by each task once they outgrow L2 (1 MiB), per round of tasks.
+_LANES_COST = dict(fft=2.0e-10, mac=5.0e-11, byte=4.8e-12, round=1.04e-5)
+_LANES_MAX_LENGTH = 1 << 16
+
+
 @dataclass(frozen=True)
 class FftPlan:
     lengths: tuple[int, int]        # FFT lengths (Lh, Lw)
@@ -121,6 +136,7 @@ class FftPlan:
     tiles: tuple[int, int]          # tiles per image (ceil(P/mh), ceil(Q/mw))
     batch: tuple[int, int, int]     # a batch's box of (images, tile rows, tile columns)
     workspace: int                  # bytes allocated beyond the output
+    engine: str = "pocketfft"       # "pocketfft" (this file's batches) or "lanes" (fft_lanes.py)
 
 
 # --------------------------------------------------------------------------- planning
@@ -253,11 +269,22 @@ def _workspace_of(spec, x_dtype, limit, lh, lw, th, tw):
     return int(max(peak_weight, held + batch)), box
 
 
-@functools.lru_cache(maxsize=1024)
 def plan(spec: ConvSpec, x_dtype: np.dtype, limit: int) -> FftPlan:
     """Tile lengths, batching and workspace of spec on an input of x_dtype under the cap `limit`:
-    the cheapest pair of FFT lengths (cost model above) whose workspace fits, else the one with
-    the smallest workspace."""
+    fft_lanes' where it runs (_lanes_plan), else the cheapest pair of FFT lengths (cost model
+    above) whose workspace fits, else the one with the smallest workspace."""
+    return _plan(spec, np.dtype(x_dtype), int(limit), bool(LANES), num_threads())
+
+
+plan.cache_clear = lambda: _plan.cache_clear()
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(spec: ConvSpec, x_dtype: np.dtype, limit: int, lanes: bool, threads: int) -> FftPlan:
+    if lanes and _runs_on_lanes(spec, x_dtype):
+        lanes_plan = _lanes_plan(spec, limit, threads)
+        if lanes_plan is not None:
+            return lanes_plan
     (dh, sh, p, _), (dw, sw, q, _) = _geometry(spec)
     tdt = TRANSFORM_DTYPE[compute_dtype(spec.dtype)]
     real = tdt.kind == "f"
@@ -298,6 +325,53 @@ def plan(spec: ConvSpec, x_dtype: np.dtype, limit: int) -> FftPlan:
     return FftPlan((a, b), (per_h, per_w), (tiles_h, tiles_w), box, ws)
 
 
+def _runs_on_lanes(spec: ConvSpec, x_dtype: np.dtype) -> bool:
+    """fft_lanes' scope: conv1d, real float32 or float64 (the input's own dtype: float16 tiles
+    are made in float32 here), no groups."""
+    tdt = TRANSFORM_DTYPE[compute_dtype(spec.dtype)]
+    return (spec.op == "conv1d" and spec.groups == 1 and tdt.kind == "f"
+            and np.dtype(x_dtype) == tdt)
+
+
+def _lanes_plan(spec: ConvSpec, limit: int, threads: int) -> FftPlan | None:
+    """fft_lanes' tiles: the power-of-two length L (8 .. 2^16, at least the kernel's span) of
+    the least modelled time (_LANES_COST) whose workspace fits the cap; None when none fits."""
+    from . import fft_lanes
+    dw, sw, q, _ = _geometry(spec)[1]
+    tdt = TRANSFORM_DTYPE[compute_dtype(spec.dtype)]
+    size = tdt.itemsize
+    cv, kv = fft_lanes.padded_channels(spec.c, tdt), fft_lanes.padded_channels(spec.k, tdt)
+    cost = _LANES_COST
+    best = None
+    length = max(8, 1 << (dw - 1).bit_length())
+    whole = (q - 1) * sw + dw                   # the span of every output: one tile
+    while length <= _LANES_MAX_LENGTH:
+        per = _per_tile(length, dw, sw, q)
+        tiles = -(-q // per)
+        points, freqs = length // 2, length // 2 + 1
+        tasks = spec.n * -(-tiles // MR)
+        rounds = -(-tasks // max(1, threads))
+        mix_bytes = freqs * 4 * cv * kv * size
+        seconds = rounds * (cost["fft"] * MR * (cv + kv) * points * np.log2(max(points, 2))
+                            + cost["mac"] * MR * freqs * 4 * cv * kv
+                            + cost["byte"] * mix_bytes * (mix_bytes > (1 << 20))
+                            + cost["round"])
+        # Held: the spectrum fft_conv makes (1.25x while it is made), the copy of the weights
+        # kept with it, the mixing weights and the padded source; per task its own buffers.
+        _, peak_weight = _fixed_bytes(spec, tdt, 1, length)
+        workspace = (peak_weight + mix_bytes
+                     + numba.config.NUMBA_NUM_THREADS * fft_lanes.task_bytes(length, cv, kv, tdt))
+        if workspace <= limit and (best is None or seconds < best[0]):
+            best = (seconds, length, per, tiles, workspace)
+        if length >= whole:
+            break
+        length *= 2
+    if best is None:
+        return None
+    _, length, per, tiles, workspace = best
+    return FftPlan((1, length), (1, per), (1, tiles), (1, 1, MR), int(workspace), "lanes")
+
+
 def describe(spec: ConvSpec, x_dtype: np.dtype, limit: int) -> str:
     """The plan in words, for conv.explain."""
     fp = plan(spec, np.dtype(x_dtype), int(limit))
@@ -306,6 +380,9 @@ def describe(spec: ConvSpec, x_dtype: np.dtype, limit: int) -> str:
     outputs = f"{mw}" if lh == 1 else f"{mh}x{mw}"
     batch = fp.batch[0] * fp.batch[1] * fp.batch[2]
     tdt = TRANSFORM_DTYPE[compute_dtype(spec.dtype)]
+    if fp.engine == "lanes":
+        return (f"FFT tiles of {size} ({tdt.name}), {outputs} outputs each, {th * tw} per image, "
+                f"{batch} per task, transforms in vectors across channels")
     return (f"FFT tiles of {size} ({tdt.name}), {outputs} outputs each, {th * tw} per image, "
             f"{batch} per batch")
 
@@ -384,6 +461,9 @@ def fft_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec,
     fp = plan(spec, np.dtype(x4.dtype), int(limit))
     fft, kwargs = _transforms(threads)
     tdt = TRANSFORM_DTYPE[out.dtype]
+    if fp.engine == "lanes":
+        _lanes_conv(x4, w, out, spec, fp, tdt, fft, kwargs, scratch, limit)
+        return
     real = tdt.kind == "f"
     forward, inverse = (fft.rfftn, fft.irfftn) if real else (fft.fftn, fft.ifftn)
     if fp.lengths == (1, 1):
@@ -467,6 +547,25 @@ def fft_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec,
                 del tiles_out, kept
     if bad_input or any_bad_taps:
         _add_non_finite_terms(src, (off_h, off_w), w, bad_taps, bad_input, out, spec)
+
+
+def _lanes_conv(x4, w, out, spec, fp, tdt, fft, kwargs, scratch, limit) -> None:
+    """fft_conv on fft_lanes.py (fp.engine "lanes"): the same spectrum of the weights, the same
+    source, the same exact terms of inf and nan."""
+    from . import fft_lanes
+    bad_taps = ~np.isfinite(w)
+    any_bad_taps = bool(bad_taps.any())
+    spectrum = _weight_spectrum(w, bad_taps if any_bad_taps else None, spec, fp, tdt,
+                                fft.rfftn, kwargs, scratch, limit)
+    if spec.padding_mode == "zeros" or not any(spec.pad):
+        src, offset = x4, spec.pad[2]
+    else:
+        src, offset = padded_copy(x4, spec), 0
+    dw, sw, _, _ = _geometry(spec)[1]
+    bad_input = fft_lanes.conv1d(src[:, :, 0], offset, spectrum, fp.lengths[1], dw, sw,
+                                 fp.per_tile[1], fp.tiles[1], out[:, :, 0])
+    if bad_input or any_bad_taps:
+        _add_non_finite_terms(src, (0, offset), w, bad_taps, bad_input, out, spec)
 
 
 # The last weight spectrum each thread made, with the weights it was made from: a layer called

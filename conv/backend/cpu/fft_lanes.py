@@ -1,0 +1,348 @@
+"""FFT convolution of conv1d with the transforms in SIMD lanes across channels: fft.py's
+overlap-save tiles (its docstring has the tiling, padding, precision and inf/nan handling), for
+real float32 and float64 inputs without groups. Where it runs, fft.py's plan says "lanes".
+
+Why: fft.py transforms each tile's channels one line at a time through scipy.fft (pocketfft),
+about 0.4 us for a line of 270 points here, and multiplies the spectra with one small complex
+matmul per frequency; on the long-kernel conv1d (1 x 16 x 8000, kernel 63) its transforms and
+matmuls took 1.3 ms, against PyTorch's 6.9 ms. Here one transform does a whole vector of
+channels at once, in straight-line vector code, and the frequency-domain products are one real
+GEMM per frequency on implicit.py's micro-kernel.
+
+Transforms. A tile's L real points (L a power of two) of channel c are the L/2 complex points
+    z[m, c] = x[2m] + i x[2m+1]                               m < M = L/2
+transformed by a complex FFT of length M (`_cfft`: radix-2 Stockham passes, each `_butterfly`
+one vector of channels), then split into the real input's spectrum (`_split_spectrum`):
+    2X[f] = (Z[f] + conj Z[M-f]) - i e^(-2 pi i f/L) (Z[f] - conj Z[M-f])     f in [0, M]
+(Z[M] = Z[0]). The inverse runs the same way backwards (`_merge_spectrum`, then the complex
+FFT with conjugate twiddles): Z'[f] = (Y[f] + conj Y[M-f]) + i e^(2 pi i f/L) (Y[f] - conj
+Y[M-f]), whose inverse transform holds y[2m] + i y[2m+1]. The factors 1/2 and 1/M of both
+sides are folded into the weights (their spectrum divided by 2L).
+
+Layouts (elements; Cv, Kv: the input and output channels rounded up to whole vectors, the extra
+lanes zero): the transform buffers hold a row per point, [re of Cv lanes | im of Cv lanes]; the
+block's spectra xs[t, f, 2Cv] likewise, and the products ys[t, f, 2Kv]. The frequency-domain
+product Y[f] = W[f] X[f] (K x C complex) is, in real numbers,
+    [Yr | Yi] = [Xr | Xi] @ [[Wr^T, Wi^T], [-Wi^T, Wr^T]]       (rows: tiles; 2Cv x 2Kv)
+one GEMM per frequency with the block's tiles as rows, `wmix[f]` its right-hand side.
+
+Who computes what: `_conv_kernel`, one task per (image, block of `block` tiles, a multiple of
+implicit.MR). The task gathers each tile's span of every channel (zero outside the source:
+'zeros' padding by index arithmetic; the other modes read fft.py's padded copy), non-finite
+values read as zero and flagged (fft.py adds their terms exactly); transforms it into its rows of
+xs; runs the GEMMs of every frequency over its tiles (MR-row panels x NR columns, the last
+columns narrower); and turns each tile's products back into the outputs it keeps
+(overlap-save: circular index D - 1 + i*stride for the tile's i-th output), written to
+out[n, k, p]. Its buffers (a, b, xs, ys) are its own; wmix is shared and read by every task.
+
+Not here (fft.py's pocketfft path runs them): conv2d, groups, complex dtypes, float16 (its
+tiles are float32 in fft.py; numba has no float16 arithmetic on the host).
+"""
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..._threads import serialised_if_needed
+from .implicit import MR, NV, _any_tile, _vector_type, lanes
+
+# --------------------------------------------------------------------------- vector intrinsics
+
+
+def _operands(context, builder, signature, args):
+    """Each argument as LLVM values: arrays as their data pointers, integers as i64, floats as
+    the arrays' element type; and (vector type, load, store) for that element type."""
+    arrays = [t for t in signature.args if isinstance(t, types.Array)]
+    elem = arrays[0].dtype
+    vec = _vector_type(context, elem)
+    values = []
+    for t, v in zip(signature.args, args):
+        if isinstance(t, types.Array):
+            values.append(context.make_array(t)(context, builder, v).data)
+        elif isinstance(t, types.Integer):
+            values.append(context.cast(builder, v, t, types.int64))
+        else:
+            values.append(context.cast(builder, v, t, elem))
+
+    def load(base, offset):
+        value = builder.load(builder.bitcast(builder.gep(base, [offset]), vec.as_pointer()))
+        value.align = 4
+        return value
+
+    def store(value, base, offset):
+        instr = builder.store(value, builder.bitcast(builder.gep(base, [offset]),
+                                                     vec.as_pointer()))
+        instr.align = 4
+
+    def splat(value):
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count)
+        first = builder.insert_element(ir.Constant(vec, None), value,
+                                       ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(first, ir.Constant(vec, None), mask)
+    return values, load, store, splat
+
+
+def _checked(*args):
+    """The signature's arguments are arrays of one float dtype, integers and floats."""
+    arrays = [a for a in args if isinstance(a, types.Array)]
+    return bool(arrays) and all(a.dtype == arrays[0].dtype for a in arrays) and \
+        isinstance(arrays[0].dtype, types.Float)
+
+
+@intrinsic
+def _butterfly(typingctx, src, i0, i1, dst, o0, o1, half, wr, wi):
+    """For l < lanes, with a = src[i0+l] + i src[i0+half+l] and b likewise at i1:
+    dst[o0+l] + i dst[o0+half+l] = a + b, dst[o1+l] + i dst[o1+half+l] = (wr + i wi)(a - b)."""
+    if not _checked(src, dst):
+        return None
+    sig = types.void(src, i0, i1, dst, o0, o1, half, wr, wi)
+
+    def codegen(context, builder, signature, args):
+        (s, i0, i1, d, o0, o1, half, wr, wi), load, store, splat = _operands(
+            context, builder, signature, args)
+        a_r, a_i = load(s, i0), load(s, builder.add(i0, half))
+        b_r, b_i = load(s, i1), load(s, builder.add(i1, half))
+        store(builder.fadd(a_r, b_r), d, o0)
+        store(builder.fadd(a_i, b_i), d, builder.add(o0, half))
+        d_r, d_i = builder.fsub(a_r, b_r), builder.fsub(a_i, b_i)
+        w_r, w_i = splat(wr), splat(wi)
+        store(builder.fsub(builder.fmul(w_r, d_r), builder.fmul(w_i, d_i)), d, o1)
+        store(builder.fadd(builder.fmul(w_r, d_i), builder.fmul(w_i, d_r)), d,
+              builder.add(o1, half))
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def _split_spectrum(typingctx, z, u, v, dst, o, half, wr, wi):
+    """2X[f] from Z[f] (at u) and Z[M-f] (at v), w = wr + i wi = e^(-2 pi i f/L): for l < lanes,
+    dst[o+l] + i dst[o+half+l] = (Z[f] + conj Z[M-f]) - i w (Z[f] - conj Z[M-f])."""
+    if not _checked(z, dst):
+        return None
+    sig = types.void(z, u, v, dst, o, half, wr, wi)
+
+    def codegen(context, builder, signature, args):
+        (z, u, v, d, o, half, wr, wi), load, store, splat = _operands(
+            context, builder, signature, args)
+        u_r, u_i = load(z, u), load(z, builder.add(u, half))
+        v_r, v_i = load(z, v), load(z, builder.add(v, half))
+        e_r, e_i = builder.fadd(u_r, v_r), builder.fsub(u_i, v_i)
+        d_r, d_i = builder.fsub(u_r, v_r), builder.fadd(u_i, v_i)
+        w_r, w_i = splat(wr), splat(wi)
+        # -i w (d_r + i d_i) = w (d_i - i d_r)
+        store(builder.fadd(e_r, builder.fadd(builder.fmul(w_r, d_i), builder.fmul(w_i, d_r))),
+              d, o)
+        store(builder.fadd(e_i, builder.fsub(builder.fmul(w_i, d_i), builder.fmul(w_r, d_r))),
+              d, builder.add(o, half))
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def _merge_spectrum(typingctx, y, u, v, dst, o, half, wr, wi):
+    """Z'[f] from Y[f] (at u) and Y[M-f] (at v), w = wr + i wi = e^(2 pi i f/L): for l < lanes,
+    dst[o+l] + i dst[o+half+l] = (Y[f] + conj Y[M-f]) + i w (Y[f] - conj Y[M-f])."""
+    if not _checked(y, dst):
+        return None
+    sig = types.void(y, u, v, dst, o, half, wr, wi)
+
+    def codegen(context, builder, signature, args):
+        (y, u, v, d, o, half, wr, wi), load, store, splat = _operands(
+            context, builder, signature, args)
+        u_r, u_i = load(y, u), load(y, builder.add(u, half))
+        v_r, v_i = load(y, v), load(y, builder.add(v, half))
+        s_r, s_i = builder.fadd(u_r, v_r), builder.fsub(u_i, v_i)
+        d_r, d_i = builder.fsub(u_r, v_r), builder.fadd(u_i, v_i)
+        w_r, w_i = splat(wr), splat(wi)
+        q_r = builder.fsub(builder.fmul(w_r, d_r), builder.fmul(w_i, d_i))
+        q_i = builder.fadd(builder.fmul(w_r, d_i), builder.fmul(w_i, d_r))
+        store(builder.fsub(s_r, q_i), d, o)
+        store(builder.fadd(s_i, q_r), d, builder.add(o, half))
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+# --------------------------------------------------------------------------- transforms
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _cfft(a, b, points, half, lane, tw_r, tw_i, length, inverse):
+    """The complex FFT (inverse: with conjugate twiddles, unscaled) of length `points` of the
+    rows of a ([re | im], `half` lanes each): radix-2 Stockham passes between a and b, natural
+    order out. tw_r + i tw_i = e^(-2 pi i j/length), length = 2*points. True when the result
+    is in b."""
+    row = 2 * half
+    l = points // 2
+    m = 1
+    in_b = False
+    while l >= 1:
+        src, dst = (b, a) if in_b else (a, b)
+        step = length // (2 * l)
+        for j in range(l):
+            wr = tw_r[j * step]
+            wi = -tw_i[j * step] if inverse else tw_i[j * step]
+            for k in range(m):
+                i0 = (k + j * m) * row
+                i1 = i0 + l * m * row
+                o0 = (k + 2 * j * m) * row
+                o1 = o0 + m * row
+                for v in range(0, half, lane):
+                    _butterfly(src, i0 + v, i1 + v, dst, o0 + v, o1 + v, half, wr, wi)
+        in_b = not in_b
+        l //= 2
+        m *= 2
+    return in_b
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _conv_kernel(x, src_off, wmix, red_off, tw_r, tw_i, length, span, stride, per_tile,
+                 n_tiles, block, cv, kv, lane, out, bad):
+    """out[n, k, p] (x (N, C, W) the source, out (N, K, P)) for every tile of every image: the
+    module docstring's tasks. span: the dilated kernel's span D."""
+    n_img, channels, width = x.shape
+    k_count, p_count = out.shape[1], out.shape[2]
+    points = length // 2
+    freqs = points + 1
+    step = per_tile * stride
+    blocks = (n_tiles + block - 1) // block
+    rows = 2 * max(cv, kv)
+    dt = wmix.dtype
+    for task in numba.prange(n_img * blocks):
+        n = task // blocks
+        t0 = (task % blocks) * block
+        nt = min(n_tiles, t0 + block) - t0
+        a = np.empty(points * rows, dt)
+        b = np.empty(points * rows, dt)
+        xs = np.empty(block * freqs * 2 * cv, dt)
+        ys = np.empty(block * freqs * 2 * kv, dt)
+        xs[nt * freqs * 2 * cv:] = 0            # the panels' rows past the last tile
+        zero = tw_r[0] - tw_r[0]
+        finite = zero
+        for t in range(nt):
+            base = (t0 + t) * step - src_off    # source index of the tile's first point
+            a[:points * 2 * cv] = 0
+            # Even points 2m at base + 2m, odd ones at base + 2m + 1, inside [0, width).
+            lo_e = max(0, -(base // 2))
+            hi_e = min(points, max(0, (width - base + 1) // 2))
+            lo_o = max(0, -((base + 1) // 2))
+            hi_o = min(points, max(0, (width - base) // 2))
+            for c in range(channels):
+                line = x[n, c]
+                for m in range(lo_e, hi_e):
+                    value = line[base + 2 * m]
+                    finite += value * 0         # nan once any value is inf or nan
+                    a[m * 2 * cv + c] = value
+                for m in range(lo_o, hi_o):
+                    value = line[base + 2 * m + 1]
+                    finite += value * 0
+                    a[m * 2 * cv + cv + c] = value
+            if finite != finite:
+                # Read the tile's non-finite values as zero; fft.py adds their terms exactly.
+                bad[task] = True
+                finite = zero
+                for e in range(points * 2 * cv):
+                    if not np.isfinite(a[e]):
+                        a[e] = 0
+            in_b = _cfft(a, b, points, cv, lane, tw_r, tw_i, length, False)
+            z = b if in_b else a
+            for f in range(freqs):
+                u = (f % points) * 2 * cv
+                v = ((points - f) % points) * 2 * cv
+                o = (t * freqs + f) * 2 * cv
+                for e in range(0, cv, lane):
+                    _split_spectrum(z, u + e, v + e, xs, o + e, cv, tw_r[f], tw_i[f])
+        # Y[t, f] = X[t, f] @ wmix[f] for the block's tiles (MR-row panels).
+        ldx, ldy = freqs * 2 * cv, freqs * 2 * kv
+        for f in range(freqs):
+            for j0 in range(0, 2 * kv, NV * lane):
+                nv = min(NV, (2 * kv - j0) // lane)
+                for p0 in range(0, nt, MR):
+                    _any_tile(MR, nv, xs, (p0 * freqs + f) * 2 * cv, ldx, wmix,
+                              f * 2 * cv * 2 * kv + j0, red_off, 2 * cv, ys,
+                              (p0 * freqs + f) * 2 * kv + j0, ldy)
+        for t in range(nt):
+            for f in range(points):
+                u = (t * freqs + f) * 2 * kv
+                v = (t * freqs + points - f) * 2 * kv
+                for e in range(0, kv, lane):
+                    _merge_spectrum(ys, u + e, v + e, a, f * 2 * kv + e, kv, tw_r[f], -tw_i[f])
+            in_b = _cfft(a, b, points, kv, lane, tw_r, tw_i, length, True)
+            z = b if in_b else a
+            p0 = (t0 + t) * per_tile
+            count = min(per_tile, p_count - p0)
+            for k in range(k_count):
+                line = out[n, k]
+                for i in range(count):
+                    j = span - 1 + i * stride           # the circular index of output i
+                    line[p0 + i] = z[(j // 2) * 2 * kv + (j % 2) * kv + k]
+
+
+_conv = serialised_if_needed(_conv_kernel)
+
+
+# --------------------------------------------------------------------------- the host side
+
+def twiddles(length: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(cos, -sin) of 2 pi j/length for j in [0, length/2]: e^(-2 pi i j/length), computed in
+    float64 and rounded once."""
+    j = np.arange(length // 2 + 1)
+    return (np.cos(2 * np.pi * j / length).astype(dtype),
+            (-np.sin(2 * np.pi * j / length)).astype(dtype))
+
+
+def padded_channels(channels: int, dtype: np.dtype) -> int:
+    lane = lanes(dtype)
+    return -(-channels // lane) * lane
+
+
+def mixing_weights(spectrum: np.ndarray, length: int, cv: int, kv: int) -> np.ndarray:
+    """wmix (F, 2Cv, 2Kv): the real form of the complex products (module docstring) of
+    spectrum (1, F, K, C), fft.py's weight spectrum, divided by 2*length."""
+    _, freqs, k, c = spectrum.shape
+    dtype = spectrum.real.dtype
+    w = spectrum[0].transpose(0, 2, 1) / (2 * length)           # (F, C, K)
+    wmix = np.zeros((freqs, 2 * cv, 2 * kv), dtype)
+    wmix[:, :c, :k] = w.real
+    wmix[:, :c, kv:kv + k] = w.imag
+    wmix[:, cv:cv + c, :k] = -w.imag
+    wmix[:, cv:cv + c, kv:kv + k] = w.real
+    return wmix
+
+
+def task_bytes(length: int, cv: int, kv: int, dtype: np.dtype) -> int:
+    """One task's own buffers: two transform buffers and a block's spectra and products."""
+    points, freqs = length // 2, length // 2 + 1
+    return (2 * points * 2 * max(cv, kv) + MR * freqs * 2 * (cv + kv)) * np.dtype(dtype).itemsize
+
+
+# The last wmix each thread made and the spectrum it came from (fft.py keeps the spectrum of
+# equal weights between calls; its identity is the key).
+_last_mix = threading.local()
+
+
+def conv1d(src: np.ndarray, src_off: int, spectrum: np.ndarray, length: int, span: int,
+           stride: int, per_tile: int, n_tiles: int, out: np.ndarray) -> bool:
+    """out (N, K, P) = the conv1d of src (N, C, W: the input, or its padded copy with src_off
+    0) by the weights whose fft.py spectrum is `spectrum` (1, F, K, C), through tiles of
+    `length` points holding per_tile outputs each; non-finite source values read as zero. True
+    when the source held any (fft.py then adds their terms exactly)."""
+    dtype = out.dtype
+    cv, kv = padded_channels(src.shape[1], dtype), padded_channels(out.shape[1], dtype)
+    last = getattr(_last_mix, "entry", None)
+    if last is not None and last[0] is spectrum and last[1] == length:
+        wmix = last[2]
+    else:
+        wmix = mixing_weights(spectrum, length, cv, kv)
+        _last_mix.entry = (spectrum, length, wmix)
+    red_off = np.arange(2 * cv, dtype=np.int64) * (2 * kv)
+    tw_r, tw_i = twiddles(length, dtype)
+    blocks = -(-n_tiles // MR)
+    bad = np.zeros(src.shape[0] * blocks, np.bool_)
+    _conv(src, int(src_off), wmix, red_off, tw_r, tw_i, int(length), int(span), int(stride),
+          int(per_tile), int(n_tiles), MR, cv, kv, lanes(dtype), out, bad)
+    return bool(bad.any())
