@@ -345,6 +345,7 @@ def _lanes_plan(spec: ConvSpec, limit: int, threads: int) -> FftPlan | None:
     best = None
     length = max(8, 1 << (dw - 1).bit_length())
     whole = (q - 1) * sw + dw                   # the span of every output: one tile
+    source = spec.n * spec.c * (spec.w + spec.pad[2] + spec.pad[3])
     while length <= _LANES_MAX_LENGTH:
         per = _per_tile(length, dw, sw, q)
         tiles = -(-q // per)
@@ -357,9 +358,10 @@ def _lanes_plan(spec: ConvSpec, limit: int, threads: int) -> FftPlan | None:
                             + cost["byte"] * mix_bytes * (mix_bytes > (1 << 20))
                             + cost["round"])
         # Held: the spectrum fft_conv makes (1.25x while it is made), the copy of the weights
-        # kept with it, the mixing weights and the padded source; per task its own buffers.
+        # kept with it, the mixing weights and the padded source; per task its own buffers; and
+        # where the source holds inf or nan, its copy without them and their mask.
         _, peak_weight = _fixed_bytes(spec, tdt, 1, length)
-        workspace = (peak_weight + mix_bytes
+        workspace = (peak_weight + mix_bytes + source * (size + 1)
                      + numba.config.NUMBA_NUM_THREADS * fft_lanes.task_bytes(length, cv, kv, tdt))
         if workspace <= limit and (best is None or seconds < best[0]):
             best = (seconds, length, per, tiles, workspace)

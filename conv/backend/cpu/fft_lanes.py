@@ -28,9 +28,9 @@ one GEMM per frequency with the block's tiles as rows, `wmix[f]` its right-hand 
 
 Who computes what: `_conv_kernel`, one task per (image, block of `block` tiles, a multiple of
 implicit.MR). The task gathers each tile's span of every channel (zero outside the source:
-'zeros' padding by index arithmetic; the other modes read fft.py's padded copy), non-finite
-values read as zero and flagged (fft.py adds their terms exactly); transforms it into its rows of
-xs; runs the GEMMs of every frequency over its tiles (MR-row panels x NR columns, the last
+'zeros' padding by index arithmetic; the other modes read fft.py's padded copy; a source with
+inf or nan is first copied with them read as zero, and fft.py adds their terms exactly);
+transforms it into its rows of xs; runs the GEMMs of every frequency over its tiles (MR-row panels x NR columns, the last
 columns narrower); and turns each tile's products back into the outputs it keeps
 (overlap-save: circular index D - 1 + i*stride for the tile's i-th output), written to
 out[n, k, p]. Its buffers (a, b, xs, ys) are its own; wmix is shared and read by every task.
@@ -40,6 +40,7 @@ tiles are float32 in fft.py; numba has no float16 arithmetic on the host).
 """
 from __future__ import annotations
 
+import functools
 import threading
 
 import numba
@@ -51,6 +52,7 @@ from numba.extending import intrinsic
 
 from ..._threads import serialised_if_needed
 from .implicit import MR, NV, _any_tile, _vector_type, lanes
+from .winograd_lanes import _transpose_block
 
 # --------------------------------------------------------------------------- vector intrinsics
 
@@ -200,10 +202,11 @@ def _cfft(a, b, points, half, lane, tw_r, tw_i, length, inverse):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _conv_kernel(x, src_off, wmix, red_off, tw_r, tw_i, length, span, stride, per_tile,
-                 n_tiles, block, cv, kv, lane, out, bad):
-    """out[n, k, p] (x (N, C, W) the source, out (N, K, P)) for every tile of every image: the
-    module docstring's tasks. span: the dilated kernel's span D."""
+def _conv_kernel(x, sx_n, sx_c, src_off, wmix, red_off, tw_r, tw_i, length, span, stride,
+                 per_tile, n_tiles, block, cv, kv, lane, out, so_n, so_k):
+    """out[n, k, p] (x (N, C, W) the source, out (N, K, P), both contiguous along their last
+    axis; sx_n, sx_c, so_n, so_k their other strides in elements) for every tile of every
+    image: the module docstring's tasks. span: the dilated kernel's span D."""
     n_img, channels, width = x.shape
     k_count, p_count = out.shape[1], out.shape[2]
     points = length // 2
@@ -221,33 +224,26 @@ def _conv_kernel(x, src_off, wmix, red_off, tw_r, tw_i, length, span, stride, pe
         xs = np.empty(block * freqs * 2 * cv, dt)
         ys = np.empty(block * freqs * 2 * kv, dt)
         xs[nt * freqs * 2 * cv:] = 0            # the panels' rows past the last tile
-        zero = tw_r[0] - tw_r[0]
-        finite = zero
         for t in range(nt):
             base = (t0 + t) * step - src_off    # source index of the tile's first point
+            # a[j*cv + c] = x[n, c, base + j] (rows [re | im] of z: point j = 2m + part is
+            # a[(2m + part)*cv + c]), zero outside [0, width): the tile transposed, whole
+            # lanes x lanes blocks in registers.
             a[:points * 2 * cv] = 0
-            # Even points 2m at base + 2m, odd ones at base + 2m + 1, inside [0, width).
-            lo_e = max(0, -(base // 2))
-            hi_e = min(points, max(0, (width - base + 1) // 2))
-            lo_o = max(0, -((base + 1) // 2))
-            hi_o = min(points, max(0, (width - base) // 2))
-            for c in range(channels):
-                line = x[n, c]
-                for m in range(lo_e, hi_e):
-                    value = line[base + 2 * m]
-                    finite += value * 0         # nan once any value is inf or nan
-                    a[m * 2 * cv + c] = value
-                for m in range(lo_o, hi_o):
-                    value = line[base + 2 * m + 1]
-                    finite += value * 0
-                    a[m * 2 * cv + cv + c] = value
-            if finite != finite:
-                # Read the tile's non-finite values as zero; fft.py adds their terms exactly.
-                bad[task] = True
-                finite = zero
-                for e in range(points * 2 * cv):
-                    if not np.isfinite(a[e]):
-                        a[e] = 0
+            j_lo = max(0, -base)
+            j_hi = min(length, width - base)
+            full_c = channels - channels % lane
+            for c0 in range(0, full_c, lane):
+                j = j_lo
+                while j + lane <= j_hi:
+                    _transpose_block(x, n * sx_n + c0 * sx_c + base + j, sx_c, a, j * cv + c0, cv)
+                    j += lane
+                for jj in range(j, j_hi):
+                    for c in range(c0, c0 + lane):
+                        a[jj * cv + c] = x[n, c, base + jj]
+            for c in range(full_c, channels):
+                for jj in range(j_lo, j_hi):
+                    a[jj * cv + c] = x[n, c, base + jj]
             in_b = _cfft(a, b, points, cv, lane, tw_r, tw_i, length, False)
             z = b if in_b else a
             for f in range(freqs):
@@ -275,11 +271,21 @@ def _conv_kernel(x, src_off, wmix, red_off, tw_r, tw_i, length, span, stride, pe
             z = b if in_b else a
             p0 = (t0 + t) * per_tile
             count = min(per_tile, p_count - p0)
-            for k in range(k_count):
-                line = out[n, k]
+            # out[n, k, p0 + i] = z[(span - 1 + i*stride)*kv + k] (the circular index of output
+            # i; rows [re | im] hold point j at j*kv): stride 1 in lanes x lanes blocks.
+            full_k = k_count - k_count % lane if stride == 1 else 0
+            for k0 in range(0, full_k, lane):
+                i = 0
+                while i + lane <= count:
+                    _transpose_block(z, (span - 1 + i) * kv + k0, kv, out,
+                                     n * so_n + k0 * so_k + p0 + i, so_k)
+                    i += lane
+                for ii in range(i, count):
+                    for k in range(k0, k0 + lane):
+                        out[n, k, p0 + ii] = z[(span - 1 + ii) * kv + k]
+            for k in range(full_k, k_count):
                 for i in range(count):
-                    j = span - 1 + i * stride           # the circular index of output i
-                    line[p0 + i] = z[(j // 2) * 2 * kv + (j % 2) * kv + k]
+                    out[n, k, p0 + i] = z[(span - 1 + i * stride) * kv + k]
 
 
 _conv = serialised_if_needed(_conv_kernel)
@@ -287,6 +293,7 @@ _conv = serialised_if_needed(_conv_kernel)
 
 # --------------------------------------------------------------------------- the host side
 
+@functools.lru_cache(maxsize=64)
 def twiddles(length: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """(cos, -sin) of 2 pi j/length for j in [0, length/2]: e^(-2 pi i j/length), computed in
     float64 and rounded once."""
@@ -325,13 +332,26 @@ def task_bytes(length: int, cv: int, kv: int, dtype: np.dtype) -> int:
 _last_mix = threading.local()
 
 
+@functools.lru_cache(maxsize=64)
+def _reduction_offsets(cv: int, kv: int) -> np.ndarray:
+    """The micro-kernel's offsets of wmix[f]'s rows (red_off)."""
+    return np.arange(2 * cv, dtype=np.int64) * (2 * kv)
+
+
 def conv1d(src: np.ndarray, src_off: int, spectrum: np.ndarray, length: int, span: int,
            stride: int, per_tile: int, n_tiles: int, out: np.ndarray) -> bool:
     """out (N, K, P) = the conv1d of src (N, C, W: the input, or its padded copy with src_off
     0) by the weights whose fft.py spectrum is `spectrum` (1, F, K, C), through tiles of
-    `length` points holding per_tile outputs each; non-finite source values read as zero. True
-    when the source held any (fft.py then adds their terms exactly)."""
+    `length` points holding per_tile outputs each; inf and nan in src read as zero (from a copy
+    without them). True when src held any: fft.py then adds their terms exactly."""
     dtype = out.dtype
+    bad = not np.isfinite(src.sum())    # inf and nan reach the sum (or a finite one overflows)
+    if bad:
+        finite = np.isfinite(src)
+        bad = not finite.all()
+        if bad:
+            src = np.where(finite, src, src.dtype.type(0))
+        del finite
     cv, kv = padded_channels(src.shape[1], dtype), padded_channels(out.shape[1], dtype)
     last = getattr(_last_mix, "entry", None)
     if last is not None and last[0] is spectrum and last[1] == length:
@@ -339,10 +359,13 @@ def conv1d(src: np.ndarray, src_off: int, spectrum: np.ndarray, length: int, spa
     else:
         wmix = mixing_weights(spectrum, length, cv, kv)
         _last_mix.entry = (spectrum, length, wmix)
-    red_off = np.arange(2 * cv, dtype=np.int64) * (2 * kv)
-    tw_r, tw_i = twiddles(length, dtype)
-    blocks = -(-n_tiles // MR)
-    bad = np.zeros(src.shape[0] * blocks, np.bool_)
-    _conv(src, int(src_off), wmix, red_off, tw_r, tw_i, int(length), int(span), int(stride),
-          int(per_tile), int(n_tiles), MR, cv, kv, lanes(dtype), out, bad)
-    return bool(bad.any())
+    tw_r, tw_i = twiddles(int(length), np.dtype(dtype))
+    size = src.dtype.itemsize
+    if src.strides[2] != size or src.strides[0] % size or src.strides[1] % size:
+        src = np.ascontiguousarray(src)         # (the source's copy in the plan's workspace)
+    assert out.strides[2] == size and not out.strides[0] % size and not out.strides[1] % size
+    _conv(src, src.strides[0] // size, src.strides[1] // size, int(src_off), wmix,
+          _reduction_offsets(cv, kv), tw_r, tw_i, int(length), int(span), int(stride),
+          int(per_tile), int(n_tiles), MR, cv, kv, lanes(dtype), out, out.strides[0] // size,
+          out.strides[1] // size)
+    return bad
