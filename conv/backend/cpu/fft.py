@@ -30,10 +30,15 @@ weight transform picks the pair, among those whose workspace fits the cap (else 
 the chunk planner then splits the call). Constants: measured on the 2-core development machine
 (see `_COST`); within about 1.3x of the best length measured on the cases below.
 
-Speed (scripts/fft_crossover.py, 2-core AMD EPYC, float32, medians against cpu:implicit): conv1d
-(1, 16, 8000) x (16, 16, k) 'same': 0.2x at k = 3, 0.6x at 31, 1.1x at 63, 1.7x at 127, 2.9x
-at 255 (fft takes 1.1-2 ms at any k; the crossover is near k = 60); conv2d (1, 16, 128, 128)
-k x k: 0.14x at 3x3, 1.3x at 9x9, 4x at 31x31, 7x at 63x63, 13x at 127x127.
+Speed (scripts/fft_crossover.py, 2-core AMD EPYC, float32, medians against cpu:implicit, with
+the pocketfft batches below for conv1d too): conv1d (1, 16, 8000) x (16, 16, k) 'same': 0.2x at
+k = 3, 0.6x at 31, 1.1x at 63, 1.7x at 127, 2.9x at 255 (fft takes 1.1-2 ms at any k; the
+crossover is near k = 60); conv2d (1, 16, 128, 128) k x k: 0.14x at 3x3, 1.3x at 9x9, 4x at
+31x31, 7x at 63x63, 13x at 127x127. conv1d of real float32/float64 without groups now runs on
+fft_lanes.py (LANES): in the benchmark runner's run
+bench/results/cpu/2026-12-03-cpu-2core-zen4-avx512-fftlanes-run1 the long-kernel cases (1, 16,
+8000) x (16, 16, 63 / 127) 'same' took 0.615 / 0.582 ms there, against 1.47 / 2.70 ms for the
+implicit GEMM and 6.6 / 12.0 ms for PyTorch.
 
 Padding: 'zeros' is never materialised: each tile copies the part of its span that lies inside
 the input (as_strided views, converting to the transform dtype as it copies) into a zeroed
@@ -71,7 +76,10 @@ tile buffers (ScratchBuffers). A call with non-finite values also allocates thei
 and one output plane of products at a time.
 
 Transforms: scipy.fft with workers = the backend's thread count where SciPy imports, numpy.fft
-otherwise (SciPy is not a dependency).
+otherwise (SciPy is not a dependency); conv1d of real float32/float64 without groups on
+fft_lanes.py's own transforms, in SIMD lanes across channels (its docstring), where its plan
+(_lanes_plan: power-of-two tiles, its own cost model) fits the cap. It shares this file's
+weight spectrum, source (the padded copy), overlap-save geometry and exact inf/nan terms.
 """
 from __future__ import annotations
 
