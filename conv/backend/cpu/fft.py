@@ -130,10 +130,11 @@ _MAX_CANDIDATES = 40        # FFT lengths tried per axis
 LANES = True
 # fft_lanes' cost model, seconds (fitted with non-negative least squares to 33 timings of its
 # kernel on the 2-core development machine, float32, C and K 1..64, kernels 31..255, L 128..4096;
-# within 0.6-1.7x of each, and its pick within 1.1x of the fastest L measured on each shape): per
-# lane-channel x M log2 M of a transform, per real multiply-add of the products, per byte of the
-# mixing weights read by each task once they outgrow L2 (1 MiB), per round of tasks.
-_LANES_COST = dict(fft=2.0e-10, mac=5.0e-11, byte=4.8e-12, round=1.04e-5)
+# within 0.63-1.48x of each, and its pick within 1.0-1.11x of the fastest L measured on five of the
+# six shapes, 1.33x on the sixth): per lane-channel x M log2 M of a transform, per real
+# multiply-add of the products, per byte of the mixing weights read by each task once they
+# outgrow L2 (1 MiB), per round of tasks.
+_LANES_COST = dict(fft=9.5e-11, mac=3.8e-11, byte=2.1e-12, round=8.7e-6)
 _LANES_MAX_LENGTH = 1 << 16
 
 

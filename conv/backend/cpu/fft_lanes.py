@@ -11,8 +11,8 @@ GEMM per frequency on implicit.py's micro-kernel.
 
 Transforms. A tile's L real points (L a power of two) of channel c are the L/2 complex points
     z[m, c] = x[2m] + i x[2m+1]                               m < M = L/2
-transformed by a complex FFT of length M (`_cfft`: radix-2 Stockham passes, each `_butterfly`
-one vector of channels), then split into the real input's spectrum (`_split_spectrum`):
+transformed by a complex FFT of length M (`_cfft`: Stockham passes, radix 4 (`_butterfly4`) and
+one radix-2 pass (`_butterfly`) where log2 M is odd, each call one vector of channels), then split into the real input's spectrum (`_split_spectrum`):
     2X[f] = (Z[f] + conj Z[M-f]) - i e^(-2 pi i f/L) (Z[f] - conj Z[M-f])     f in [0, M]
 (Z[M] = Z[0]). The inverse runs the same way backwards (`_merge_spectrum`, then the complex
 FFT with conjugate twiddles): Z'[f] = (Y[f] + conj Y[M-f]) + i e^(2 pi i f/L) (Y[f] - conj
@@ -122,6 +122,50 @@ def _butterfly(typingctx, src, i0, i1, dst, o0, o1, half, wr, wi):
 
 
 @intrinsic
+def _butterfly4(typingctx, inverse, src, i0, qs, dst, o0, os, half, wr, wi, w2r, w2i, w3r, w3i):
+    """Two radix-2 Stockham passes fused (module docstring, "Transforms"): for l < lanes, with
+    x_q = src[i0 + q*qs + l] + i src[i0 + q*qs + half + l] (q < 4), A = x0 - x2, B = x1 - x3,
+    s = x0 + x2 + x1 + x3, t = x0 + x2 - x1 - x3, and w, w2, w3 = w^1, w^2, w^3:
+    dst at o0 + r*os (r < 4, [re | im] as src) = s, w (A -+ iB), w2 t, w3 (A +- iB), the upper
+    signs forward, the lower ones for the inverse (conjugate twiddles). inverse: a literal."""
+    if not isinstance(inverse, types.IntegerLiteral) or not _checked(src, dst):
+        return None
+    sign = -1.0 if inverse.literal_value else 1.0
+    sig = types.void(inverse, src, i0, qs, dst, o0, os, half, wr, wi, w2r, w2i, w3r, w3i)
+
+    def codegen(context, builder, signature, args):
+        (_, s, i0, qs, d, o0, os, half, *w), load, store, splat = _operands(
+            context, builder, signature, args)
+        x = []
+        for q in range(4):
+            at = builder.add(i0, builder.mul(ir.Constant(ir.IntType(64), q), qs))
+            x.append((load(s, at), load(s, builder.add(at, half))))
+        add = lambda a, b: (builder.fadd(a[0], b[0]), builder.fadd(a[1], b[1]))
+        sub = lambda a, b: (builder.fsub(a[0], b[0]), builder.fsub(a[1], b[1]))
+
+        def times(c, v):          # (c_r + i c_i) v, c a splat pair
+            return (builder.fsub(builder.fmul(c[0], v[0]), builder.fmul(c[1], v[1])),
+                    builder.fadd(builder.fmul(c[0], v[1]), builder.fmul(c[1], v[0])))
+        e, f = add(x[0], x[2]), add(x[1], x[3])
+        a_, b_ = sub(x[0], x[2]), sub(x[1], x[3])
+        # -i B = (B_i, -B_r) forward; +i B = (-B_i, B_r) for the inverse.
+        if sign > 0:
+            minus, plus = (builder.fadd(a_[0], b_[1]), builder.fsub(a_[1], b_[0])), \
+                (builder.fsub(a_[0], b_[1]), builder.fadd(a_[1], b_[0]))
+        else:
+            minus, plus = (builder.fsub(a_[0], b_[1]), builder.fadd(a_[1], b_[0])), \
+                (builder.fadd(a_[0], b_[1]), builder.fsub(a_[1], b_[0]))
+        w1, w2, w3 = [(splat(w[2 * i]), splat(w[2 * i + 1])) for i in range(3)]
+        outputs = (add(e, f), times(w1, minus), times(w2, sub(e, f)), times(w3, plus))
+        for r, (re, im) in enumerate(outputs):
+            at = builder.add(o0, builder.mul(ir.Constant(ir.IntType(64), r), os))
+            store(re, d, at)
+            store(im, d, builder.add(at, half))
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
 def _split_spectrum(typingctx, z, u, v, dst, o, half, wr, wi):
     """2X[f] from Z[f] (at u) and Z[M-f] (at v), w = wr + i wi = e^(-2 pi i f/L): for l < lanes,
     dst[o+l] + i dst[o+half+l] = (Z[f] + conj Z[M-f]) - i w (Z[f] - conj Z[M-f])."""
@@ -172,32 +216,52 @@ def _merge_spectrum(typingctx, y, u, v, dst, o, half, wr, wi):
 
 # --------------------------------------------------------------------------- transforms
 
+@numba.njit(inline="always")
+def _pass4(inverse, src, i0, qs, dst, o0, os, half, wr, wi, w2r, w2i, w3r, w3i):
+    # One branch per literal direction: each compiles its own intrinsic.
+    if inverse:
+        _butterfly4(1, src, i0, qs, dst, o0, os, half, wr, wi, w2r, w2i, w3r, w3i)
+    else:
+        _butterfly4(0, src, i0, qs, dst, o0, os, half, wr, wi, w2r, w2i, w3r, w3i)
+
+
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def _cfft(a, b, points, half, lane, tw_r, tw_i, length, inverse):
-    """The complex FFT (inverse: with conjugate twiddles, unscaled) of length `points` of the
-    rows of a ([re | im], `half` lanes each): radix-2 Stockham passes between a and b, natural
-    order out. tw_r + i tw_i = e^(-2 pi i j/length), length = 2*points. True when the result
-    is in b."""
+    """The complex FFT (inverse: with conjugate twiddles, unscaled) of length `points` (a power
+    of two) of the rows of a ([re | im], `half` lanes each): Stockham passes between a and b,
+    natural order out, radix 4 (two radix-2 passes fused, `_butterfly4`) and one radix-2 pass
+    where log2(points) is odd. tw_r + i tw_i = e^(-2 pi i j/length), length = 2*points. True
+    when the result is in b."""
     row = 2 * half
-    l = points // 2
+    l = points // 2             # the radix-2 passes' (l, m): l*m = points/2
     m = 1
     in_b = False
-    while l >= 1:
+    while l >= 2:
         src, dst = (b, a) if in_b else (a, b)
         step = length // (2 * l)
-        for j in range(l):
-            wr = tw_r[j * step]
-            wi = -tw_i[j * step] if inverse else tw_i[j * step]
+        for j in range(l // 2):
+            wr, wi = tw_r[j * step], tw_i[j * step]
+            w2r, w2i = tw_r[2 * j * step], tw_i[2 * j * step]
+            if inverse:
+                wi, w2i = -wi, -w2i
+            w3r, w3i = wr * w2r - wi * w2i, wr * w2i + wi * w2r
             for k in range(m):
                 i0 = (k + j * m) * row
-                i1 = i0 + l * m * row
-                o0 = (k + 2 * j * m) * row
-                o1 = o0 + m * row
+                o0 = (k + 4 * j * m) * row
                 for v in range(0, half, lane):
-                    _butterfly(src, i0 + v, i1 + v, dst, o0 + v, o1 + v, half, wr, wi)
+                    _pass4(inverse, src, i0 + v, (l // 2) * m * row, dst, o0 + v, m * row, half,
+                           wr, wi, w2r, w2i, w3r, w3i)
         in_b = not in_b
-        l //= 2
-        m *= 2
+        l //= 4
+        m *= 4
+    if l == 1:
+        src, dst = (b, a) if in_b else (a, b)
+        for k in range(m):
+            i0 = k * row
+            for v in range(0, half, lane):
+                _butterfly(src, i0 + v, i0 + m * row + v, dst, i0 + v, i0 + m * row + v, half,
+                           tw_r[0], tw_i[0])
+        in_b = not in_b
     return in_b
 
 
