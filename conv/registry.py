@@ -124,7 +124,8 @@ ALGORITHMS: tuple[Algorithm, ...] = (
               "for long kernels"),
     Algorithm("cpu", "winograd", "winograd", 0, _FLOATS, "conv/backend/cpu/winograd.py",
               "Winograd F(4x4,3x3) / F(2x2,3x3) tiles, a micro-kernel GEMM per transform point: "
-              "stride-1 3x3 conv2d and 3-tap conv1d only", _winograd_refusal),
+              "stride-1 3x3 conv2d and 3-tap conv1d only (dilated: as its dilation phases)",
+              _winograd_refusal),
     Algorithm("cupy", "direct_naive", "direct", 0, SUPPORTED_DTYPES,
               "kernels/cuda/conv2d_direct.cu", "one thread per output"),
     Algorithm("cupy", "direct", "direct", 1, SUPPORTED_DTYPES, "kernels/cuda/conv2d_direct.cu",

@@ -3,8 +3,9 @@
 depthwise, bias, batches, partial tiles at the right and bottom edges, outputs smaller than one
 tile, float16/32/64, non-contiguous inputs, output channels in blocks under a small workspace
 cap, the weight cache seeing weights changed in place, inf and nan where the direct sum has
-them, the accuracy bound of its module docstring at C = 512, the refusal of ineligible specs and
-dtypes, and what explain says. Every output allocation starts NaN-poisoned; the caller's arrays
+them, the accuracy bound of its module docstring at C = 512, dilated convs as their dilation
+phases (every padding mode, sizes the dilation does not divide, phases that read only padding),
+the refusal of ineligible specs and dtypes, and what explain says. Every output allocation starts NaN-poisoned; the caller's arrays
 are checked unchanged."""
 from __future__ import annotations
 
@@ -261,7 +262,8 @@ def test_accuracy_bound_at_512_channels(m, pipeline, monkeypatch):
 
 INELIGIBLE = [
     ("conv2d", (1, 2, 9, 9), (3, 2, 3, 3), {"stride": 2}, "kernel 3x3, stride (2, 2)"),
-    ("conv2d", (1, 2, 9, 9), (3, 2, 3, 3), {"dilation": 2}, "dilation (2, 2)"),
+    ("conv2d", (1, 2, 9, 9), (3, 2, 3, 3), {"stride": 2, "dilation": 2},
+     "kernel 3x3, stride (2, 2)"),
     ("conv2d", (1, 2, 9, 9), (3, 2, 5, 5), {}, "kernel 5x5"),
     ("conv2d", (1, 2, 9, 9), (3, 2, 1, 3), {}, "kernel 1x3"),
     ("conv1d", (1, 2, 20), (3, 2, 5), {}, "kernel 5, stride 1"),
@@ -275,7 +277,8 @@ def test_ineligible_specs_are_refused(case):
     x, w, _ = make_operands("winograd-refusal", xs, ws, "float32")
     for call in (getattr(conv, op), lambda *a, **k: conv.explain(op, *a, **k)):
         with pytest.raises(ValueError, match=r"^cpu algorithm 'winograd' computes only "
-                                             r"stride-1, dilation-1 .*" + re.escape(words)):
+                                             r"stride-1 convolutions .*, at any dilation; .*"
+                                             + re.escape(words)):
             call(x, w, algorithm="winograd", **kwargs)
 
 
@@ -327,3 +330,74 @@ def test_transform_matrices_compute_correlation(m, rng):
     got = at @ ((g_mat @ g2 @ g_mat.T) * (bt @ d2 @ bt.T)) @ at.T
     want = [[(d2[i:i + 3, j:j + 3] * g2).sum() for j in range(m)] for i in range(m)]
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+# Dilated: the phases (winograd._phase_groups) of every padding mode, sizes the dilation divides
+# (one group of equal phases) and does not (up to two sizes per axis), one dilation per axis,
+# padding so large that some phases read only zeros, groups, batches, conv1d.
+DILATED = [
+    ("2d-d2-same", "conv2d", (2, 5, 12, 12), (7, 5, 3, 3), True, {"padding": "same",
+                                                                  "dilation": 2}),
+    ("2d-d3x2-odd-sizes", "conv2d", (1, 4, 17, 19), (3, 4, 3, 3), True, {"padding": (3, 1),
+                                                                         "dilation": (3, 2)}),
+    ("2d-d2-valid", "conv2d", (2, 3, 13, 11), (4, 3, 3, 3), False, {"dilation": 2}),
+    ("2d-d1x3-reflect", "conv2d", (1, 3, 9, 14), (2, 3, 3, 3), True,
+     {"padding": (1, 3), "dilation": (1, 3), "padding_mode": "reflect"}),
+    ("2d-d2-replicate-groups", "conv2d", (2, 6, 10, 9), (9, 2, 3, 3), True,
+     {"padding": 2, "dilation": 2, "groups": 3, "padding_mode": "replicate"}),
+    ("2d-d4-circular", "conv2d", (1, 2, 12, 13), (3, 2, 3, 3), False,
+     {"padding": 4, "dilation": 4, "padding_mode": "circular"}),
+    ("2d-d4-huge-padding", "conv2d", (1, 3, 5, 6), (2, 3, 3, 3), True, {"padding": 20,
+                                                                        "dilation": 4}),
+    ("2d-d5-one-output-per-phase", "conv2d", (1, 2, 11, 11), (2, 2, 3, 3), True,
+     {"dilation": 5}),
+    ("1d-d2-same", "conv1d", (2, 5, 40), (3, 5, 3), True, {"padding": "same", "dilation": 2}),
+    ("1d-d5-circular-groups", "conv1d", (2, 6, 50), (4, 3, 3), True,
+     {"padding": 7, "dilation": 5, "groups": 2, "padding_mode": "circular"}),
+    ("1d-d3-unbatched-valid", "conv1d", (4, 31), (2, 4, 3), False, {"dilation": 3}),
+]
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES, indirect=True)
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("case", DILATED, ids=[c[0] for c in DILATED])
+def test_dilated_grid(case, dtype, pipeline, rng):
+    _, op, xs, ws, bias, kwargs = case
+    x, w, b = make_operands(rng, xs, ws, dtype, bias=bias)
+    _check(op, x, w, b, **kwargs)
+
+
+def test_dilation_phases_cover_every_output_once():
+    # Each output of the dilated conv belongs to exactly one phase, and equal phases share one
+    # undilated conv (stacked as images).
+    for op, xs, ws, kwargs in [("conv2d", (2, 3, 17, 19), (4, 3, 3, 3), {"padding": (3, 1),
+                                                                       "dilation": (3, 2)}),
+                               ("conv2d", (1, 3, 16, 16), (4, 3, 3, 3), {"padding": "same",
+                                                                       "dilation": 2}),
+                               ("conv1d", (1, 3, 30), (4, 3, 3), {"padding": 9, "dilation": 4})]:
+        nsp = len(xs) - 2
+        spec = make_spec(op, np.empty(xs, np.float32), np.empty(ws, np.float32), None, 1,
+                         kwargs["padding"], kwargs["dilation"], 1, "zeros")
+        hit = np.zeros((spec.p, spec.q), int)
+        dh, dw = spec.dilation
+        for sub, phases in winograd._phase_groups(spec):
+            for ph in phases:
+                hit[ph.a::dh, ph.b::dw] += 1
+                if sub is not None:
+                    assert (sub.p, sub.q) == hit[ph.a::dh, ph.b::dw].shape
+                    assert sub.n == spec.n * len(phases) and sub.dilation == (1, 1)
+        assert (hit == 1).all(), (op, kwargs)
+        if kwargs["padding"] == "same":
+            assert len(winograd._phase_groups(spec)) == 1      # d divides the sizes
+        assert nsp in (1, 2)
+
+
+def test_dilated_explain_and_workspace(rng):
+    x, w, b = make_operands(rng, (2, 16, 24, 24), (16, 16, 3, 3), "float32", bias=True)
+    plan = conv.explain("conv2d", x, w, b, algorithm="winograd", padding=2, dilation=2)
+    assert plan.reason.endswith("transforms in vectors across channels (channels last)") and \
+        "4 dilation phases (dilation 2x2) in 1 undilated conv(s) of phases stacked as images; " \
+        "the largest: Winograd F(4x4,3x3) in float32" in plan.reason, plan.reason
+    limit = _cpu.workspace_limit()
+    assert 0 < winograd.workspace(plan.spec, x.dtype, True, limit) == plan.workspace_bytes <= limit
+    _check("conv2d", x, w, b, padding=2, dilation=2)

@@ -225,7 +225,7 @@ def test_explain_says_how_a_dask_array_runs():
 
 
 @pytest.mark.parametrize("kwargs, dtype", [(dict(backend="nope"), "float32"),
-                                           (dict(algorithm="winograd", dilation=2), "float32"),
+                                           (dict(algorithm="winograd", stride=2), "float32"),
                                            (dict(backend="cupy"), "float32"),
                                            (dict(algorithm="implicit"), "int64")])
 def test_what_a_blocks_call_would_refuse_is_refused_at_the_call(kwargs, dtype):

@@ -12,7 +12,8 @@ entry points. Where each algorithm lives (conv/registry.py has their rows and th
                matmul per frequency: for long kernels.
   fft_lanes.py its conv1d engine (real float32/64, no groups): transforms in SIMD lanes across
                channels, the frequency-domain products as GEMMs on implicit.py's micro-kernel.
-  winograd.py  "winograd": float16/32/64, stride-1 dilation-1 3x3 conv2d and 3-tap conv1d only
+  winograd.py  "winograd": float16/32/64, stride-1 3x3 conv2d and 3-tap conv1d only (dilated:
+               as its dilation phases)
                (other specs: ValueError, from its registry row's spec_refusal). Winograd
                F(4x4,3x3)/F(2x2,3x3) tiles (F(4,3)/F(2,3) for conv1d): numba input/output
                transforms, one GEMM per transform point on implicit.py's LLVM micro-kernel.

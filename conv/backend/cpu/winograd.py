@@ -1,6 +1,20 @@
 """Winograd minimal filtering on the host (algorithm "winograd", version 0, the only one): Lavin &
 Gray 2016, "Fast Algorithms for Convolutional Neural Networks", for stride-1, dilation-1 3x3
-conv2d (F(4x4,3x3) and F(2x2,3x3)) and 3-tap conv1d (F(4,3) and F(2,3)).
+conv2d (F(4x4,3x3) and F(2x2,3x3)) and 3-tap conv1d (F(4,3) and F(2,3)); a dilated one runs as
+its dilation phases (below).
+
+Dilation (`_phase_groups`, `_dilated_conv`): with dilation (dh, dw) and stride 1, the outputs
+out[:, :, a::dh, b::dw] read only the source's elements [e_r::dh, e_c::dw] (e_r = (a - top) mod
+dh, likewise e_c), at dilation 1: each phase is an undilated 3x3 (3-tap) conv of that sub-grid
+with its own zero padding (the input's 'zeros' padding by index arithmetic, the other modes
+from the padded copy). Phases of equal geometry (all of them where d divides the sizes, else at
+most two sizes per axis) are stacked as images and run as one undilated call, whose U is the
+same for every phase (the weights' cache); phases reading only padding are zero. The phases are
+copied once into their stack (a pass over the input) and their outputs scattered back (a pass
+over the output): a timing script (2-core Zen 4, float32) measured 64 x 56 x 56 -> 64 at
+dilation 2 in 0.82-0.85 ms against the implicit GEMM's 1.30, 128 x 28 x 28 at dilation 4 1.28
+against 1.51, and 2 x 32 x 56 x 56 -> 32 at dilation 2 0.73-0.89 against 0.59-0.76 (the copies
+cost what the fewer multiplies save there); the dispatch table decides.
 
 Map. The output is cut into tiles of m x m outputs (conv1d: 1 x m), m = 4 or 2, on a grid of
 TH x TW = ceil(P/m) x ceil(Q/m) tiles per image; tile (th, tw) reads the alpha x alpha patch
@@ -131,6 +145,7 @@ fft.py does with its spectrum).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from dataclasses import dataclass
@@ -454,16 +469,135 @@ def _channel_block(channels: int, bands: int) -> int:
 
 def refusal(spec: ConvSpec) -> ValueError | None:
     """The ValueError a call of spec with algorithm="winograd" raises, or None: Winograd's
-    transforms here are those of stride-1, dilation-1 3x3 (conv2d) and 3-tap (conv1d) kernels."""
+    transforms here are those of stride-1 3x3 (conv2d) and 3-tap (conv1d) kernels (a dilated one
+    runs as its dilation phases, `_phases`)."""
     kernel_ok = (spec.r, spec.s) == ((3, 3) if spec.op == "conv2d" else (1, 3))
-    if kernel_ok and spec.stride == (1, 1) and spec.dilation == (1, 1):
+    if kernel_ok and spec.stride == (1, 1):
         return None
     kernel = f"{spec.r}x{spec.s}" if spec.op == "conv2d" else f"{spec.s}"
     stride = spec.stride if spec.op == "conv2d" else spec.stride[1]
-    dilation = spec.dilation if spec.op == "conv2d" else spec.dilation[1]
-    return ValueError(f"cpu algorithm 'winograd' computes only stride-1, dilation-1 convolutions "
-                      f"with a 3x3 (conv2d) or 3-tap (conv1d) kernel; this {spec.op} has kernel "
-                      f"{kernel}, stride {stride}, dilation {dilation}")
+    return ValueError(f"cpu algorithm 'winograd' computes only stride-1 convolutions with a 3x3 "
+                      f"(conv2d) or 3-tap (conv1d) kernel, at any dilation; this {spec.op} has "
+                      f"kernel {kernel}, stride {stride}")
+
+
+# --------------------------------------------------------------------------- dilation phases
+
+@dataclass(frozen=True)
+class _Phase:
+    """One dilation phase of a stride-1 conv: the outputs out[:, :, a::dh, b::dw] are the
+    undilated conv (zero padding) of the source's elements [e_r::dh, e_c::dw], the first
+    `rows` x `cols` of them (none: they read only zero padding)."""
+    a: int
+    b: int
+    e_r: int
+    rows: int
+    e_c: int
+    cols: int
+
+
+def _phase_axis(outputs: int, size: int, before: int, taps: int, d: int, a: int):
+    """Along one axis (outputs, source size, zero padding before it, taps, dilation d): the
+    outputs a, a + d, ... read padded elements (i' + t)*d + a, t < taps, which are the source's
+    elements e, e + d, ... with `pad` zeros before them. (count, e, pad, used, after): the
+    phase's outputs, its first source element, the zeros before and after the `used` source
+    elements it reads (used <= 0: none)."""
+    count = -(-(outputs - a) // d)
+    e = (a - before) % d
+    pad = (before - a + e) // d
+    available = max(0, -(-(size - e) // d))
+    used = min(available, count + taps - 1 - pad)
+    return count, e, pad, used, count + taps - 1 - pad - max(used, 0)
+
+
+@functools.lru_cache(maxsize=256)
+def _phase_groups(spec: ConvSpec) -> tuple[tuple[ConvSpec | None, tuple[_Phase, ...]], ...]:
+    """The dilation phases of spec (stride 1, dilation (dh, dw)) over its source (the input,
+    'zeros' padding or none, or its padded copy for the other modes), grouped by their
+    undilated conv: (spec of the group's phases stacked as images, N per phase, or None where
+    they read only zeros; its phases). Where d divides the sizes every phase has the same
+    geometry: one call for all of them; else at most two sizes per axis."""
+    dh, dw = spec.dilation
+    zeros = spec.padding_mode == "zeros" or not any(spec.pad)
+    top, bottom, left, right = spec.pad
+    h, w = (spec.h, spec.w) if zeros else (spec.h + top + bottom, spec.w + left + right)
+    before_h, before_w = (top, left) if zeros else (0, 0)
+    groups: dict = {}
+    for a in range(min(dh, spec.p)):
+        count_r, e_r, pad_r, rows, after_r = _phase_axis(spec.p, h, before_h, spec.r, dh, a)
+        for b in range(min(dw, spec.q)):
+            count_c, e_c, pad_c, cols, after_c = _phase_axis(spec.q, w, before_w, spec.s, dw, b)
+            empty = rows <= 0 or cols <= 0
+            key = None if empty else (rows, cols, pad_r, after_r, pad_c, after_c, count_r,
+                                      count_c)
+            groups.setdefault(key, []).append(_Phase(a, b, e_r, rows, e_c, cols))
+    out = []
+    for key, phases in groups.items():
+        sub = None
+        if key is not None:
+            rows, cols, pad_r, after_r, pad_c, after_c, count_r, count_c = key
+            sub = dataclasses.replace(spec, n=spec.n * len(phases), h=rows, w=cols,
+                                      dilation=(1, 1), pad=(pad_r, after_r, pad_c, after_c),
+                                      padding_mode="zeros", p=count_r, q=count_c,
+                                      has_bias=False, batched=True)
+        out.append((sub, tuple(phases)))
+    return tuple(out)
+
+
+def _group_bytes(sub: ConvSpec, x_dtype: np.dtype) -> int:
+    """What a group holds beside its own plan: its stacked phases (in x_dtype) and its output."""
+    return (sub.n * sub.c * sub.h * sub.w * np.dtype(x_dtype).itemsize
+            + sub.n * sub.k * sub.p * sub.q * compute_dtype(sub.dtype).itemsize)
+
+
+def _padded_bytes(spec: ConvSpec, x_dtype: np.dtype) -> int:
+    """The padded copy the phases of a non-zero padding mode read."""
+    if spec.padding_mode == "zeros" or not any(spec.pad):
+        return 0
+    top, bottom, left, right = spec.pad
+    return spec.n * spec.c * (spec.h + top + bottom) * (spec.w + left + right) * \
+        np.dtype(x_dtype).itemsize
+
+
+def _phase_plans(spec: ConvSpec, x_dtype: np.dtype, limit: int):
+    """[(group spec, its plan or None)] and the workspace of the whole dilated call: the padded
+    copy, and the largest of each group's plan (its stacked phases are contiguous) with its
+    stacked phases and output, each group planned under what that leaves."""
+    padded = _padded_bytes(spec, x_dtype)
+    plans, most = [], 0
+    for sub, _ in _phase_groups(spec):
+        if sub is None:
+            plans.append((None, None))
+            continue
+        extra = _group_bytes(sub, x_dtype)
+        wp = _plan_of(sub, x_dtype, True, max(0, limit - padded - extra))
+        plans.append((sub, wp))
+        most = max(most, wp.workspace + extra)
+    return plans, padded + most
+
+
+def _dilated_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec,
+                  scratch: ScratchBuffers, limit: int) -> None:
+    """winograd_conv of a dilated spec: per group of equal phases, one undilated conv of them
+    stacked as images, scattered into out[:, :, a::dh, b::dw] (U made once, for the first)."""
+    dh, dw = spec.dilation
+    src = x4 if spec.padding_mode == "zeros" or not any(spec.pad) else padded_copy(x4, spec)
+    padded = _padded_bytes(spec, x4.dtype)
+    n = spec.n
+    for sub, phases in _phase_groups(spec):
+        if sub is None:
+            for ph in phases:
+                out[:, :, ph.a::dh, ph.b::dw] = 0
+            continue
+        stacked = np.empty((len(phases), n, sub.c, sub.h, sub.w), x4.dtype)
+        for i, ph in enumerate(phases):
+            stacked[i] = src[:, :, ph.e_r::dh, ph.e_c::dw][:, :, :ph.rows, :ph.cols]
+        result = np.empty((sub.n, sub.k, sub.p, sub.q), out.dtype)
+        winograd_conv(stacked.reshape(sub.n, sub.c, sub.h, sub.w), w, result, sub, scratch,
+                      max(0, limit - padded - _group_bytes(sub, x4.dtype)))
+        del stacked
+        for i, ph in enumerate(phases):
+            out[:, :, ph.a::dh, ph.b::dw] = result[i * n:(i + 1) * n]
 
 
 def tile_size(spec: ConvSpec) -> int:
@@ -587,6 +721,15 @@ def _plan_of(spec: ConvSpec, x_dtype, contiguous: bool, limit: int) -> WinogradP
 
 def describe(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int) -> str:
     """The plan in words, for conv.explain."""
+    if spec.dilation != (1, 1):
+        plans, _ = _phase_plans(spec, np.dtype(x_dtype), int(limit))
+        groups = _phase_groups(spec)
+        largest = max((sub for sub, _ in plans if sub is not None), key=lambda sub: sub.n *
+                      sub.p * sub.q)
+        phases = sum(len(phases) for _, phases in groups)
+        return (f"{phases} dilation phases (dilation {spec.dilation[0]}x{spec.dilation[1]}) "
+                f"in {len(groups)} undilated conv(s) of phases stacked as images; the largest: "
+                + describe(largest, x_dtype, True, int(limit)))
     wp = _plan_of(spec, x_dtype, contiguous, limit)
     name = f"F({wp.m}x{wp.m},3x3)" if wp.two_d else f"F({wp.m},3)"
     batch = wp.batch[0] * wp.batch[1] * wp.batch[2]
@@ -601,6 +744,8 @@ def workspace(spec: ConvSpec, x_dtype: np.dtype, contiguous: bool, limit: int) -
     """Bytes winograd_conv allocates for spec beyond its output (chunks.py's estimate)."""
     if spec.is_empty:
         return 0
+    if spec.dilation != (1, 1):
+        return _phase_plans(spec, np.dtype(x_dtype), int(limit))[1]
     return _plan_of(spec, x_dtype, contiguous, limit).workspace
 
 
@@ -680,6 +825,9 @@ def winograd_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec
                   scratch: ScratchBuffers, limit: int) -> None:
     """out (N, K, P, Q), in the compute dtype, = the conv of x4 (any dtype) by w (compute dtype),
     without bias, all of spec at once: the module docstring's map."""
+    if spec.dilation != (1, 1):
+        _dilated_conv(x4, w, out, spec, scratch, limit)
+        return
     cdt = out.dtype
     contiguous = x4.flags.c_contiguous
     wp = _plan_of(spec, x4.dtype, contiguous, limit)
