@@ -266,7 +266,11 @@ def _check_plan(spec: ConvSpec, input, weight, bias, backend: str, algorithm: st
     refused at the call, not when the graph runs."""
     from .plan import make_plan
     xp = _xp(input._meta)
-    window = ((spec.r - 1) * spec.dilation[0] + 1, (spec.s - 1) * spec.dilation[1] + 1)
+    # Two outputs along each axis: with one, make_spec records the stride as 1 (it changes
+    # nothing then), and a refusal of the stride (winograd's) would wait for the graph to run.
+    # (Only where the call has two: the stride is then within the padded input's extent.)
+    window = ((spec.r - 1) * spec.dilation[0] + 1 + (spec.stride[0] if spec.p > 1 else 0),
+              (spec.s - 1) * spec.dilation[1] + 1 + (spec.stride[1] if spec.q > 1 else 0))
     shape = ((1,) if spec.batched else ()) + (spec.c,) + \
         ((window[0],) if spec.op == "conv2d" else ()) + (window[1],)
     piece = xp.broadcast_to(xp.zeros((), spec.dtype), shape)
