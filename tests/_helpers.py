@@ -13,6 +13,9 @@ reduction), per dtype; the first mismatches are printed, a few at most.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -221,3 +224,21 @@ def algorithm_refusal(algorithm, dtype) -> str:
     assert algorithm == "fft", algorithm
     return (f"cpu algorithm 'fft' has no kernels for dtype {np.dtype(dtype)} "
             f"(supported: float16, bfloat16, float32, float64, complex64, complex128)")
+
+
+# The environment that makes numba compile for a Haswell (AVX2, 8 float32 lanes) on any x86 host:
+# the other vector width's kernels, tested in a child process (numba fixes its target at import).
+AVX2_CHILD_ENV = {"CONV_TEST_CHILD": "1", "NUMBA_CPU_NAME": "haswell",
+                  "NUMBA_CPU_FEATURES": "+avx,+avx2,+fma,+f16c,+popcnt,+sse4.1,+sse4.2,+ssse3,"
+                                        "+sse3,+cx16"}
+
+
+def run_tests_on_avx2(test_file: str, selection: str) -> None:
+    """Run the tests of test_file matching the -k selection in a child process compiled for
+    AVX2 (AVX2_CHILD_ENV); they must pass, and some must run."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             os.path.abspath(test_file), "-k", selection],
+                            env=dict(os.environ, **AVX2_CHILD_ENV), capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -28,6 +26,7 @@ from tests._helpers import (
     algorithm_refusal,
     assert_matches_reference,
     make_operands,
+    run_tests_on_avx2,
 )
 
 
@@ -393,11 +392,4 @@ def test_explain_names_the_lanes_engine(rng):
 def test_lanes_engine_on_the_avx2_variant_in_a_child_process():
     # Hosts without AVX-512 run 8 float32 (4 float64) lanes and another micro-kernel shape; numba
     # compiles them here when told the target is a Haswell.
-    env = dict(os.environ, CONV_TEST_CHILD="1", NUMBA_CPU_NAME="haswell",
-               NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+popcnt,+sse4.1,+sse4.2,+ssse3,+sse3,+cx16")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             os.path.abspath(__file__), "-k",
-                             "lanes_engine_grid or lanes_transform or inf_and_nan"],
-                            env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "failed" not in result.stdout
+    run_tests_on_avx2(__file__, "lanes_engine_grid or lanes_transform or inf_and_nan")

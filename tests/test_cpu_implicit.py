@@ -13,7 +13,13 @@ import conv
 import conv.backend.cpu as _cpu
 import conv.backend.cpu.implicit as _cpu_implicit
 import conv.backend.cpu.layout
-from tests._helpers import assert_matches_reference, implicit_refusal, make_operands
+from tests._helpers import (
+    AVX2_CHILD_ENV,
+    assert_matches_reference,
+    implicit_refusal,
+    make_operands,
+    run_tests_on_avx2,
+)
 
 MR = _cpu_implicit.MR
 NR32 = _cpu_implicit.tile_columns(np.float32)
@@ -183,16 +189,11 @@ def test_tile_shape_fits_the_vector_registers():
 def test_avx2_variant_in_a_child_process():
     # The 256-bit variant (4 x 3 tiles) is what hosts without AVX-512 run; numba compiles it here
     # when told the target is a Haswell, so its tiling edges are checked on this machine too.
-    env = dict(os.environ, CONV_TEST_CHILD="1", NUMBA_CPU_NAME="haswell",
-               NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+popcnt,+sse4.1,+sse4.2,+ssse3,+sse3,+cx16")
     code = ("import conv.backend.cpu.implicit as m; "
             "assert (m._VECTOR_BYTES, m.MR, m.NV) == (32, 4, 3), (m._VECTOR_BYTES, m.MR, m.NV)")
-    subprocess.run([sys.executable, "-c", code], env=env, check=True)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             os.path.abspath(__file__), "-k", "tiling_edges"],
-                            env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "failed" not in result.stdout
+    subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **AVX2_CHILD_ENV),
+                   check=True)
+    run_tests_on_avx2(__file__, "tiling_edges")
 
 
 def test_packing_blocks_are_bounded_and_counted(monkeypatch):

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,7 +19,7 @@ import conv
 import conv.backend.cpu as _cpu
 from conv._spec import make_spec
 from conv.backend.cpu import winograd
-from tests._helpers import RTOL, assert_matches_reference, make_operands
+from tests._helpers import RTOL, assert_matches_reference, make_operands, run_tests_on_avx2
 
 TILES = [2, 4]
 PIPELINES = ["lanes-fused", "lanes-batched", "point-major"]
@@ -307,14 +305,7 @@ def test_explain_describes_the_plan(monkeypatch):
 def test_channels_last_pipeline_on_the_avx2_variant_in_a_child_process():
     # Hosts without AVX-512 run 8 float32 (4 float64) lanes: other vector and transpose block
     # sizes, another NR; numba compiles them here when told the target is a Haswell.
-    env = dict(os.environ, CONV_TEST_CHILD="1", NUMBA_CPU_NAME="haswell",
-               NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+popcnt,+sse4.1,+sse4.2,+ssse3,+sse3,+cx16")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             os.path.abspath(__file__), "-k",
-                             "channels_last_pipeline or batches_of_tiles or fused_tasks"],
-                            env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "failed" not in result.stdout
+    run_tests_on_avx2(__file__, "channels_last_pipeline or batches_of_tiles or fused_tasks")
 
 
 @pytest.mark.parametrize("m", TILES)

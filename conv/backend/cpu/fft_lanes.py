@@ -7,14 +7,19 @@ about 0.4 us for a line of 270 points here, and multiplies the spectra with one 
 matmul per frequency; on the long-kernel conv1d (1 x 16 x 8000, kernel 63) its transforms and
 matmuls took 1.3 ms, against PyTorch's 6.9 ms. Here one transform does a whole vector of
 channels at once, in straight-line vector code, and the frequency-domain products are one real
-GEMM per frequency on implicit.py's micro-kernel.
+GEMM per frequency on implicit.py's micro-kernel. The benchmark runner's runs (2-core Zen 4,
+float32, PyTorch in its own process with the same threads) measured that case at 0.615 ms with
+radix-2 passes (bench/results/cpu/2026-12-03-cpu-2core-zen4-avx512-fftlanes-run1) and 0.503 ms
+with the radix-4 ones (...-dilated-run1), against PyTorch's 6.6 and 6.1 ms; kernel 127: 0.582
+and 0.449 ms against 12.0 and 11.8.
 
 Transforms. A tile's L real points (L a power of two) of channel c are the L/2 complex points
     z[m, c] = x[2m] + i x[2m+1]                               m < M = L/2
-transformed by a complex FFT of length M (`_cfft`: Stockham passes, radix 4 (`_butterfly4`) and
-one radix-2 pass (`_butterfly`) where log2 M is odd, each call one vector of channels), then split into the real input's spectrum (`_split_spectrum`):
+transformed by a complex FFT of length M (`_cfft`: Stockham passes of radix 4, `_butterfly4`,
+and one of radix 2, `_butterfly`, where log2 M is odd; each call one vector of channels), then
+split into the real input's spectrum (`_real_spectrum`):
     2X[f] = (Z[f] + conj Z[M-f]) - i e^(-2 pi i f/L) (Z[f] - conj Z[M-f])     f in [0, M]
-(Z[M] = Z[0]). The inverse runs the same way backwards (`_merge_spectrum`, then the complex
+(Z[M] = Z[0]). The inverse runs the same way backwards (`_real_spectrum` again, then the complex
 FFT with conjugate twiddles): Z'[f] = (Y[f] + conj Y[M-f]) + i e^(2 pi i f/L) (Y[f] - conj
 Y[M-f]), whose inverse transform holds y[2m] + i y[2m+1]. The factors 1/2 and 1/M of both
 sides are folded into the weights (their spectrum divided by 2L).
@@ -52,17 +57,17 @@ from numba.extending import intrinsic
 
 from ..._threads import serialised_if_needed
 from .implicit import MR, NV, _any_tile, _vector_type, lanes
-from .winograd_lanes import _transpose_block
+from .winograd_lanes import _transpose_block, _vector_io
 
 # --------------------------------------------------------------------------- vector intrinsics
 
 
 def _operands(context, builder, signature, args):
     """Each argument as LLVM values: arrays as their data pointers, integers as i64, floats as
-    the arrays' element type; and (vector type, load, store) for that element type."""
+    the arrays' element type; and (load, store, splat) of vectors of that element type."""
     arrays = [t for t in signature.args if isinstance(t, types.Array)]
     elem = arrays[0].dtype
-    vec = _vector_type(context, elem)
+    vec, _, load, store = _vector_io(context, builder, elem)
     values = []
     for t, v in zip(signature.args, args):
         if isinstance(t, types.Array):
@@ -71,16 +76,6 @@ def _operands(context, builder, signature, args):
             values.append(context.cast(builder, v, t, types.int64))
         else:
             values.append(context.cast(builder, v, t, elem))
-
-    def load(base, offset):
-        value = builder.load(builder.bitcast(builder.gep(base, [offset]), vec.as_pointer()))
-        value.align = 4
-        return value
-
-    def store(value, base, offset):
-        instr = builder.store(value, builder.bitcast(builder.gep(base, [offset]),
-                                                     vec.as_pointer()))
-        instr.align = 4
 
     def splat(value):
         mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count)
@@ -166,50 +161,34 @@ def _butterfly4(typingctx, inverse, src, i0, qs, dst, o0, os, half, wr, wi, w2r,
 
 
 @intrinsic
-def _split_spectrum(typingctx, z, u, v, dst, o, half, wr, wi):
-    """2X[f] from Z[f] (at u) and Z[M-f] (at v), w = wr + i wi = e^(-2 pi i f/L): for l < lanes,
-    dst[o+l] + i dst[o+half+l] = (Z[f] + conj Z[M-f]) - i w (Z[f] - conj Z[M-f])."""
-    if not _checked(z, dst):
+def _real_spectrum(typingctx, inverse, z, u, v, dst, o, half, wr, wi):
+    """The real input's spectrum from the half-length one, or back (module docstring,
+    "Transforms"): for l < lanes, with U = z[u+l] + i z[u+half+l], V likewise at v, and
+    w = wr + i wi, dst[o+l] + i dst[o+half+l] = (U + conj V) -+ i w (U - conj V): the upper sign
+    forward (U = Z[f], V = Z[M-f], w = e^(-2 pi i f/L): 2X[f]), the lower one for the inverse
+    (U = Y[f], V = Y[M-f], w = e^(2 pi i f/L): Z'[f]). inverse: a literal."""
+    if not isinstance(inverse, types.IntegerLiteral) or not _checked(z, dst):
         return None
-    sig = types.void(z, u, v, dst, o, half, wr, wi)
+    forward = not inverse.literal_value
+    sig = types.void(inverse, z, u, v, dst, o, half, wr, wi)
 
     def codegen(context, builder, signature, args):
-        (z, u, v, d, o, half, wr, wi), load, store, splat = _operands(
+        (_, z, u, v, d, o, half, wr, wi), load, store, splat = _operands(
             context, builder, signature, args)
         u_r, u_i = load(z, u), load(z, builder.add(u, half))
         v_r, v_i = load(z, v), load(z, builder.add(v, half))
-        e_r, e_i = builder.fadd(u_r, v_r), builder.fsub(u_i, v_i)
-        d_r, d_i = builder.fsub(u_r, v_r), builder.fadd(u_i, v_i)
-        w_r, w_i = splat(wr), splat(wi)
-        # -i w (d_r + i d_i) = w (d_i - i d_r)
-        store(builder.fadd(e_r, builder.fadd(builder.fmul(w_r, d_i), builder.fmul(w_i, d_r))),
-              d, o)
-        store(builder.fadd(e_i, builder.fsub(builder.fmul(w_i, d_i), builder.fmul(w_r, d_r))),
-              d, builder.add(o, half))
-        return context.get_dummy_value()
-    return sig, codegen
-
-
-@intrinsic
-def _merge_spectrum(typingctx, y, u, v, dst, o, half, wr, wi):
-    """Z'[f] from Y[f] (at u) and Y[M-f] (at v), w = wr + i wi = e^(2 pi i f/L): for l < lanes,
-    dst[o+l] + i dst[o+half+l] = (Y[f] + conj Y[M-f]) + i w (Y[f] - conj Y[M-f])."""
-    if not _checked(y, dst):
-        return None
-    sig = types.void(y, u, v, dst, o, half, wr, wi)
-
-    def codegen(context, builder, signature, args):
-        (y, u, v, d, o, half, wr, wi), load, store, splat = _operands(
-            context, builder, signature, args)
-        u_r, u_i = load(y, u), load(y, builder.add(u, half))
-        v_r, v_i = load(y, v), load(y, builder.add(v, half))
         s_r, s_i = builder.fadd(u_r, v_r), builder.fsub(u_i, v_i)
         d_r, d_i = builder.fsub(u_r, v_r), builder.fadd(u_i, v_i)
         w_r, w_i = splat(wr), splat(wi)
-        q_r = builder.fsub(builder.fmul(w_r, d_r), builder.fmul(w_i, d_i))
+        q_r = builder.fsub(builder.fmul(w_r, d_r), builder.fmul(w_i, d_i))      # w (U - conj V)
         q_i = builder.fadd(builder.fmul(w_r, d_i), builder.fmul(w_i, d_r))
-        store(builder.fsub(s_r, q_i), d, o)
-        store(builder.fadd(s_i, q_r), d, builder.add(o, half))
+        # -i q = q_i - i q_r; +i q = -q_i + i q_r
+        if forward:
+            store(builder.fadd(s_r, q_i), d, o)
+            store(builder.fsub(s_i, q_r), d, builder.add(o, half))
+        else:
+            store(builder.fsub(s_r, q_i), d, o)
+            store(builder.fadd(s_i, q_r), d, builder.add(o, half))
         return context.get_dummy_value()
     return sig, codegen
 
@@ -315,7 +294,7 @@ def _conv_kernel(x, sx_n, sx_c, src_off, wmix, red_off, tw_r, tw_i, length, span
                 v = ((points - f) % points) * 2 * cv
                 o = (t * freqs + f) * 2 * cv
                 for e in range(0, cv, lane):
-                    _split_spectrum(z, u + e, v + e, xs, o + e, cv, tw_r[f], tw_i[f])
+                    _real_spectrum(0, z, u + e, v + e, xs, o + e, cv, tw_r[f], tw_i[f])
         # Y[t, f] = X[t, f] @ wmix[f] for the block's tiles (MR-row panels).
         ldx, ldy = freqs * 2 * cv, freqs * 2 * kv
         for f in range(freqs):
@@ -330,7 +309,8 @@ def _conv_kernel(x, sx_n, sx_c, src_off, wmix, red_off, tw_r, tw_i, length, span
                 u = (t * freqs + f) * 2 * kv
                 v = (t * freqs + points - f) * 2 * kv
                 for e in range(0, kv, lane):
-                    _merge_spectrum(ys, u + e, v + e, a, f * 2 * kv + e, kv, tw_r[f], -tw_i[f])
+                    _real_spectrum(1, ys, u + e, v + e, a, f * 2 * kv + e, kv, tw_r[f],
+                                   -tw_i[f])
             in_b = _cfft(a, b, points, kv, lane, tw_r, tw_i, length, True)
             z = b if in_b else a
             p0 = (t0 + t) * per_tile
