@@ -158,7 +158,7 @@ ALGORITHMS: tuple[Algorithm, ...] = (
               "columns, then a shared-memory tiled GEMM"),
 )
 
-_CPU_BENCH = "bench/results/cpu/2026-12-03-cpu-2core-zen4-avx512-fftlanes-run1.json"
+_CPU_BENCH = "bench/results/cpu/2026-12-03-cpu-2core-zen4-avx512-dilated-run1.json"
 _GPU_UNMEASURED = ("not measured: no GPU has run this code yet; written from the kernels' "
                    "structure (a dispatch table replaces it once GPU results exist)")
 # AutoRule.algorithm of a row that asks the backend's dispatch table (conv/dispatch.py) for the
@@ -209,8 +209,8 @@ AUTO_RULES: dict[str, tuple[AutoRule, ...]] = {
         AutoRule(lambda s: True, "implicit",
                  lambda s: "floating point: the register-tiled implicit GEMM (no dispatch table "
                            "found)",
-                 f"{_CPU_BENCH}: the fastest over its fp32 cases taken together (geomean 1.46x "
-                 f"PyTorch; im2col 0.92x, direct 0.47x, winograd 0.93x over its 16, fft 0.34x; "
+                 f"{_CPU_BENCH}: the fastest over its fp32 cases taken together (geomean 1.49x "
+                 f"PyTorch; im2col 0.97x, direct 0.50x, winograd 1.05x over its 22, fft 0.39x; "
                  f"a run marked unreliable); conv/dispatch_tables/cpu.json chooses per case"),
     ),
     "cupy": (
