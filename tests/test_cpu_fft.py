@@ -361,6 +361,19 @@ def test_lanes_transform_is_numpy_fft(points, dtype, rng):
         assert np.abs(got - want).max() <= 8 * eps * np.log2(2 * points) * np.abs(want).max()
 
 
+def test_lanes_mixing_weights_are_kept_only_with_the_kept_spectrum(rng):
+    # fft_lanes keeps its mixing form of the weights only beside fft.py's kept spectrum: weights
+    # with a non-finite tap (whose spectrum is not kept) drop it.
+    from conv.backend.cpu import fft_lanes
+    x, w, b = make_operands(rng, (1, 4, 900), (4, 4, 65), "float32", bias=True)
+    _check("conv1d", x, w, b, engine="lanes", padding=32)
+    kept = fft_module._last_weights.entry
+    assert kept is not None and fft_lanes._last_mix.entry[0] is kept[2]
+    w[1, 2, 3] = np.inf
+    conv.conv1d(x, w, b, padding=32, algorithm="fft")
+    assert fft_lanes._last_mix.entry is None
+
+
 def test_lanes_plans_fall_back_where_they_do_not_fit(rng):
     # Under a small cap fft_lanes' mixing weights and task buffers do not fit: the pocketfft
     # batches (or their chunks) run, within the cap, with the reference's result.

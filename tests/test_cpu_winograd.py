@@ -193,6 +193,20 @@ def test_output_channels_in_blocks_under_a_small_cap(tile, rng, monkeypatch):
         conv.set_workspace_limit(None, "cpu")
 
 
+def test_dilated_under_a_small_cap(rng):
+    # Over the cap, a dilated call runs as chunks of its output (chunks.py), each a dilated spec
+    # of its own phases, within the cap.
+    x, w, b = make_operands(rng, (2, 8, 30, 30), (8, 8, 3, 3), "float32", bias=True)
+    cap = 300 << 10                 # the whole call's 450 KiB does not fit
+    try:
+        conv.set_workspace_limit(cap, "cpu")
+        plan = conv.explain("conv2d", x, w, b, algorithm="winograd", padding=2, dilation=2)
+        assert plan.chunks is not None and plan.workspace_bytes <= cap, plan
+        _check("conv2d", x, w, b, padding=2, dilation=2)
+    finally:
+        conv.set_workspace_limit(None, "cpu")
+
+
 def test_weight_cache_sees_weights_changed_in_place(rng):
     x, w, _ = make_operands(rng, (1, 4, 8, 8), (3, 4, 3, 3), "float32")
     first = _check("conv2d", x, w, padding=1)
@@ -209,6 +223,9 @@ NON_FINITE = [
     ("conv2d", (1, 4, 7, 9), (4, 2, 3, 3), {"padding": 1, "groups": 2,
                                             "padding_mode": "reflect"}),
     ("conv1d", (2, 3, 21), (4, 3, 3), {"padding": "same", "padding_mode": "circular"}),
+    # Dilated: each phase's call adds the terms of the non-finite values it reads.
+    ("conv2d", (1, 3, 11, 12), (4, 3, 3, 3), {"padding": 2, "dilation": 2}),
+    ("conv1d", (2, 3, 30), (4, 3, 3), {"padding": 3, "dilation": 3, "padding_mode": "reflect"}),
 ]
 
 

@@ -35,10 +35,8 @@ the pocketfft batches below for conv1d too): conv1d (1, 16, 8000) x (16, 16, k) 
 k = 3, 0.6x at 31, 1.1x at 63, 1.7x at 127, 2.9x at 255 (fft takes 1.1-2 ms at any k; the
 crossover is near k = 60); conv2d (1, 16, 128, 128) k x k: 0.14x at 3x3, 1.3x at 9x9, 4x at
 31x31, 7x at 63x63, 13x at 127x127. conv1d of real float32/float64 without groups now runs on
-fft_lanes.py (LANES): in the benchmark runner's run
-bench/results/cpu/2026-12-03-cpu-2core-zen4-avx512-fftlanes-run1 the long-kernel cases (1, 16,
-8000) x (16, 16, 63 / 127) 'same' took 0.615 / 0.582 ms there, against 1.47 / 2.70 ms for the
-implicit GEMM and 6.6 / 12.0 ms for PyTorch.
+fft_lanes.py (LANES), 2.7-5.5x faster than the implicit GEMM on the runner's long-kernel cases
+(its docstring has the runs).
 
 Padding: 'zeros' is never materialised: each tile copies the part of its span that lies inside
 the input (as_strided views, converting to the transform dtype as it copies) into a zeroed
@@ -71,8 +69,9 @@ Memory: the weight spectrum (K*Cg*F complex; 1.25x that while it is made), plus 
 tile buffer, the input spectra, the matmul's result and the inverse transform (`_tile_bytes`);
 `FftPlan.workspace` is what chunks.py reports (conv.explain shows it with the tiles), and a call
 over the cap runs as chunks of itself (conv/backend/cpu/__init__.py:_run_chunked). Between
-calls each thread keeps its last weight spectrum (when it fits a quarter of the cap) and the
-tile buffers (ScratchBuffers). A call with non-finite values also allocates their index lists
+calls each thread keeps its last weight spectrum (when it fits a quarter of the cap; on
+fft_lanes, with its mixing form, twice its size, when both fit) and the tile buffers
+(ScratchBuffers). A call with non-finite values also allocates their index lists
 and one output plane of products at a time.
 
 Transforms: scipy.fft with workers = the backend's thread count where SciPy imports, numpy.fft
@@ -361,7 +360,7 @@ def _lanes_plan(spec: ConvSpec, limit: int, threads: int) -> FftPlan | None:
         points, freqs = length // 2, length // 2 + 1
         tasks = spec.n * -(-tiles // MR)
         rounds = -(-tasks // max(1, threads))
-        mix_bytes = freqs * 4 * cv * kv * size
+        mix_bytes = fft_lanes.mixing_bytes(length, cv, kv, tdt)
         seconds = rounds * (cost["fft"] * MR * (cv + kv) * points * np.log2(max(points, 2))
                             + cost["mac"] * MR * freqs * 4 * cv * kv
                             + cost["byte"] * mix_bytes * (mix_bytes > (1 << 20))
@@ -573,8 +572,15 @@ def _lanes_conv(x4, w, out, spec, fp, tdt, fft, kwargs, scratch, limit) -> None:
     else:
         src, offset = padded_copy(x4, spec), 0
     dw, sw, _, _ = _geometry(spec)[1]
+    # Its mixing form of the weights is kept with the spectrum this file keeps, within the same
+    # quarter of the cap.
+    kept = getattr(_last_weights, "entry", None)
+    mixing = fft_lanes.mixing_bytes(fp.lengths[1], fft_lanes.padded_channels(spec.c, tdt),
+                                    fft_lanes.padded_channels(spec.k, tdt), tdt)
+    keep = kept is not None and kept[2] is spectrum and \
+        spectrum.nbytes + w.nbytes + mixing <= limit // 4
     bad_input = fft_lanes.conv1d(src[:, :, 0], offset, spectrum, fp.lengths[1], dw, sw,
-                                 fp.per_tile[1], fp.tiles[1], out[:, :, 0])
+                                 fp.per_tile[1], fp.tiles[1], out[:, :, 0], keep)
     if bad_input or any_bad_taps:
         _add_non_finite_terms(src, (0, offset), w, bad_taps, bad_input, out, spec)
 

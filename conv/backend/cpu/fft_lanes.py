@@ -57,7 +57,6 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..._threads import serialised_if_needed
@@ -67,12 +66,62 @@ from .winograd_lanes import _transpose_block, _vector_io
 # --------------------------------------------------------------------------- vector intrinsics
 
 
+class _Complex:
+    """Vectors of complex lanes in LLVM IR, stored [re | im] (the imaginary parts `half`
+    elements after the real ones): the intrinsics' arithmetic, written once."""
+
+    def __init__(self, context, builder, elem):
+        self.builder = builder
+        self.vec, _, self._load, self._store = _vector_io(context, builder, elem)
+
+    def load(self, base, at, half):
+        return (self._load(base, at), self._load(base, self.builder.add(at, half)))
+
+    def store(self, value, base, at, half):
+        self._store(value[0], base, at)
+        self._store(value[1], base, self.builder.add(at, half))
+
+    def splat(self, re, im):
+        """The scalar re + i im in every lane."""
+        b, vec = self.builder, self.vec
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count)
+        lanes_of = [b.shuffle_vector(b.insert_element(ir.Constant(vec, None), v,
+                                                      ir.Constant(ir.IntType(32), 0)),
+                                     ir.Constant(vec, None), mask) for v in (re, im)]
+        return tuple(lanes_of)
+
+    def add(self, a, c):
+        return (self.builder.fadd(a[0], c[0]), self.builder.fadd(a[1], c[1]))
+
+    def sub(self, a, c):
+        return (self.builder.fsub(a[0], c[0]), self.builder.fsub(a[1], c[1]))
+
+    def conj_add(self, a, c):
+        """a + conj c"""
+        return (self.builder.fadd(a[0], c[0]), self.builder.fsub(a[1], c[1]))
+
+    def conj_sub(self, a, c):
+        """a - conj c"""
+        return (self.builder.fsub(a[0], c[0]), self.builder.fadd(a[1], c[1]))
+
+    def times(self, w, v):
+        b = self.builder
+        return (b.fsub(b.fmul(w[0], v[0]), b.fmul(w[1], v[1])),
+                b.fadd(b.fmul(w[0], v[1]), b.fmul(w[1], v[0])))
+
+    def add_i(self, a, c, sign):
+        """a + sign * i * c, sign +1 or -1"""
+        b = self.builder
+        if sign > 0:
+            return (b.fsub(a[0], c[1]), b.fadd(a[1], c[0]))
+        return (b.fadd(a[0], c[1]), b.fsub(a[1], c[0]))
+
+
 def _operands(context, builder, signature, args):
-    """Each argument as LLVM values: arrays as their data pointers, integers as i64, floats as
-    the arrays' element type; and (load, store, splat) of vectors of that element type."""
+    """Each argument as LLVM values (arrays as their data pointers, integers as i64, floats as
+    the arrays' element type), and the _Complex arithmetic of that element type."""
     arrays = [t for t in signature.args if isinstance(t, types.Array)]
     elem = arrays[0].dtype
-    vec, _, load, store = _vector_io(context, builder, elem)
     values = []
     for t, v in zip(signature.args, args):
         if isinstance(t, types.Array):
@@ -81,13 +130,7 @@ def _operands(context, builder, signature, args):
             values.append(context.cast(builder, v, t, types.int64))
         else:
             values.append(context.cast(builder, v, t, elem))
-
-    def splat(value):
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count)
-        first = builder.insert_element(ir.Constant(vec, None), value,
-                                       ir.Constant(ir.IntType(32), 0))
-        return builder.shuffle_vector(first, ir.Constant(vec, None), mask)
-    return values, load, store, splat
+    return values, _Complex(context, builder, elem)
 
 
 def _checked(*args):
@@ -106,17 +149,10 @@ def _butterfly(typingctx, src, i0, i1, dst, o0, o1, half, wr, wi):
     sig = types.void(src, i0, i1, dst, o0, o1, half, wr, wi)
 
     def codegen(context, builder, signature, args):
-        (s, i0, i1, d, o0, o1, half, wr, wi), load, store, splat = _operands(
-            context, builder, signature, args)
-        a_r, a_i = load(s, i0), load(s, builder.add(i0, half))
-        b_r, b_i = load(s, i1), load(s, builder.add(i1, half))
-        store(builder.fadd(a_r, b_r), d, o0)
-        store(builder.fadd(a_i, b_i), d, builder.add(o0, half))
-        d_r, d_i = builder.fsub(a_r, b_r), builder.fsub(a_i, b_i)
-        w_r, w_i = splat(wr), splat(wi)
-        store(builder.fsub(builder.fmul(w_r, d_r), builder.fmul(w_i, d_i)), d, o1)
-        store(builder.fadd(builder.fmul(w_r, d_i), builder.fmul(w_i, d_r)), d,
-              builder.add(o1, half))
+        (s, i0, i1, d, o0, o1, half, wr, wi), cx = _operands(context, builder, signature, args)
+        a, b = cx.load(s, i0, half), cx.load(s, i1, half)
+        cx.store(cx.add(a, b), d, o0, half)
+        cx.store(cx.times(cx.splat(wr, wi), cx.sub(a, b)), d, o1, half)
         return context.get_dummy_value()
     return sig, codegen
 
@@ -130,37 +166,21 @@ def _butterfly4(typingctx, inverse, src, i0, qs, dst, o0, os, half, wr, wi, w2r,
     signs forward, the lower ones for the inverse (conjugate twiddles). inverse: a literal."""
     if not isinstance(inverse, types.IntegerLiteral) or not _checked(src, dst):
         return None
-    sign = -1.0 if inverse.literal_value else 1.0
+    sign = 1 if inverse.literal_value else -1       # of the i in w (A -+ iB)
     sig = types.void(inverse, src, i0, qs, dst, o0, os, half, wr, wi, w2r, w2i, w3r, w3i)
 
     def codegen(context, builder, signature, args):
-        (_, s, i0, qs, d, o0, os, half, *w), load, store, splat = _operands(
-            context, builder, signature, args)
-        x = []
-        for q in range(4):
-            at = builder.add(i0, builder.mul(ir.Constant(ir.IntType(64), q), qs))
-            x.append((load(s, at), load(s, builder.add(at, half))))
-        add = lambda a, b: (builder.fadd(a[0], b[0]), builder.fadd(a[1], b[1]))
-        sub = lambda a, b: (builder.fsub(a[0], b[0]), builder.fsub(a[1], b[1]))
-
-        def times(c, v):          # (c_r + i c_i) v, c a splat pair
-            return (builder.fsub(builder.fmul(c[0], v[0]), builder.fmul(c[1], v[1])),
-                    builder.fadd(builder.fmul(c[0], v[1]), builder.fmul(c[1], v[0])))
-        e, f = add(x[0], x[2]), add(x[1], x[3])
-        a_, b_ = sub(x[0], x[2]), sub(x[1], x[3])
-        # -i B = (B_i, -B_r) forward; +i B = (-B_i, B_r) for the inverse.
-        if sign > 0:
-            minus, plus = (builder.fadd(a_[0], b_[1]), builder.fsub(a_[1], b_[0])), \
-                (builder.fsub(a_[0], b_[1]), builder.fadd(a_[1], b_[0]))
-        else:
-            minus, plus = (builder.fsub(a_[0], b_[1]), builder.fadd(a_[1], b_[0])), \
-                (builder.fadd(a_[0], b_[1]), builder.fsub(a_[1], b_[0]))
-        w1, w2, w3 = [(splat(w[2 * i]), splat(w[2 * i + 1])) for i in range(3)]
-        outputs = (add(e, f), times(w1, minus), times(w2, sub(e, f)), times(w3, plus))
-        for r, (re, im) in enumerate(outputs):
-            at = builder.add(o0, builder.mul(ir.Constant(ir.IntType(64), r), os))
-            store(re, d, at)
-            store(im, d, builder.add(at, half))
+        (_, s, i0, qs, d, o0, os, half, *w), cx = _operands(context, builder, signature, args)
+        i64 = ir.IntType(64)
+        x = [cx.load(s, builder.add(i0, builder.mul(ir.Constant(i64, q), qs)), half)
+             for q in range(4)]
+        e, f = cx.add(x[0], x[2]), cx.add(x[1], x[3])
+        a, b = cx.sub(x[0], x[2]), cx.sub(x[1], x[3])
+        w1, w2, w3 = (cx.splat(w[2 * i], w[2 * i + 1]) for i in range(3))
+        outputs = (cx.add(e, f), cx.times(w1, cx.add_i(a, b, sign)), cx.times(w2, cx.sub(e, f)),
+                   cx.times(w3, cx.add_i(a, b, -sign)))
+        for r, value in enumerate(outputs):
+            cx.store(value, d, builder.add(o0, builder.mul(ir.Constant(i64, r), os)), half)
         return context.get_dummy_value()
     return sig, codegen
 
@@ -174,26 +194,14 @@ def _real_spectrum(typingctx, inverse, z, u, v, dst, o, half, wr, wi):
     (U = Y[f], V = Y[M-f], w = e^(2 pi i f/L): Z'[f]). inverse: a literal."""
     if not isinstance(inverse, types.IntegerLiteral) or not _checked(z, dst):
         return None
-    forward = not inverse.literal_value
+    sign = 1 if inverse.literal_value else -1
     sig = types.void(inverse, z, u, v, dst, o, half, wr, wi)
 
     def codegen(context, builder, signature, args):
-        (_, z, u, v, d, o, half, wr, wi), load, store, splat = _operands(
-            context, builder, signature, args)
-        u_r, u_i = load(z, u), load(z, builder.add(u, half))
-        v_r, v_i = load(z, v), load(z, builder.add(v, half))
-        s_r, s_i = builder.fadd(u_r, v_r), builder.fsub(u_i, v_i)
-        d_r, d_i = builder.fsub(u_r, v_r), builder.fadd(u_i, v_i)
-        w_r, w_i = splat(wr), splat(wi)
-        q_r = builder.fsub(builder.fmul(w_r, d_r), builder.fmul(w_i, d_i))      # w (U - conj V)
-        q_i = builder.fadd(builder.fmul(w_r, d_i), builder.fmul(w_i, d_r))
-        # -i q = q_i - i q_r; +i q = -q_i + i q_r
-        if forward:
-            store(builder.fadd(s_r, q_i), d, o)
-            store(builder.fsub(s_i, q_r), d, builder.add(o, half))
-        else:
-            store(builder.fsub(s_r, q_i), d, o)
-            store(builder.fadd(s_i, q_r), d, builder.add(o, half))
+        (_, z, u, v, d, o, half, wr, wi), cx = _operands(context, builder, signature, args)
+        big_u, big_v = cx.load(z, u, half), cx.load(z, v, half)
+        q = cx.times(cx.splat(wr, wi), cx.conj_sub(big_u, big_v))
+        cx.store(cx.add_i(cx.conj_add(big_u, big_v), q, sign), d, o, half)
         return context.get_dummy_value()
     return sig, codegen
 
@@ -370,14 +378,19 @@ def mixing_weights(spectrum: np.ndarray, length: int, cv: int, kv: int) -> np.nd
     return wmix
 
 
+def mixing_bytes(length: int, cv: int, kv: int, dtype: np.dtype) -> int:
+    """wmix's size."""
+    return (length // 2 + 1) * 4 * cv * kv * np.dtype(dtype).itemsize
+
+
 def task_bytes(length: int, cv: int, kv: int, dtype: np.dtype) -> int:
     """One task's own buffers: two transform buffers and a block's spectra and products."""
     points, freqs = length // 2, length // 2 + 1
     return (2 * points * 2 * max(cv, kv) + MR * freqs * 2 * (cv + kv)) * np.dtype(dtype).itemsize
 
 
-# The last wmix each thread made and the spectrum it came from (fft.py keeps the spectrum of
-# equal weights between calls; its identity is the key).
+# The last wmix each thread made and the spectrum it came from, kept only with fft.py's kept
+# spectrum of equal weights (its identity is the key) and, as that, within a quarter of the cap.
 _last_mix = threading.local()
 
 
@@ -388,11 +401,12 @@ def _reduction_offsets(cv: int, kv: int) -> np.ndarray:
 
 
 def conv1d(src: np.ndarray, src_off: int, spectrum: np.ndarray, length: int, span: int,
-           stride: int, per_tile: int, n_tiles: int, out: np.ndarray) -> bool:
+           stride: int, per_tile: int, n_tiles: int, out: np.ndarray, keep: bool) -> bool:
     """out (N, K, P) = the conv1d of src (N, C, W: the input, or its padded copy with src_off
     0) by the weights whose fft.py spectrum is `spectrum` (1, F, K, C), through tiles of
     `length` points holding per_tile outputs each; inf and nan in src read as zero (from a copy
-    without them). True when src held any: fft.py then adds their terms exactly."""
+    without them). True when src held any: fft.py then adds their terms exactly. keep: whether
+    the thread keeps this call's wmix for the next (else it drops the one it kept)."""
     dtype = out.dtype
     bad = not np.isfinite(src.sum())    # inf and nan reach the sum (or a finite one overflows)
     if bad:
@@ -406,8 +420,10 @@ def conv1d(src: np.ndarray, src_off: int, spectrum: np.ndarray, length: int, spa
     if last is not None and last[0] is spectrum and last[1] == length:
         wmix = last[2]
     else:
+        _last_mix.entry = None
         wmix = mixing_weights(spectrum, length, cv, kv)
-        _last_mix.entry = (spectrum, length, wmix)
+        if keep:
+            _last_mix.entry = (spectrum, length, wmix)
     tw_r, tw_i = twiddles(int(length), np.dtype(dtype))
     size = src.dtype.itemsize
     if src.strides[2] != size or src.strides[0] % size or src.strides[1] % size:

@@ -470,7 +470,7 @@ def _channel_block(channels: int, bands: int) -> int:
 def refusal(spec: ConvSpec) -> ValueError | None:
     """The ValueError a call of spec with algorithm="winograd" raises, or None: Winograd's
     transforms here are those of stride-1 3x3 (conv2d) and 3-tap (conv1d) kernels (a dilated one
-    runs as its dilation phases, `_phases`)."""
+    runs as its dilation phases, `_phase_groups`)."""
     kernel_ok = (spec.r, spec.s) == ((3, 3) if spec.op == "conv2d" else (1, 3))
     if kernel_ok and spec.stride == (1, 1):
         return None
@@ -589,13 +589,14 @@ def _dilated_conv(x4: np.ndarray, w: np.ndarray, out: np.ndarray, spec: ConvSpec
             for ph in phases:
                 out[:, :, ph.a::dh, ph.b::dw] = 0
             continue
-        stacked = np.empty((len(phases), n, sub.c, sub.h, sub.w), x4.dtype)
+        # (Kept between calls, as V and M: fresh buffers would be page-faulted in each call.)
+        stacked = scratch.get("winograd_phases_in", (len(phases), n, sub.c, sub.h, sub.w),
+                              x4.dtype)
         for i, ph in enumerate(phases):
             stacked[i] = src[:, :, ph.e_r::dh, ph.e_c::dw][:, :, :ph.rows, :ph.cols]
-        result = np.empty((sub.n, sub.k, sub.p, sub.q), out.dtype)
+        result = scratch.get("winograd_phases_out", (sub.n, sub.k, sub.p, sub.q), out.dtype)
         winograd_conv(stacked.reshape(sub.n, sub.c, sub.h, sub.w), w, result, sub, scratch,
                       max(0, limit - padded - _group_bytes(sub, x4.dtype)))
-        del stacked
         for i, ph in enumerate(phases):
             out[:, :, ph.a::dh, ph.b::dw] = result[i * n:(i + 1) * n]
 
