@@ -10,7 +10,7 @@ CSV_FIELDS = ("suite", "case", "op", "args", "impl", "backend", "algorithm", "pr
               "median_ms", "p20_ms", "p80_ms", "reps", "first_ms", "compile_ms", "flops", "bytes",
               "gflops", "gbps", "peak_share", "bw_share", "torch_ms", "ratio", "auto", "max_err",
               "tol", "reference", "round_spread", "others_cpu", "unreliable", "ratio_unreliable",
-              "note")
+              "idle_wait_ms", "note")
 
 
 def _fmt(value, spec: str, missing: str = "-") -> str:
@@ -241,6 +241,24 @@ def _torch_process_line(result: dict) -> str | None:
     return None
 
 
+def _idle_wait_line(result: dict) -> str | None:
+    """How long the CPU rounds waited for the process's spinning thread pools (timing.py's
+    wait_for_idle_pools), over the rows that recorded it."""
+    waits = [w for r in result.get("rows", []) for w in (r.get("idle_wait_ms") or [])]
+    if not waits:
+        return None
+    known = sorted(w for w in waits if w is not None)
+    long = sum(1 for w in known if w >= 50)
+    gave_up = len(waits) - len(known)
+    text = (f"pools: each CPU round first waited for the timing process's spinning thread pools "
+            f"to go idle (OpenBLAS's workers spin about 0.1 s after a call): {long} of "
+            f"{len(waits)} rounds waited 50 ms or more"
+            + (f", longest {known[-1]:.0f} ms" if known else ""))
+    if gave_up:
+        text += f"; {gave_up} still spinning after the limit (timed anyway)"
+    return text
+
+
 def header(result: dict) -> str:
     """A few lines saying where and how the numbers were taken, and whether they can be trusted."""
     parts = []
@@ -255,9 +273,9 @@ def header(result: dict) -> str:
     threads = result.get("threads", {})
     if threads:
         parts.append("threads: " + ", ".join(f"{k} {v}" for k, v in threads.items()))
-    line = _torch_process_line(result)
-    if line:
-        parts.append(line)
+    for line in (_torch_process_line(result), _idle_wait_line(result)):
+        if line:
+            parts.append(line)
     line = _interference_line(result)
     if line:
         parts.append(line)
@@ -271,7 +289,10 @@ def header(result: dict) -> str:
 # 2: peaks.fp32 and rows' peak_share are against the defined CPU peak (peaks.basis says which),
 #    no longer the best measured GEMM; rows gain round_ms/round_spread/others_cpu/unreliable and
 #    the "auto"/"autotune" implementations; results gain interference and auto_versus_best.
-SCHEMA_VERSION = 2
+# 3: each CPU round first waits for the process's spinning thread pools to go idle (timing.py's
+#    wait_for_idle_pools: before, a row timed after one that called OpenBLAS ran on one core for
+#    about 0.1 s); rows gain idle_wait_ms (that wait per round).
+SCHEMA_VERSION = 3
 
 
 def write_json(result: dict, path) -> pathlib.Path:

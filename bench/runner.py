@@ -49,7 +49,8 @@ from conv.backend.reference import conv_reference
 
 from . import metrics
 from .suites import Case
-from .timing import CpuUse, GpuTimer, Timing, round_spread, row_interference, time_cpu
+from .timing import (CpuUse, GpuTimer, Timing, round_spread, row_interference, time_cpu,
+                     wait_for_idle_pools)
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 # Rows that time algorithm="auto": "auto" with autotuning off (the registry's auto rule, read from
@@ -504,7 +505,7 @@ def _row(case: Case, spec, impl: Impl, precision: str, **fields) -> dict:
         "gflops": None, "gbps": None, "peak_share": None, "bw_share": None,
         "torch_ms": None, "ratio": None, "max_err": None, "tol": None, "auto": False,
         "round_ms": None, "round_spread": None, "others_cpu": None, "unreliable": None,
-        "ratio_unreliable": None,
+        "ratio_unreliable": None, "idle_wait_ms": None,
     }
     row.update(fields)
     return row
@@ -645,6 +646,9 @@ class Runner:
                     continue
                 remote = getattr(fn, "time_round", None)
                 if remote is not None:          # the worker's torch row: its round r, now
+                    # This process's pools (OpenBLAS after our im2col row) go idle first: the
+                    # worker times on the same cores (it waits for its own pools itself).
+                    wait_for_idle_pools()
                     try:
                         samples[i].append(remote(**self.cpu_round(slow)))
                     except WorkerError as exc:
@@ -663,8 +667,10 @@ class Runner:
                 continue
             t = Timing.pooled(rounds)
             spread = round_spread(rounds)
+            waits = [r.idle_wait_s for r in rounds]
             row.update(median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, reps=t.reps,
                        round_ms=[r.median_ms for r in rounds], round_spread=spread,
+                       idle_wait_ms=[None if v is None else round(v * 1e3, 1) for v in waits],
                        others_cpu=others, unreliable=row_interference(spread, others))
             _fill_rates(row, self.peaks)
 

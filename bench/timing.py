@@ -14,6 +14,7 @@ Nothing here imports a GPU library at import time.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ class Timing:
     p80_ms: float
     reps: int
     samples_ms: tuple = ()
+    # Seconds time_cpu waited for the process's thread pools to go idle first (None: they still
+    # spun after IDLE_MAX_S, or nobody waited).
+    idle_wait_s: float | None = None
 
     @classmethod
     def from_samples(cls, samples_ms) -> "Timing":
@@ -49,15 +53,48 @@ def _reps_for(estimate_s: float, budget_s: float, min_reps: int, max_reps: int) 
     return int(max(min_reps, min(max_reps, budget_s / estimate_s)))
 
 
+# Thread pools that spin after their work: OpenBLAS's workers spin for 2^28 TSC cycles (its
+# THREAD_TIMEOUT default; 117 ms at 2.3 GHz) after each BLAS call before they sleep, and on a
+# 2-core machine a spinning worker holds one of the two cores. Measured (2-core Xeon VM, float32,
+# 64 x 56 x 56 3x3, 60 calls after 0.1 s of something else, 6 interleaved repeats): winograd
+# 0.96-1.01 ms a call after 512^2 numpy matmuls, 0.54-0.57 after pure-Python work, 0.52-0.54
+# after itself; the implicit GEMM 1.55-1.65 against 0.91-0.95; with OPENBLAS_THREAD_TIMEOUT=4
+# (no spinning) 0.56-0.58 after either. So a row timed after one that called BLAS (im2col, fft's
+# products) ran at one core's speed through its warm-up and most of its timing: a process's
+# pools are waited out before each row (`wait_for_idle_pools`), by its own CPU time, not by a
+# fixed delay. Idle: the process used less than IDLE_SHARE of one CPU over an IDLE_WINDOW_S
+# window (the waiting thread sleeps); at most IDLE_MAX_S.
+IDLE_WINDOW_S = 0.005
+IDLE_SHARE = 0.1
+IDLE_MAX_S = 1.0
+
+
+def wait_for_idle_pools(max_s: float = IDLE_MAX_S) -> float | None:
+    """Sleep until this process's other threads stop using CPU (spinning thread pools gone to
+    sleep): seconds waited, None when they still spun after max_s."""
+    t0 = time.perf_counter()
+    while True:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        time.sleep(IDLE_WINDOW_S)
+        wall1 = time.perf_counter()
+        if time.process_time() - cpu0 < IDLE_SHARE * (wall1 - wall0):
+            return wall1 - t0
+        if wall1 - t0 >= max_s:
+            return None
+
+
 def time_cpu(fn, *, budget_s: float = 0.5, min_reps: int = 5, max_reps: int = 100,
              warmup: int = 1, warmup_s: float = 0.1) -> Timing:
     """Median of repeated fn() calls after untimed warm-up ones (the caller already made the first).
 
-    Warm-up runs at least `warmup` calls and `warmup_s` seconds: the thread pools of whatever ran
-    before (PyTorch's OpenMP, numba's OpenMP, OpenBLAS's pthreads, which spin-wait after their
-    work) go idle before timing starts, so neither side is timed against the other's spinning
-    threads. The warm-up calls also estimate one call's time, which sets the repetitions.
+    First the process's thread pools of whatever ran before are waited out
+    (`wait_for_idle_pools`: OpenBLAS's pthreads spin for about 0.1 s after their work), so no row
+    is timed against another's spinning threads; then warm-up runs at least `warmup` calls and
+    `warmup_s` seconds, which also estimate one call's time and so set the repetitions. (PyTorch,
+    in a worker process of its own, is waited out by the runner before its rounds; the runner's
+    OMP_WAIT_POLICY=PASSIVE keeps the OpenMP pools from spinning at all.)
     """
+    idle_s = wait_for_idle_pools()
     t0 = time.perf_counter()
     calls = 0
     while calls < max(1, warmup) or time.perf_counter() - t0 < warmup_s:
@@ -70,7 +107,7 @@ def time_cpu(fn, *, budget_s: float = 0.5, min_reps: int = 5, max_reps: int = 10
         t0 = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t0) * 1e3)
-    return Timing.from_samples(samples)
+    return dataclasses.replace(Timing.from_samples(samples), idle_wait_s=idle_s)
 
 
 class GpuTimer:

@@ -9,7 +9,7 @@ from conv.bench import report
 def test_results_files_carry_a_schema_version(tmp_path):
     path = report.write_json({"rows": [], "geomeans": []}, tmp_path / "r.json")
     data = json.loads(path.read_text())
-    assert data["schema_version"] == report.SCHEMA_VERSION == 2
+    assert data["schema_version"] == report.SCHEMA_VERSION == 3
     assert data["rows"] == [] and list(data)[0] == "schema_version"
 
 

@@ -224,3 +224,49 @@ def test_wait_quiet_waits_while_busy_then_goes(monkeypatch):
     monkeypatch.setattr(timing, "others_share_now", lambda seconds: 0.9)
     got = timing.wait_quiet(0.0, poll_s=0.0)
     assert not got["quiet"]                     # gave up: the run goes ahead, marked
+
+
+# ---------------------------------------------------------------- spinning pools between rows
+@contextlib.contextmanager
+def _spinning_thread(seconds: float | None):
+    """A thread of this process that busy-loops (as OpenBLAS's idle workers do after a call) for
+    `seconds`, or until the block ends (None)."""
+    import threading
+    stop = threading.Event()
+
+    def spin():
+        end = time.perf_counter() + (seconds if seconds is not None else 1e9)
+        while not stop.is_set() and time.perf_counter() < end:
+            pass
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_the_wait_for_idle_pools_lasts_while_a_thread_spins():
+    assert timing.wait_for_idle_pools() is not None               # nothing spins: no real wait
+    with _spinning_thread(0.25):
+        waited = timing.wait_for_idle_pools()
+    assert waited is not None and waited >= 0.2
+    with _spinning_thread(None):                                  # spins past the limit
+        assert timing.wait_for_idle_pools(max_s=0.1) is None
+
+
+def test_each_cpu_round_waits_for_the_pools_first_and_records_it(monkeypatch):
+    calls = []
+    with _spinning_thread(0.2):
+        got = timing.time_cpu(lambda: calls.append(time.perf_counter()), budget_s=0.01,
+                              min_reps=2, max_reps=3, warmup_s=0.0)
+    assert got.idle_wait_s is not None and got.idle_wait_s >= 0.15
+    row = _timed_rounds(monkeypatch, [1.0, 1.0], share=0.0)       # nothing spins: one window each
+    assert len(row["idle_wait_ms"]) == 2
+    assert all(0 < ms < 1e3 * timing.IDLE_MAX_S for ms in row["idle_wait_ms"])
+    assert "idle_wait_ms" in report.CSV_FIELDS
+    line = report._idle_wait_line({"rows": [{"idle_wait_ms": [5.1, 122.4]},
+                                            {"idle_wait_ms": [None, 10.2]}, {}]})
+    assert "1 of 4 rounds waited 50 ms or more, longest 122 ms" in line
+    assert "1 still spinning after the limit" in line
