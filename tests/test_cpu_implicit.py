@@ -221,3 +221,22 @@ def test_packing_blocks_are_bounded_and_counted(monkeypatch):
     packing = estimate()
     monkeypatch.setattr(_cpu_implicit, "packs", lambda crs, col_stride: False)
     assert packing - estimate() == threads * (_cpu_implicit.packed_tile_bytes(64 * 3) + 8 * 64 * 3)
+
+
+def test_short_reductions_run_in_tasks_of_few_panels(rng):
+    # A short reduction (crs <= SHORT_REDUCTION) caps a task at SHORT_PANELS panels (few output
+    # rows written at once), a long one at PANELS; either way the result is the reference's.
+    import numba
+
+    from conv._spec import make_spec
+    threads = numba.get_num_threads()
+    for (c, taps), cap in (((1, 10), _cpu_implicit.SHORT_PANELS), ((3, 49), _cpu_implicit.PANELS)):
+        x = np.zeros((1, c, 4000), np.float32)
+        w = np.zeros((512, c, taps), np.float32)
+        spec = make_spec("conv1d", x, w, None, 5, 0, 1, 1, "zeros")
+        plan = _cpu_implicit._plan(spec, NR32, threads)
+        assert plan.panels_per_task <= cap and (cap == _cpu_implicit.SHORT_PANELS
+                                                or plan.panels_per_task > 4), (c, taps)
+    for dtype in ("float32", "float64"):
+        x, w, b = make_operands(rng, (2, 1, 4003), (200, 1, 10), dtype, bias=True)
+        assert_matches_reference("conv1d", x, w, b, backend="cpu", algorithm="implicit", stride=5)
