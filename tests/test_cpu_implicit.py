@@ -40,6 +40,8 @@ CASES = {
     "tile-crosses-rows": ((3, 4, 9, 11), (10, 4, 2, 5), {"padding": (1, 2)}),
     "pointwise-in-place": ((2, 6, 4, NR32 // 4), (9, 6, 1, 1), {}),         # L % NR == 0: no copy
     "pointwise-partial-tile": ((2, 6, 5, 7), (9, 6, 1, 1), {}),
+    "pointwise-whole-tiles": ((2, 6, 13, 11), (9, 6, 1, 1), {}),          # tiles cross rows
+    "column-kernel-padded": ((1, 5, 9, 3 * NR32 + 5), (7, 5, 3, 1), {"padding": (1, 2)}),
     "pointwise-strided": ((2, 6, 9, 10), (9, 6, 1, 1), {"stride": 2}),
     "strided-dilated": ((2, 3, 17, 19), (7, 3, 3, 3), {"stride": (2, 3), "dilation": (2, 1),
                                                        "padding": 2}),
@@ -64,6 +66,7 @@ CASES = {
     "depthwise-per-task": ((2, 32, 9, 10), (32, 1, 3, 3), {"groups": 32, "dilation": 2,
                                                            "padding": 2}),
     "conv1d-long": ((3, 4, 1000), (6, 4, 7), {"dilation": 3, "padding": "same"}),
+    "conv1d-grouped-per-task": ((2, 64, 3 * NR32 + 9), (96, 2, 3), {"groups": 32, "padding": 1}),
     "one-output": ((1, 2, 3, 3), (3, 2, 3, 3), {}),
 }
 
@@ -125,6 +128,56 @@ def test_pack_rule_bounds():
     assert _cpu_implicit.packs(small + 1, 1) == avx2 == _cpu_implicit.packs(large - 1, 1)
 
 
+@pytest.fixture
+def into_output(monkeypatch):
+    """Set whether plans store whole tiles straight into the output (stores_into_output()
+    decides by shape otherwise); plans made under it are dropped on both sides."""
+    def force(on: bool):
+        rule = _cpu_implicit.stores_into_output
+        monkeypatch.setattr(_cpu_implicit, "stores_into_output",
+                            lambda spec, layout: on and rule(spec, layout))
+        _cpu_implicit._plan.cache_clear()
+    yield force
+    _cpu_implicit._plan.cache_clear()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_storing_into_the_output_changes_no_bit(name, into_output, rng):
+    # Whole tiles stored by the micro-kernel with the bias, or through the task's buffer and its
+    # copy: the same sums, the bias added after them either way. Both are the reference's.
+    xs, ws, kwargs = CASES[name]
+    op = "conv1d" if len(xs) == 3 else "conv2d"
+    x, w, b = make_operands(rng, xs, ws, "float32", bias=True)
+    results = []
+    for on in (True, False):
+        into_output(on)
+        results.append(assert_matches_reference(op, x, w, b, backend="cpu",
+                                                algorithm="implicit", **kwargs))
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_into_output_rule():
+    # Every wide column is an output exactly where a plane has one output row or the kernel is
+    # one column wide (then ceil(Wp / sw) wide columns and outputs per row).
+    from conv._spec import make_spec
+    from conv.backend.cpu.layout import phase_layout
+
+    def rule(xs, ws, stride, padding):
+        op = "conv1d" if len(xs) == 3 else "conv2d"
+        spec = make_spec(op, np.zeros(xs, np.float32), np.zeros(ws, np.float32), None, stride,
+                         padding, 1, 1, "zeros")
+        layout = phase_layout(spec, split_columns=not _cpu_implicit._deinterleave(spec))
+        every = layout.wph == spec.q or spec.p == 1
+        assert _cpu_implicit.stores_into_output(spec, layout) == every
+        return every
+    assert rule((1, 3, 100), (4, 3, 5), 3, 2)                        # conv1d
+    assert rule((1, 3, 9, 10), (4, 3, 1, 1), 1, 0)                   # 1x1
+    assert rule((1, 3, 9, 11), (4, 3, 1, 1), 2, 1)                   # 1x1, strided, padded
+    assert rule((1, 3, 9, 11), (4, 3, 3, 1), 1, 1)                   # a column kernel, padded
+    assert not rule((1, 3, 9, 11), (4, 3, 3, 3), 1, 1)
+    assert not rule((1, 3, 9, 11), (4, 3, 1, 2), 1, 0)
+
+
 @pytest.mark.parametrize("name", ["pointwise-in-place", "conv1d-stride2-in-place"])
 def test_in_place_cases_read_the_input_without_a_copy(name, rng, monkeypatch):
     def no_copy(*args):
@@ -145,7 +198,8 @@ def test_per_task_cases_take_the_grouped_path(name, rng):
         pytest.skip("more than 16 numba threads: 64 (image, group) pairs do not take the path")
     xs, ws, kwargs = CASES[name]
     x, w, _ = make_operands(rng, xs, ws, "float32")
-    spec = make_spec("conv2d", x, w, None, kwargs.get("stride", 1), kwargs.get("padding", 0),
+    spec = make_spec("conv1d" if len(xs) == 3 else "conv2d", x, w, None,
+                     kwargs.get("stride", 1), kwargs.get("padding", 0),
                      kwargs.get("dilation", 1), kwargs["groups"],
                      kwargs.get("padding_mode", "zeros"))
     assert _cpu_implicit._plan(spec, NR32, numba.get_num_threads()).grouped
