@@ -149,7 +149,7 @@ def lookup(backend: str, spec: ConvSpec, eligible: tuple[str, ...],
 # 2026-12-01 this moved one pick, resnet50/s2_3x3_128: Winograd 2.49 ms against implicit 2.52 in
 # the table's run, 1.16-1.22x slower than implicit in the next two full runs; scored on those
 # runs' times the table's picks went from 0.987 and 0.994 of the best to 0.990 and 0.996. On the
-# current table it moves sweep/conv2d_s1_p0_d1: Winograd 0.704 ms, implicit 0.722.)
+# Zen 4 table of 2026-12-03 it moved sweep/conv2d_s1_p0_d1: Winograd 0.704 ms, implicit 0.722.)
 TRANSFORM_ALGORITHMS = ("winograd", "fft")
 TRANSFORM_MARGIN = 0.05
 

@@ -22,7 +22,8 @@ from conv._spec import make_spec
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CPU_TABLE = ROOT / "conv" / "dispatch_tables" / "cpu.json"
-CPU_RUN = "bench/results/cpu/2026-12-03-cpu-2core-zen4-avx512-dilated-run1.json"
+CPU_RUN = "bench/results/cpu/2026-12-03-cpu-2core-xeon-avx512-into-run1.json"
+CPU_DEVICE = "Intel(R) Xeon(R) Processor"
 
 
 def spec(x_shape, w_shape, dtype="float32", **kwargs):
@@ -105,30 +106,31 @@ def test_the_cpu_floating_point_choice_reads_the_table():
               spec((2, 64, 300), (100, 64, 3), "float64"),
               spec((1, 8, 20, 20), (8, 8, 3, 3), "complex128", padding=1)):
         row, reason = registry.auto_algorithm("cpu", s)
-        assert reason.startswith(f"dispatch table ({CPU_RUN}, AMD EPYC, fp32)"), reason
+        assert reason.startswith(f"dispatch table ({CPU_RUN}, {CPU_DEVICE}, fp32)"), reason
         assert (row.name, reason) == dispatch.lookup("cpu", s, registry.eligible("cpu", s))
 
 
 # -------------------------------------------------------------------------- nearest-case lookup
 
 def test_a_measured_case_gets_its_own_fastest_algorithm_and_the_reason_names_it():
-    # grouped/mbv2_dw3x3_32_112 itself: direct 0.194 ms < implicit 0.221 ms < im2col 1.04 ms < ...
+    # grouped/mbv2_dw3x3_32_112 itself: implicit 0.298 ms < direct 0.423 ms < im2col 1.74 ms < ...
     s = spec((1, 32, 112, 112), (32, 1, 3, 3), groups=32, padding=1)
     row, reason = registry.auto_algorithm("cpu", s)
-    assert row.name == "direct"
-    assert reason == (f"dispatch table ({CPU_RUN}, AMD EPYC, fp32): nearest measured case "
-                      f"grouped/mbv2_dw3x3_32_112 (distance 0.00), direct 0.194 ms < implicit "
-                      f"0.221 ms < im2col 1.04 ms < winograd 1.31 ms < fft 3.27 ms")
+    assert row.name == "implicit"
+    assert reason == (f"dispatch table ({CPU_RUN}, {CPU_DEVICE}, fp32): nearest measured case "
+                      f"grouped/mbv2_dw3x3_32_112 (distance 0.00), implicit 0.298 ms < direct "
+                      f"0.423 ms < im2col 1.74 ms < winograd 2.2 ms < fft 4.93 ms")
 
 
 @pytest.mark.parametrize("shapes, kwargs, case, algorithm", [
-    # A pointwise conv near ResNet-50's 1x1 layers: one BLAS GEMM (im2col builds no columns).
-    (((1, 64, 48, 48), (256, 64, 1, 1)), {}, "resnet50/s1_1x1_64_256", "im2col"),
-    # A dense 3x3 near ResNet-50 stage 2's: Winograd measured 0.705 ms there, the implicit GEMM
-    # 1.52: well past the margin that near-ties need (dispatch.TRANSFORM_MARGIN).
+    # A pointwise conv near ResNet-50's 1x1 layers: the implicit GEMM 0.497 ms, im2col's one
+    # BLAS GEMM 0.499 there.
+    (((1, 64, 48, 48), (256, 64, 1, 1)), {}, "resnet50/s1_1x1_64_256", "implicit"),
+    # A dense 3x3 near ResNet-50 stage 2's: Winograd measured 1.44 ms there, the implicit GEMM
+    # 1.57: past the margin that near-ties need (dispatch.TRANSFORM_MARGIN).
     (((1, 128, 24, 24), (128, 128, 3, 3)), dict(padding=1), "resnet50/s2_3x3_128", "winograd"),
-    # 32 channels of 56 x 56, unpadded: the implicit GEMM 0.662 ms, Winograd 0.680 there (in
-    # another run Winograd was first by less than the margin: a near-tie, which goes to the
+    # 32 channels of 56 x 56, unpadded: the implicit GEMM 0.521 ms, Winograd 0.713 there (in
+    # other runs Winograd was first by less than the margin: a near-tie, which goes to the
     # exact-sum algorithm either way).
     (((2, 32, 56, 56), (32, 32, 3, 3)), {}, "sweep/conv2d_s1_p0_d1", "implicit"),
     # The same with stride 2, which Winograd does not compute: the fastest it leaves, implicit.
