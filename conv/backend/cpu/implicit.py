@@ -24,7 +24,9 @@ MR-row panels of output channels), or per block of (image, group) pairs. For eac
 where the plan says) and each panel the micro-kernel keeps the MR x NR accumulator tile in vector
 registers for the whole reduction: per kk it loads NV vectors of X, broadcasts MR weights and issues
 MR*NV fused multiply-adds, then stores the tile once into a task-local buffer, from which the valid
-runs (q < Q) of each output row are copied out with the bias. Rows past kg use a narrower kernel (mr
+runs (q < Q) of each output row are copied out with the bias (or, where every wide column is an
+output, conv1d and kernels one column wide, a whole tile straight into the output rows with the
+bias: stores_into_output). Rows past kg use a narrower kernel (mr
 < MR); a plane's last tile, where fewer than NR wide columns remain, runs its whole panels on nv < NV
 vectors of columns (_narrow_tile: bitwise the same results; in one process, old and new alternating,
 2-core AMD EPYC Zen 4, AVX-512, float32, batch 1: 1.06x on a 1x1 conv at 14 x 14, 1.07x on ResNeXt's
