@@ -25,11 +25,11 @@ where the plan says) and each panel the micro-kernel keeps the MR x NR accumulat
 registers for the whole reduction: per kk it loads NV vectors of X, broadcasts MR weights and issues
 MR*NV fused multiply-adds, then stores the tile once into a task-local buffer, from which the valid
 runs (q < Q) of each output row are copied out with the bias (or, where every wide column is an
-output, conv1d and kernels one column wide, a whole tile straight into the output rows with the
-bias: stores_into_output). Rows past kg use a narrower kernel (mr
-< MR); a plane's last tile, where fewer than NR wide columns remain, runs its whole panels on nv < NV
-vectors of columns (_narrow_tile: bitwise the same results; in one process, old and new alternating,
-2-core AMD EPYC Zen 4, AVX-512, float32, batch 1: 1.06x on a 1x1 conv at 14 x 14, 1.07x on ResNeXt's
+output, conv1d and kernels one column wide, a whole tile goes straight into the output rows with
+the bias: stores_into_output). Rows past kg use a narrower kernel (mr < MR); a plane's last
+tile, where fewer than NR wide columns remain, runs its whole panels on nv < NV vectors of
+columns (_narrow_tile: bitwise the same results; in one process, old and new alternating, 2-core
+AMD EPYC Zen 4, AVX-512, float32, batch 1: 1.06x on a 1x1 conv at 14 x 14, 1.07x on ResNeXt's
 grouped 3x3 at 14 x 14, 1.03x on the 256-channel 3x3 there, 1.00-1.01x at 7 x 7, 28 x 28 and on
 conv1d); the other wide columns q >= Q and past L are computed and dropped; reads past the layout's
 end land in zero slack.
